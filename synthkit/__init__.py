@@ -1,0 +1,34 @@
+"""synthkit: synthetic, shareable 3D medical image cohorts with Med-DDPM.
+
+The public API is small and imported lazily (importing ``synthkit`` does not import torch).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_API: dict[str, str] = {
+    "RunConfig": "synthkit.config",
+    "ModelConfig": "synthkit.config",
+    "DiffusionConfig": "synthkit.config",
+    "PreprocessConfig": "synthkit.config",
+    "TrainConfig": "synthkit.config",
+    "model_config": "synthkit.config",
+    "SynthkitError": "synthkit.errors",
+}
+
+__all__ = sorted(_API) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'synthkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

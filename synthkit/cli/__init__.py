@@ -1,0 +1,1 @@
+"""Typer CLI: one module per verb. Import :data:`synthkit.cli.app.app` to embed it."""

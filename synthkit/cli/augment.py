@@ -1,0 +1,14 @@
+"""`synthkit augment`: not landed yet (issue 6)."""
+
+from __future__ import annotations
+
+import typer
+
+from synthkit.cli._common import not_yet
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("augment", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def augment(ctx: typer.Context) -> None:
+        """(not available yet)"""
+        not_yet("augment", 6)

@@ -1,0 +1,14 @@
+"""`synthkit demo`: not landed yet (issue 7)."""
+
+from __future__ import annotations
+
+import typer
+
+from synthkit.cli._common import not_yet
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("demo", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def demo(ctx: typer.Context) -> None:
+        """(not available yet)"""
+        not_yet("demo", 7)

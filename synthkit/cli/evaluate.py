@@ -1,0 +1,14 @@
+"""`synthkit evaluate`: not landed yet (issue 4)."""
+
+from __future__ import annotations
+
+import typer
+
+from synthkit.cli._common import not_yet
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("evaluate", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def evaluate(ctx: typer.Context) -> None:
+        """(not available yet)"""
+        not_yet("evaluate", 4)
