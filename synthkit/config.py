@@ -199,10 +199,11 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
         num_heads=1,
         norm_groups=32,
     ),
-    # About 2M parameters; samples a 32^3-48^3 volume in seconds on a laptop CPU.
+    # About 2.5M parameters (2,469,105 for 1+2 channels); one 32^3 denoiser call takes ~0.06 s
+    # in bf16 on 2 CPU cores, so DDIM-50 samples a 32^3 volume in a few seconds.
     "small": dict(
-        base_channels=32,
-        channel_mults=(1, 2, 2, 4),
+        base_channels=16,
+        channel_mults=(1, 2, 3, 4),
         num_res_blocks=1,
         attention_levels=(False, False, False, True),
         num_heads=1,
