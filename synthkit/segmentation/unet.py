@@ -66,6 +66,13 @@ class UNet3D(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.levels = levels
+        # Layer constructors draw default weights from the global RNG; with a generator, fork
+        # (save and restore) it so building the network leaves the global state untouched.
+        with torch.random.fork_rng(devices=[], enabled=generator is not None):
+            self._build(in_channels, out_channels, base_channels, levels)
+        self.reset_parameters(generator)
+
+    def _build(self, in_channels: int, out_channels: int, base_channels: int, levels: int) -> None:
         widths = [base_channels * 2**i for i in range(levels)]
         self.down = nn.ModuleList()
         c = in_channels
@@ -79,7 +86,6 @@ class UNet3D(nn.Module):
             self.up_conv.append(DoubleConv(2 * w, w))
             c = w
         self.head = nn.Conv3d(c, out_channels, kernel_size=1)
-        self.reset_parameters(generator)
 
     @property
     def size_multiple(self) -> int:
