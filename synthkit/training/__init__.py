@@ -1,0 +1,31 @@
+"""Training: the loop, EMA, learning-rate schedule, mixed precision, DDP and atomic checkpoints.
+
+Heavy modules are imported lazily so ``import synthkit.training`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_API = {
+    "train": "synthkit.training.loop",
+    "Trainer": "synthkit.training.loop",
+    "TrainingError": "synthkit.training.loop",
+    "EMA": "synthkit.training.ema",
+    "lr_at": "synthkit.training.lr",
+    "save_checkpoint": "synthkit.training.checkpoint",
+    "load_checkpoint": "synthkit.training.checkpoint",
+    "load_weights": "synthkit.training.checkpoint",
+    "save_weights": "synthkit.training.checkpoint",
+    "TrainingState": "synthkit.training.checkpoint",
+    "fit_config_to_cohort": "synthkit.training.configure",
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'synthkit.training' has no attribute {name!r}")

@@ -1,0 +1,314 @@
+"""The training loop (Med-DDPM, Algorithm 1) with EMA, accumulation, clipping, mixed precision,
+DDP, atomic checkpoints and exact resume.
+
+One optimizer step::
+
+    for each of grad_accum micro-batches (this rank's share, see synthkit.training.data):
+        x0 = batch["image"]  (B, C, D, H, W) in [-1, 1];  cond = batch["cond"]  (B, K, D, H, W)
+        loss = diffusion.training_loss(model, x0, cond, generator=g) / grad_accum;  backward
+    clip grad norm; optimizer step (AdamW, lr from synthkit.training.lr); EMA update
+
+Everything random is explicit: the model is initialised under a forked RNG seeded from
+``train.seed``; noise and timesteps come from a per-rank ``torch.Generator``; the data order
+is a pure function of (seed, step). A checkpoint stores model, EMA, optimizer, loss scaler,
+step and every rank's RNG states, so ``--resume`` continues exactly (bit-identical on CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from synthkit.config import RunConfig
+from synthkit.errors import SynthkitError, UsageError
+from synthkit.training import checkpoint as ckpt
+from synthkit.training.configure import fit_config_to_cohort, same_architecture
+from synthkit.training.data import StepBatchSampler
+from synthkit.training.ddp import DistInfo, barrier, cleanup, gather_tensors, init_distributed, mean_scalar
+from synthkit.training.ema import EMA
+from synthkit.training.lr import lr_at, set_lr
+from synthkit.training.precision import resolve_training_precision
+from synthkit.training.rng import capture_rng, restore_rng
+from synthkit.training.runlog import RunLog
+
+
+class TrainingError(SynthkitError):
+    """Training cannot go on (e.g. the loss became NaN)."""
+
+
+def _gen_seed(seed: int, rank: int) -> int:
+    return (int(seed) * 1_000_003 + rank * 7_919 + 17) % 2**63
+
+
+def _note_default(msg: str) -> None:
+    import logging
+
+    logging.getLogger("synthkit").warning(msg)
+
+
+class Trainer:
+    """Builds everything for a run, then :meth:`run` trains. Use :func:`train` for one call.
+
+    ``cohort``: a cohort folder or a discovered ``Cohort``; ``run_dir``: the run folder;
+    ``cache_dir``: where preprocessed cases are cached (default ``run_dir/cache``).
+    ``progress``: a rich ``Progress`` (or None); ``on_note``: receives user-facing notes.
+    """
+
+    def __init__(self, cohort: Any, run_dir: str | Path, cfg: RunConfig, *, resume: bool = False,
+                 device: str = "cpu", progress: Any = None, cache_dir: str | Path | None = None,
+                 on_note: Callable[[str], None] | None = None, dist: DistInfo | None = None):
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.note = on_note or _note_default
+        self.dist = dist or init_distributed(device)
+        self.device = self.dist.device
+        self._setup(cohort, cfg, resume, cache_dir)
+
+    # ------------------------------------------------------------------ setup
+    def _setup(self, cohort: Any, cfg: RunConfig, resume: bool, cache_dir: str | Path | None) -> None:
+        from synthkit.diffusion import GaussianDiffusion
+        from synthkit.io import discover_cohort
+        from synthkit.networks import build_denoiser
+        from synthkit.preprocess import cache_cohort
+
+        d = self.dist
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise UsageError("--device cuda was requested but no CUDA GPU is available")
+        latest = ckpt.latest_checkpoint(self.run_dir)
+        cfg_path = self.run_dir / "config.json"
+        if not resume and (latest is not None or (self.run_dir / "model.safetensors").exists()):
+            raise UsageError("folder already holds a training run; pass --resume to continue it "
+                             "or choose another --out", self.run_dir)
+        if resume and latest is None:
+            self.note("no checkpoint to resume from; starting at step 0")
+
+        if not hasattr(cohort, "cases"):
+            cohort = discover_cohort(cohort)
+        cfg = fit_config_to_cohort(cfg, cohort)
+        if resume and latest is not None and cfg_path.exists():
+            why = same_architecture(RunConfig.load(cfg_path), cfg)
+            if why:
+                raise UsageError(f"cannot resume: {why}", cfg_path)
+        self.cfg = cfg
+        tc = cfg.train
+        if tc.batch_size < 1 or tc.grad_accum < 1 or tc.steps < 1:
+            raise UsageError("--steps, --batch-size and --grad-accum must be at least 1")
+
+        cache = Path(cache_dir) if cache_dir is not None else self.run_dir / "cache"
+        if d.is_main:  # rank 0 fills the cache; the others then only read it
+            self.dataset = cache_cohort(cohort, cfg.preprocess, cache)
+        barrier(d)
+        if not d.is_main:
+            self.dataset = cache_cohort(cohort, cfg.preprocess, cache)
+        if len(self.dataset) == 0:
+            raise UsageError("no usable training cases in the cohort", cohort.root)
+        if d.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            cfg.save(cfg_path)
+            self._write_intensity()
+
+        with torch.random.fork_rng(devices=[]):  # deterministic init, global RNG untouched
+            torch.manual_seed(tc.seed)
+            model = build_denoiser(cfg.model, cfg.model.image_channels, cfg.model.mask_classes)
+        self.model = model.to(self.device)
+        self.ema = EMA(self.model, tc.ema_decay)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr_at(0, tc),
+                                           weight_decay=tc.weight_decay)
+        self.precision = resolve_training_precision(tc.precision, self.device)
+        if self.precision.note and d.is_main:
+            self.note(self.precision.note)
+        self.scaler = self.precision.make_scaler()
+        self.generator = torch.Generator(device=self.device).manual_seed(_gen_seed(tc.seed, d.rank))
+        self.diffusion = GaussianDiffusion(cfg.diffusion)
+        if hasattr(self.diffusion, "to"):
+            self.diffusion = self.diffusion.to(self.device)
+        self.start_step = 0
+        self.elapsed = 0.0
+        self.log = RunLog(self.run_dir / "log.jsonl")
+        if resume and latest is not None:
+            self._restore(latest)
+        elif d.is_main:
+            self.log.truncate_after(0)
+
+        self.ddp_model: torch.nn.Module = self.model
+        if d.distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [d.local_rank] if self.device.startswith("cuda") else None
+            self.ddp_model = DDP(self.model, device_ids=ids)
+
+    def _write_intensity(self) -> None:
+        """``intensity.json``: the cohort's median per-channel intensity bounds, used to map
+        samples from [-1, 1] back to a typical intensity range (see synthkit.generate)."""
+        from synthkit.io.atomic import write_json
+
+        records = getattr(self.dataset, "records", None)
+        if not records:
+            return
+        los = [r.lo for r in records if r.lo]
+        his = [r.hi for r in records if r.hi]
+        if not los:
+            return
+        lo = torch.tensor(los, dtype=torch.float64).median(dim=0).values.tolist()
+        hi = torch.tensor(his, dtype=torch.float64).median(dim=0).values.tolist()
+        write_json(self.run_dir / "intensity.json",
+                   {"lo": lo, "hi": hi, "source": f"median over {len(los)} training cases"})
+
+    def _restore(self, path: Path) -> None:
+        state = ckpt.load_checkpoint(path)
+        ckpt.check_state_dict(self.model, state.model, path, "model weights")
+        ckpt.check_state_dict(self.ema.model, state.ema, path, "EMA weights")
+        self.model.load_state_dict(state.model)
+        self.ema.load_state_dict(state.ema, state.ema_updates)
+        try:
+            self.optimizer.load_state_dict(state.optimizer)
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise ckpt.CheckpointError(f"optimizer state does not fit the model ({e})", path) from None
+        if self.scaler is not None and state.scaler:
+            self.scaler.load_state_dict(state.scaler)
+        rank = self.dist.rank
+        if rank in state.rng:
+            restore_rng(state.rng[rank], {"train": self.generator})
+        else:
+            self.generator.manual_seed(_gen_seed(self.cfg.train.seed + state.step, rank))
+            if self.dist.is_main or rank == len(state.rng):
+                self.note(f"checkpoint has no RNG state for rank {rank} (different world size); "
+                          "reseeded, so the run will not repeat bit for bit")
+        self.start_step = state.step
+        self.elapsed = float(state.info.get("elapsed", 0.0))
+        if self.dist.is_main:
+            self.log.truncate_after(self.start_step)
+            self.note(f"resuming from step {self.start_step} ({path.name})")
+
+    # ------------------------------------------------------------------ saving
+    def save_checkpoint(self, step: int) -> None:
+        """Collective: every rank contributes its RNG state; rank 0 writes the files."""
+        states = capture_rng({"train": self.generator})
+        rng: dict[int, dict[str, torch.Tensor]] = {}
+        for name in sorted(states):
+            for r, t in enumerate(gather_tensors(states[name], self.dist)):
+                rng.setdefault(r, {})[name] = t
+        if not self.dist.is_main:
+            return
+        info = {"elapsed": self.elapsed, "world_size": self.dist.world_size, "config": dataclasses.asdict(self.cfg)}
+        state = ckpt.TrainingState(
+            step=step, model=self.model.state_dict(), ema=self.ema.state_dict(),
+            ema_updates=self.ema.num_updates, optimizer=self.optimizer.state_dict(), rng=rng,
+            scaler=self.scaler.state_dict() if self.scaler is not None else None, info=info)
+        ckpt.save_checkpoint(ckpt.checkpoint_path(self.run_dir, step), state)
+        ckpt.save_weights(self.run_dir / "model.safetensors", self.ema.state_dict(),
+                          {"step": step, "kind": "ema"})
+        ckpt.prune_checkpoints(self.run_dir, keep=2)
+
+    def _preview(self, step: int) -> None:
+        from synthkit.training.preview import has_head_label, write_preview
+
+        try:
+            write_preview(self.ema.model, self.diffusion, self.dataset[0],
+                          self.run_dir / "previews" / f"step_{step:08d}.png", step=step,
+                          device=self.device, seed=self.cfg.train.seed,
+                          use_background=has_head_label(self.cfg.data.labels, self.cfg.preprocess.brain_label))
+        except ImportError as e:  # viz not installed: training matters more than pictures
+            self.note(f"preview skipped ({e})")
+
+    # ------------------------------------------------------------------ loop
+    def _loader(self):
+        tc = self.cfg.train
+        sampler = StepBatchSampler(len(self.dataset), batch_size=tc.batch_size, grad_accum=tc.grad_accum,
+                                   seed=tc.seed, start_step=self.start_step, total_steps=tc.steps,
+                                   rank=self.dist.rank, world_size=self.dist.world_size)
+        return torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, num_workers=tc.num_workers,
+                                           pin_memory=self.device.startswith("cuda"))
+
+    def train_step(self, step: int, batches) -> float:
+        """One optimizer step over ``grad_accum`` micro-batches; returns the mean loss (this rank)."""
+        tc = self.cfg.train
+        set_lr(self.optimizer, lr_at(step, tc))
+        total = torch.zeros((), device=self.device)
+        for micro in range(tc.grad_accum):
+            batch = next(batches)
+            x0 = batch["image"].to(self.device, non_blocking=True)
+            cond = batch["cond"].to(self.device, non_blocking=True)
+            last = micro == tc.grad_accum - 1
+            sync = contextlib.nullcontext() if last or not self.dist.distributed else self.ddp_model.no_sync()
+            with sync:
+                with self.precision.autocast():
+                    loss = self.diffusion.training_loss(self.ddp_model, x0, cond, generator=self.generator)
+                scaled = loss.float() / tc.grad_accum
+                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+            total += loss.detach().float()
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if tc.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.update(self.model)
+        return float(total.item()) / tc.grad_accum
+
+    def run(self, stop_at: int | None = None) -> Path:
+        """Train from the current step to ``cfg.train.steps`` (or stop after ``stop_at`` steps,
+        checkpointing there, as if interrupted). Returns the run folder."""
+        tc, d = self.cfg.train, self.dist
+        end = tc.steps if stop_at is None else min(stop_at, tc.steps)
+        task = None
+        if self.progress is not None and d.is_main:
+            task = self.progress.add_task("train", total=tc.steps, completed=self.start_step)
+        images_per_step = tc.batch_size * tc.grad_accum * d.world_size
+        batches = iter(self._loader())
+        self.model.train()
+        step = self.start_step
+        try:
+            while step < end:
+                t0 = time.perf_counter()
+                loss = mean_scalar(self.train_step(step, batches), d)
+                if loss != loss or loss in (float("inf"), float("-inf")):
+                    raise TrainingError(f"the loss became {loss} at step {step + 1}; "
+                                        "try a lower --lr or --precision fp32")
+                step += 1
+                dt = time.perf_counter() - t0
+                self.elapsed += dt
+                if d.is_main and (step % max(1, tc.log_every) == 0 or step == end):
+                    self.log.write({"step": step, "loss": loss, "lr": lr_at(step - 1, tc),
+                                    "time": round(self.elapsed, 4), "images_per_s": images_per_step / max(dt, 1e-9),
+                                    "epoch": (step * images_per_step) / len(self.dataset)})
+                if (step % max(1, tc.checkpoint_every) == 0) or step == end:
+                    self.save_checkpoint(step)
+                if d.is_main and tc.preview_every and step % tc.preview_every == 0:
+                    self._preview(step)
+                if task is not None:
+                    self.progress.update(task, completed=step,
+                                         description=f"train loss {loss:.4f} lr {lr_at(step - 1, tc):.1e} "
+                                                     f"{images_per_step / max(dt, 1e-9):.1f} img/s")
+        finally:
+            self.log.close()
+        self.start_step = step
+        return self.run_dir
+
+    def close(self) -> None:
+        cleanup(self.dist)
+
+
+def train(cohort: Any, run_dir: str | Path, cfg: RunConfig, *, resume: bool = False, device: str = "cpu",
+          progress: Any = None, cache_dir: str | Path | None = None,
+          on_note: Callable[[str], None] | None = None) -> Path:
+    """Train a Med-DDPM model on ``cohort`` into ``run_dir`` (see module docstring); returns ``run_dir``.
+
+    Works the same under ``torchrun`` (DDP): every rank calls it; rank 0 writes the files.
+    """
+    trainer = Trainer(cohort, run_dir, cfg, resume=resume, device=device, progress=progress,
+                      cache_dir=cache_dir, on_note=on_note)
+    try:
+        return trainer.run()
+    finally:
+        trainer.close()
