@@ -87,9 +87,9 @@ class GaussianDiffusion:
 
     def eps_from_x0(self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         """``eps = (x_t - sqrt(ab_t) x0) / sqrt(1 - ab_t)``."""
-        return (
-            x_t - self._gather(self.sqrt_alphas_cumprod, t, x_t) * x0
-        ) / self._gather(self.sqrt_one_minus_alphas_cumprod, t, x_t)
+        return (x_t - self._gather(self.sqrt_alphas_cumprod, t, x_t) * x0) / self._gather(
+            self.sqrt_one_minus_alphas_cumprod, t, x_t
+        )
 
     def model_output_to_eps_x0(
         self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
@@ -141,9 +141,7 @@ class GaussianDiffusion:
         """
         n = x0.shape[0]
         if t is None:
-            t = torch.randint(
-                0, self.num_timesteps, (n,), generator=generator, device=x0.device
-            )
+            t = torch.randint(0, self.num_timesteps, (n,), generator=generator, device=x0.device)
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         x_t = self.q_sample(x0, t, noise)
         out = model(self.model_input(x_t, cond), t).to(x0.dtype)

@@ -16,7 +16,7 @@ def cosine_alpha_bar(t: torch.Tensor, timesteps: int, s: float = 0.008) -> torch
 
     Nichol & Dhariwal 2021, eq. 17 (Med-DDPM eq. 2). ``t`` is continuous in ``[0, T]``.
     """
-    f = lambda u: torch.cos((u / timesteps + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
+    f = lambda u: torch.cos((u / timesteps + s) / (1 + s) * math.pi / 2) ** 2
     return f(t.to(torch.float64)) / f(torch.zeros((), dtype=torch.float64))
 
 

@@ -188,8 +188,10 @@ def build_denoiser(
     """
     from synthkit.config import model_config
 
-    cfg = preset if isinstance(preset, ModelConfig) else model_config(
-        preset, image_channels=image_channels, mask_classes=mask_classes
+    cfg = (
+        preset
+        if isinstance(preset, ModelConfig)
+        else model_config(preset, image_channels=image_channels, mask_classes=mask_classes)
     )
     return Denoiser3D(cfg)
 
