@@ -112,8 +112,12 @@ def load_series_datasets(folder: str | Path) -> list[tuple[Path, Any]]:
     items: list[tuple[Path, Any]] = []
     for p in _series_files(folder):
         ds = _dcmread(p, pixels=True)
-        if ds is None or "PixelData" not in ds:
+        if ds is None:
             continue
+        if "PixelData" not in ds:
+            if _is_image_sop(ds):  # pydicom reads a cut-short file silently up to the cut
+                raise CohortError("truncated or incomplete DICOM image file (no pixel data)", p)
+            continue  # structured report, presentation state, ...
         items.append((p, ds))
     if not items:
         raise CohortError("no DICOM image files", folder)
@@ -121,6 +125,16 @@ def load_series_datasets(folder: str | Path) -> list[tuple[Path, Any]]:
     if len(uids) > 1:
         raise CohortError(f"holds {len(uids)} DICOM series; expected exactly one", folder)
     return items
+
+
+def _is_image_sop(ds: Any) -> bool:
+    """True when the SOP class is an image storage class, or unknown (file cut short)."""
+    from pydicom.uid import UID
+
+    sop = ds.get("SOPClassUID") or ds.get("file_meta", {}).get("MediaStorageSOPClassUID")
+    if not sop:
+        return True
+    return "Image" in UID(str(sop)).name
 
 
 def _slice_pixels(ds: Any, path: Path) -> np.ndarray:
