@@ -1,0 +1,64 @@
+"""Mask perturbation: deterministic operations on label maps, each with recorded parameters.
+
+Every operation is ``sample`` (draw parameters from a ``numpy.random.Generator``) plus
+``apply`` (a deterministic function of the mask and those parameters)::
+
+    import numpy as np
+    from synthkit.masks import SampleContext, resolve_roles, perturb, apply_chain
+
+    roles = resolve_roles(["tumour"], ["head"], {"background": 0, "head": 1, "tumour": 2})
+    ctx = SampleContext(roles, spacing=(1.0, 1.0, 1.0))
+    moved, params = perturb(labels, "move", ctx, np.random.default_rng(0))   # (D, H, W) int
+    assert (apply_chain(labels, params) == moved).all()                     # the replay
+
+Operations: ``move`` (default), ``transplant``, ``remove``, ``place``, ``deform``.
+Names are imported lazily so ``import synthkit.masks`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_API: dict[str, str] = {
+    "OpParams": "synthkit.masks.params",
+    "ObjectTransform": "synthkit.masks.params",
+    "operations": "synthkit.masks.params",
+    "get_operation": "synthkit.masks.params",
+    "LabelRoles": "synthkit.masks.labels",
+    "resolve_roles": "synthkit.masks.labels",
+    "SampleContext": "synthkit.masks.context",
+    "InMemoryDonors": "synthkit.masks.context",
+    "MaskOpError": "synthkit.masks.constraints",
+    "ConstraintViolation": "synthkit.masks.constraints",
+    "OpSpec": "synthkit.masks.ops",
+    "parse_op_specs": "synthkit.masks.ops",
+    "sample": "synthkit.masks.ops",
+    "apply": "synthkit.masks.ops",
+    "apply_chain": "synthkit.masks.ops",
+    "sample_valid": "synthkit.masks.ops",
+    "perturb": "synthkit.masks.ops",
+    "chain_to_json": "synthkit.masks.ops",
+    "chain_from_json": "synthkit.masks.ops",
+    "MoveParams": "synthkit.masks.move",
+    "TransplantParams": "synthkit.masks.transplant",
+    "RemoveParams": "synthkit.masks.remove",
+    "PlaceParams": "synthkit.masks.place",
+    "DeformParams": "synthkit.masks.deform",
+    "PerturbReport": "synthkit.masks.pipeline",
+    "perturb_cohort": "synthkit.masks.pipeline",
+    "read_sidecar": "synthkit.masks.pipeline",
+    "replay_sidecar": "synthkit.masks.pipeline",
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'synthkit.masks' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

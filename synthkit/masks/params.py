@@ -1,0 +1,203 @@
+"""Operation parameters and the operation registry.
+
+Every mask operation is a pair (torchio's "deterministic twin" design):
+
+* ``sample(labels, ctx, rng, options) -> Params`` draws random parameters from a
+  ``numpy.random.Generator``;
+* ``apply(labels, params) -> labels`` is a pure, deterministic function of the parameters.
+
+``Params`` are frozen dataclasses that serialise to plain JSON (``to_dict`` / ``params_from_dict``)
+and carry everything ``apply`` needs: the grid they were drawn for (shape, spacing), the label
+roles (tumour labels, head labels) and the operation's own numbers. Replaying a sidecar is
+``apply(mask, params_from_dict(d))``: bit-identical output.
+
+Sampling *options* (``--ops move:max_rotation_deg=20``) are a second small frozen dataclass per
+operation, parsed from ``key=value`` strings by :func:`parse_options`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from synthkit.errors import UsageError
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpParams:
+    """Fields shared by all operations' parameters.
+
+    ``shape``/``spacing``: the grid (voxels, mm) the parameters were drawn for; ``apply`` refuses
+    another shape. ``tumour_labels``: the label values that form the tumour object (moved as one
+    object, sub-labels included). ``head_labels``: the labels that count as head/brain tissue.
+    """
+
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    tumour_labels: tuple[int, ...]
+    head_labels: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ObjectTransform:
+    """Where and how one object is placed: its centre lands on ``center`` (output voxels),
+    rotated by ``rotation_deg`` (about axes 0, 1, 2), scaled by ``scale`` (volume x scale^3),
+    then warped by ``elastic`` control displacements (flat, 3 * grid^3, in voxels) if given."""
+
+    center: tuple[float, float, float]
+    rotation_deg: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    scale: float = 1.0
+    elastic: tuple[float, ...] | None = None
+    elastic_grid: int = 4
+
+    def elastic_array(self) -> np.ndarray | None:
+        """Control displacements as (3, n, n, n), or None."""
+        if self.elastic is None:
+            return None
+        n = self.elastic_grid
+        return np.asarray(self.elastic, dtype=np.float64).reshape(3, n, n, n)
+
+
+@dataclass(frozen=True)
+class Operation:
+    """A registered operation: its name, parameter and option classes, sampler and applier."""
+
+    name: str
+    params_cls: type[OpParams]
+    options_cls: type
+    sample: Callable[..., OpParams]
+    apply: Callable[..., np.ndarray]
+    summary: str
+
+
+_REGISTRY: dict[str, Operation] = {}
+
+
+def register(op: Operation) -> Operation:
+    _REGISTRY[op.name] = op
+    return op
+
+
+def get_operation(name: str) -> Operation:
+    """The operation called ``name``; ``UsageError`` listing the known names otherwise."""
+    _load_builtin()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UsageError(f"unknown mask operation {name!r}; choose from {', '.join(operations())}") from None
+
+
+def operations() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def _load_builtin() -> None:
+    # Importing the modules registers them (kept lazy to avoid import cycles).
+    from synthkit.masks import deform, move, place, remove, transplant  # noqa: F401
+
+
+def op_name(params: OpParams) -> str:
+    for op in _REGISTRY.values():
+        if type(params) is op.params_cls:
+            return op.name
+    raise TypeError(f"{type(params).__name__} is not a registered operation's parameters")
+
+
+# --- JSON round trip --------------------------------------------------------------------
+
+def to_dict(params: Any) -> dict[str, Any]:
+    """Plain-JSON form of a params dataclass (tuples become lists, numpy scalars Python)."""
+
+    def conv(v: Any) -> Any:
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (tuple, list)):
+            return [conv(x) for x in v]
+        if isinstance(v, np.generic):
+            return v.item()
+        return v
+
+    return conv(params)
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "params") -> Any:
+    """Rebuild a params dataclass from :func:`to_dict` output; unknown/missing keys are errors."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected an object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)} for {cls.__name__}")
+    kw = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    try:
+        return cls(**kw)
+    except TypeError as e:
+        raise ValueError(f"{where}: {e}") from None
+
+
+def _coerce(tp: Any, v: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if v is None and type(None) in args:
+            return None
+        tp = next(a for a in args if a is not type(None))
+        return _coerce(tp, v, where)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, v, where)
+    if origin is tuple:
+        if not isinstance(v, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {v!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], x, where) for x in v)
+        return tuple(_coerce(a, x, where) for a, x in zip(args, v, strict=True))
+    if tp is float:
+        return float(v)
+    if tp is int:
+        if isinstance(v, bool) or int(v) != v:
+            raise ValueError(f"{where}: expected an integer, got {v!r}")
+        return int(v)
+    if tp is bool:
+        if not isinstance(v, bool):
+            raise ValueError(f"{where}: expected true/false, got {v!r}")
+        return v
+    return v
+
+
+def parse_options(cls: type, items: dict[str, str], op: str) -> Any:
+    """Build an options dataclass from ``key=value`` strings (``--ops move:scale_max=1.2``)."""
+    hints = typing.get_type_hints(cls)
+    kw: dict[str, Any] = {}
+    for k, raw in items.items():
+        if k not in hints:
+            known = ", ".join(f.name for f in dataclasses.fields(cls)) or "none"
+            raise UsageError(f"operation {op!r} has no option {k!r} (options: {known})")
+        tp = hints[k]
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):
+            if raw.lower() in ("none", ""):
+                kw[k] = None
+                continue
+            tp = next(a for a in typing.get_args(tp) if a is not type(None))
+        try:
+            if tp is bool:
+                if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                kw[k] = raw.lower() in ("true", "1", "yes")
+            elif tp in (int, float, str):
+                kw[k] = tp(raw)
+            else:
+                raise ValueError
+        except ValueError:
+            raise UsageError(f"operation {op!r}: option {k}={raw!r} is not a valid {getattr(tp, '__name__', tp)}") from None
+    try:
+        return cls(**kw)
+    except ValueError as e:
+        raise UsageError(f"operation {op!r}: {e}") from None
