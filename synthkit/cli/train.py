@@ -1,14 +1,121 @@
-"""`synthkit train`: not landed yet (issue 3)."""
+"""`synthkit train COHORT --out RUN`: train a Med-DDPM model on a cohort (also under torchrun)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
 
-from synthkit.cli._common import not_yet
+from synthkit.cli._common import err_console, handle_errors, make_progress
+
+
+def build_config(*, config: Path | None, run_dir: Path, resume: bool, preset: str | None, **flags):
+    """The RunConfig for this run: ``--config FILE`` (or, with ``--resume``, the run's own
+    config.json), else the defaults; then every flag that was given overrides it."""
+    import dataclasses
+    import json
+
+    from synthkit.config import RunConfig, model_config
+    from synthkit.errors import UsageError
+
+    if config is not None:
+        cfg = RunConfig.load(config)
+    elif resume and (run_dir / "config.json").exists():
+        cfg = RunConfig.load(run_dir / "config.json")
+    else:
+        cfg = RunConfig()
+        preset = preset or "small"
+    model = cfg.model
+    if preset is not None:
+        model = model_config(preset, model.image_channels, model.mask_classes)
+        cfg = dataclasses.replace(cfg, preset=preset)
+    if flags.get("grad_checkpoint") is not None:
+        model = dataclasses.replace(model, gradient_checkpointing=flags["grad_checkpoint"])
+    train_keys = {"steps": "steps", "batch_size": "batch_size", "lr": "lr", "lr_final": "lr_final",
+                  "checkpoint_every": "checkpoint_every", "seed": "seed", "precision": "precision",
+                  "grad_accum": "grad_accum", "ema_decay": "ema_decay", "preview_every": "preview_every",
+                  "grad_clip": "grad_clip", "num_workers": "num_workers", "weight_decay": "weight_decay"}
+    train = dataclasses.replace(cfg.train, **{v: flags[k] for k, v in train_keys.items() if flags.get(k) is not None})
+    diff_keys = ("prediction", "loss", "timesteps")
+    diffusion = dataclasses.replace(cfg.diffusion, **{k: flags[k] for k in diff_keys if flags.get(k) is not None})
+    pre = cfg.preprocess
+    if flags.get("shape") is not None:
+        pre = dataclasses.replace(pre, target_shape=tuple(int(s) for s in flags["shape"]))
+    if flags.get("label_map") is not None:
+        try:
+            lm = json.loads(flags["label_map"])
+            lm = {str(k): int(v) for k, v in lm.items()}
+        except (ValueError, AttributeError, TypeError):
+            raise UsageError('--label-map must be a JSON object like \'{"4": 3}\'') from None
+        pre = dataclasses.replace(pre, label_map=lm)
+    if flags.get("brain_label") is not None:
+        pre = dataclasses.replace(pre, brain_label=flags["brain_label"])
+    if flags.get("mask_labels") is not None:
+        pre = dataclasses.replace(pre, mask_labels=tuple(flags["mask_labels"]))
+    return dataclasses.replace(cfg, model=model, train=train, diffusion=diffusion, preprocess=pre)
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def train(ctx: typer.Context) -> None:
-        """(not available yet)"""
-        not_yet("train", 3)
+    @app.command("train")
+    @handle_errors
+    def train(
+        cohort: Annotated[Path, typer.Argument(help="Cohort folder (nnU-Net raw, flat, BraTS or DICOM).")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to write (config, weights, logs).")],
+        preset: Annotated[Optional[str], typer.Option(help="Model size: tiny, small (default) or paper.")] = None,
+        shape: Annotated[Optional[tuple[int, int, int]], typer.Option(help="Network grid D H W (e.g. 128 128 128).")] = None,
+        steps: Annotated[Optional[int], typer.Option(help="Optimizer steps in total.")] = None,
+        batch_size: Annotated[Optional[int], typer.Option(help="Volumes per micro-batch per process.")] = None,
+        lr: Annotated[Optional[float], typer.Option(help="Learning rate for the first half (paper: 1e-5).")] = None,
+        lr_final: Annotated[Optional[float], typer.Option(help="Learning rate for the second half (paper: 1e-6).")] = None,
+        checkpoint_every: Annotated[Optional[int], typer.Option(help="Write a resumable checkpoint every K steps.")] = None,
+        resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
+        seed: Annotated[Optional[int], typer.Option(help="Seed for initialisation, data order and noise.")] = None,
+        device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+        precision: Annotated[Optional[str], typer.Option(help="fp32, bf16 or fp16 (CUDA).")] = None,
+        config: Annotated[Optional[Path], typer.Option(help="RunConfig JSON file; flags override it.")] = None,
+        prediction: Annotated[Optional[str], typer.Option(help="What the network predicts: epsilon or v.")] = None,
+        loss: Annotated[Optional[str], typer.Option(help="l1 (paper) or l2.")] = None,
+        timesteps: Annotated[Optional[int], typer.Option(help="Diffusion steps T (paper: 250).")] = None,
+        grad_accum: Annotated[Optional[int], typer.Option(help="Micro-batches per optimizer step.")] = None,
+        grad_clip: Annotated[Optional[float], typer.Option(help="Clip the gradient norm to this value (0: off).")] = None,
+        ema_decay: Annotated[Optional[float], typer.Option(help="EMA decay of the sampling weights.")] = None,
+        preview_every: Annotated[Optional[int], typer.Option(help="Write a preview PNG every K steps (0: never).")] = None,
+        grad_checkpoint: Annotated[Optional[bool], typer.Option("--grad-checkpoint/--no-grad-checkpoint",
+                                   help="Activation checkpointing: less memory, ~30% slower.")] = None,
+        label_map: Annotated[Optional[str], typer.Option(help='Remap raw labels first, JSON: \'{"4": 3}\' (BraTS).')] = None,
+        brain_label: Annotated[Optional[int], typer.Option(help="Add this label for unlabelled brain voxels (BraTS: 4).")] = None,
+        mask_labels: Annotated[Optional[list[int]], typer.Option("--mask-label", help="Label values to condition on, in order (repeat). Default: from the cohort.")] = None,
+        cache_dir: Annotated[Optional[Path], typer.Option(help="Preprocessing cache (default RUN/cache).")] = None,
+        num_workers: Annotated[Optional[int], typer.Option(help="Data loader worker processes.")] = None,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    ) -> None:
+        """Train a mask-conditioned diffusion model (Med-DDPM) on COHORT into the run folder --out."""
+        from synthkit.errors import UsageError
+        from synthkit.training.ddp import init_distributed
+        from synthkit.training.loop import Trainer
+
+        if device not in ("cpu", "cuda"):
+            raise UsageError(f"--device must be cpu or cuda, not {device!r}")
+        cfg = build_config(config=config, run_dir=out, resume=resume, preset=preset, shape=shape, steps=steps,
+                           batch_size=batch_size, lr=lr, lr_final=lr_final, checkpoint_every=checkpoint_every,
+                           seed=seed, precision=precision, prediction=prediction, loss=loss, timesteps=timesteps,
+                           grad_accum=grad_accum, grad_clip=grad_clip, ema_decay=ema_decay,
+                           preview_every=preview_every, grad_checkpoint=grad_checkpoint, label_map=label_map,
+                           brain_label=brain_label, mask_labels=mask_labels, num_workers=num_workers)
+        dist = init_distributed(device)
+
+        def note(msg: str) -> None:
+            if dist.is_main and not quiet:
+                err_console.print(f"synthkit: {msg}", markup=False)
+
+        with make_progress(quiet or not dist.is_main) as progress:
+            trainer = Trainer(cohort, out, cfg, resume=resume, device=device, progress=progress,
+                              cache_dir=cache_dir, on_note=note, dist=dist)
+            try:
+                trainer.run()
+            finally:
+                trainer.close()
+        if dist.is_main and not quiet:
+            err_console.print(f"synthkit: trained {trainer.start_step} steps; weights in {out / 'model.safetensors'}",
+                              markup=False)

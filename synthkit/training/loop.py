@@ -75,7 +75,7 @@ class Trainer:
         from synthkit.diffusion import GaussianDiffusion
         from synthkit.io import discover_cohort
         from synthkit.networks import build_denoiser
-        from synthkit.preprocess import cache_cohort
+        from synthkit.cache import cache_cohort
 
         d = self.dist
         if self.device.startswith("cuda") and not torch.cuda.is_available():
@@ -101,8 +101,12 @@ class Trainer:
             raise UsageError("--steps, --batch-size and --grad-accum must be at least 1")
 
         cache = Path(cache_dir) if cache_dir is not None else self.run_dir / "cache"
+        factor = cfg.model.downsample_factor
+        if any(int(s) % factor for s in cfg.preprocess.target_shape):
+            raise UsageError(f"--shape {' '.join(map(str, cfg.preprocess.target_shape))} must be divisible by "
+                             f"{factor} for this model (it halves the volume {len(cfg.model.channel_mults) - 1} times)")
         if d.is_main:  # rank 0 fills the cache; the others then only read it
-            self.dataset = cache_cohort(cohort, cfg.preprocess, cache)
+            self.dataset = cache_cohort(cohort, cfg.preprocess, cache, progress=self.progress)
         barrier(d)
         if not d.is_main:
             self.dataset = cache_cohort(cohort, cfg.preprocess, cache)

@@ -56,4 +56,4 @@ def write_preview(model: torch.nn.Module, diffusion: Any, item: dict[str, torch.
         vols += [real[c], synth[c]]
         masks += [labels, labels]
         titles += [f"real ch{c}", f"sample ch{c} (step {step})"]
-    return montage(vols, masks, titles, Path(path))
+    return montage(vols, masks, titles, Path(path), window=(-1.0, 1.0))
