@@ -32,7 +32,8 @@ class LabelRoles:
         if not self.tumour:
             raise UsageError("no tumour label given or found; pass --label NAME|VALUE")
         if not self.head:
-            raise UsageError("no head/brain label given or found; pass --head-label NAME|VALUE")
+            raise UsageError("no head/brain label given or found; pass --head-label NAME|VALUE "
+                             "(raw BraTS masks have none: add a brain label first)")
         both = set(self.tumour) & set(self.head)
         if both:
             raise UsageError(f"labels {sorted(both)} cannot be both tumour and head labels")
@@ -40,7 +41,8 @@ class LabelRoles:
             raise UsageError("label 0 is the background; it cannot be a tumour or head label")
 
 
-def _parse(items: Iterable[str | int], names: Mapping[str, int], what: str) -> tuple[int, ...]:
+def parse_labels(items: Iterable[str | int], names: Mapping[str, int], what: str) -> tuple[int, ...]:
+    """Label values from names or numbers (comma separated allowed); ``UsageError`` if unknown."""
     out: list[int] = []
     lower = {k.lower(): int(v) for k, v in names.items()}
     for item in items:
@@ -84,11 +86,14 @@ def resolve_roles(
     tumour = list(tumour or [])
     head = list(head or [])
     if head:
-        head_v = _parse(head, names, "--head-label")
+        head_v = parse_labels(head, names, "--head-label")
     else:
-        head_v = tuple(v for k, v in names.items() if v != 0 and _matches(k, _HEAD_WORDS)) or (1,)
+        head_v = tuple(v for k, v in names.items() if v != 0 and _matches(k, _HEAD_WORDS))
+        named_1 = [k for k, v in names.items() if v == 1]
+        if not head_v and not (named_1 and _matches(named_1[0], _TUMOUR_WORDS)):
+            head_v = (1,)  # the paper's convention: 1 head/brain, 2 tumour
     if tumour:
-        tum_v = _parse(tumour, names, "--label")
+        tum_v = parse_labels(tumour, names, "--label")
     else:
         tum_v = tuple(v for k, v in names.items()
                       if v != 0 and v not in head_v and _matches(k, _TUMOUR_WORDS))

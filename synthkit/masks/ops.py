@@ -99,8 +99,8 @@ def sample_valid(spec: str | OpSpec, labels: np.ndarray, ctx: SampleContext, rng
     options = spec.build_options()
     reason = ""
     for _ in range(max_tries):
-        params = op.sample(labels, ctx, rng, options)
         try:
+            params = op.sample(labels, ctx, rng, options)
             return params, op.apply(labels, params)
         except ConstraintViolation as e:
             reason = str(e)

@@ -29,7 +29,7 @@ import numpy as np
 
 from synthkit.errors import CohortError, SynthkitError, UsageError
 from synthkit.masks.context import SampleContext
-from synthkit.masks.labels import resolve_roles
+from synthkit.masks.labels import parse_labels, resolve_roles
 from synthkit.masks.ops import (
     DEFAULT_MAX_TRIES,
     OpSpec,
@@ -124,6 +124,10 @@ def perturb_cohort(
         raise UsageError(f"--seed must be >= 0, got {seed}")
     specs = parse_op_specs(ops)
     cohort = discover_cohort(masks, need_images=False)
+    if tumour_labels:  # a bad --label is a usage error for every case: say so once, up front
+        parse_labels(tumour_labels, cohort.labels, "--label")
+    if head_labels:
+        parse_labels(head_labels, cohort.labels, "--head-label")
     out = Path(out)
     if out.resolve() == Path(cohort.root).resolve():
         raise UsageError("the output folder must differ from the input folder", out)
