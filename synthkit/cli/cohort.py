@@ -69,9 +69,9 @@ def register(app: typer.Typer) -> None:
         if json_path is not None:
             write_json(json_path, cohort_report(found, reports))
         colour = "green" if n_ok == len(reports) else "red"
-        console.print(f"[{colour}]{n_ok} of {len(reports)} cases usable[/] ({found.layout} cohort)")
+        console.print(f"[{colour}]{n_ok} of {len(reports)} cases usable[/] ({found.layout} cohort)", soft_wrap=True)
         if json_path is not None:
-            console.print(f"report: {json_path}", markup=False)
+            console.print(f"report: {json_path}", markup=False, soft_wrap=True)
         if n_ok < len(reports):
             raise typer.Exit(1)
 
@@ -90,4 +90,4 @@ def register(app: typer.Typer) -> None:
         with make_progress(quiet) as progress:
             made = write_demo_cohort(out, n=n, size=size, seed=seed, progress=progress)
         n_cases = len(made.cases) if made is not None and hasattr(made, "cases") else n
-        console.print(f"wrote {n_cases} cases to {out}", markup=False)
+        console.print(f"wrote {n_cases} cases to {out}", markup=False, soft_wrap=True)

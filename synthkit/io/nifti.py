@@ -19,6 +19,7 @@ byte-identical files, and the write is atomic.
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -62,10 +63,46 @@ def _load(path: Path):
         raise CohortError("file not found", path)
     if not path.is_file():
         raise CohortError("not a file", path)
+    _check_header_bytes(path)
     try:
         return nib.load(str(path), mmap=False)
     except Exception as e:  # nibabel raises several types for garbage headers
-        raise CohortError(f"unreadable NIfTI header ({_reason(e)})", path) from e
+        if path.name.lower().endswith(".gz") and _gzip_broken(path):
+            raise CohortError("truncated or corrupt file (gzip stream ends early)", path) from e
+        why = _reason(e).replace(f'"{path}"', path.name).replace(str(path), path.name)
+        raise CohortError(f"unreadable NIfTI header ({why})", path) from e
+
+
+def _gzip_broken(path: Path) -> bool:
+    """True when the gzip stream of ``path`` cannot be decompressed to its end."""
+    try:
+        with gzip.open(path, "rb") as fh:
+            while fh.read(1 << 20):
+                pass
+    except (EOFError, OSError, zlib.error):
+        return True
+    return False
+
+
+def _check_header_bytes(path: Path) -> None:
+    """Read the first bytes ourselves so that a cut-short or non-NIfTI file gets a clear
+    reason (nibabel only says it cannot work out the file type)."""
+    try:
+        if path.name.lower().endswith(".gz"):
+            with gzip.open(path, "rb") as fh:
+                head = fh.read(348)
+        else:
+            with open(path, "rb") as fh:
+                head = fh.read(348)
+    except (EOFError, OSError, zlib.error) as e:
+        raise CohortError(f"truncated or corrupt file ({_reason(e)})", path) from e
+    if len(head) < 4:
+        raise CohortError("empty or truncated file (no header)", path)
+    sizeof_hdr = {int.from_bytes(head[:4], "little"), int.from_bytes(head[:4], "big")}
+    if not sizeof_hdr & {348, 540}:
+        raise CohortError("not a NIfTI file", path)
+    if len(head) < 348:
+        raise CohortError(f"truncated file (header is {len(head)} of 348 bytes)", path)
 
 
 def _reason(e: BaseException) -> str:
