@@ -143,7 +143,7 @@ def _load(cache_dir: Path, key: str) -> tuple[np.ndarray | None, np.ndarray, Gri
         record = GridRecord.from_dict(meta["record"])
         arrays = load_file(str(data_path))
         return arrays.get("image"), arrays["labels"], record
-    except Exception as e:  # a damaged entry is recomputed, never trusted
+    except Exception as e:  # noqa: BLE001  # any damage: recompute, never trust the entry
         log.warning("cache entry %s unreadable (%s); recomputing", key, type(e).__name__)
         return None
 
@@ -212,7 +212,9 @@ def cache_cohort(
             if n_channels is None:
                 n_channels = c
             elif c != n_channels:
-                raise CohortError(f"{c} image channel(s) where the cohort's first case has {n_channels}")
+                raise CohortError(
+                    f"{c} image channel(s) where the cohort's first case has {n_channels}"
+                )
         except SynthkitError as e:
             if strict:
                 raise CohortError(f"case {case.case_id}: {e}") from e
@@ -228,6 +230,9 @@ def cache_cohort(
         step()
 
     if not ids:
-        raise CohortError("no usable case in the cohort" + (f" ({len(skipped)} skipped)" if skipped else ""), cohort.root)
+        raise CohortError(
+            "no usable case in the cohort" + (f" ({len(skipped)} skipped)" if skipped else ""),
+            cohort.root,
+        )
     image_t = None if n_channels == 0 else torch.from_numpy(np.stack(images))  # type: ignore[arg-type]
     return CachedCohort(image_t, torch.from_numpy(np.stack(labels)), records, ids, cfg, skipped)

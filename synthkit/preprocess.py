@@ -113,7 +113,9 @@ class Preprocessed:
 # ----------------------------------------------------------------------------- helpers
 
 
-def one_hot(labels: torch.Tensor | np.ndarray, mask_labels: tuple[int, ...]) -> torch.Tensor | np.ndarray:
+def one_hot(
+    labels: torch.Tensor | np.ndarray, mask_labels: tuple[int, ...]
+) -> torch.Tensor | np.ndarray:
     """One-hot encode a label map, background dropped, channels in the order of ``mask_labels``.
 
     ``labels`` ``(D, H, W)`` -> ``(K, D, H, W)``; ``(N, D, H, W)`` -> ``(N, K, D, H, W)``, with
@@ -123,7 +125,9 @@ def one_hot(labels: torch.Tensor | np.ndarray, mask_labels: tuple[int, ...]) -> 
     if len(mask_labels) == 0:
         raise ValueError("mask_labels is empty")
     if labels.ndim not in (3, 4):
-        raise ValueError(f"labels must be (D, H, W) or (N, D, H, W), got shape {tuple(labels.shape)}")
+        raise ValueError(
+            f"labels must be (D, H, W) or (N, D, H, W), got shape {tuple(labels.shape)}"
+        )
     axis = 0 if labels.ndim == 3 else 1
     if isinstance(labels, torch.Tensor):
         return torch.stack([labels == v for v in mask_labels], dim=axis).to(torch.float32)
@@ -145,7 +149,9 @@ def parse_orientation(code: str) -> np.ndarray:
     return nio.axcodes2ornt(tuple(code))
 
 
-def reorient(arr: np.ndarray, affine: np.ndarray, orientation: str = "RAS") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def reorient(
+    arr: np.ndarray, affine: np.ndarray, orientation: str = "RAS"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Permute/flip the last three axes of ``arr`` (``(..., D, H, W)``) to ``orientation``.
 
     Exact (no interpolation). Returns ``(array, new_affine, ornt)``; an oblique affine stays
@@ -158,7 +164,9 @@ def reorient(arr: np.ndarray, affine: np.ndarray, orientation: str = "RAS") -> t
     return out, new_aff, ornt
 
 
-def _apply_ornt(arr: np.ndarray, affine: np.ndarray, ornt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _apply_ornt(
+    arr: np.ndarray, affine: np.ndarray, ornt: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     import nibabel.orientations as nio
 
     shape = arr.shape[-3:]
@@ -185,7 +193,13 @@ def _undo_ornt(arr: np.ndarray, ornt: np.ndarray) -> np.ndarray:
 
 
 def _resample(
-    arr: np.ndarray, scale: np.ndarray, offset: np.ndarray, shape: tuple[int, ...], *, order: int, cval: float
+    arr: np.ndarray,
+    scale: np.ndarray,
+    offset: np.ndarray,
+    shape: tuple[int, ...],
+    *,
+    order: int,
+    cval: float,
 ) -> np.ndarray:
     """Sample ``arr`` ``(D, H, W)`` at ``scale * p + offset`` for every output index ``p``.
 
@@ -199,7 +213,13 @@ def _resample(
     # points within half a voxel of the edge read the padded edge copy; farther out: cval
     inside_lo, inside_hi = -0.5, out_size - 0.5
     res = ndimage.affine_transform(
-        work, scale, offset=offset + 1.0, output_shape=tuple(shape), order=order, mode="constant", cval=cval,
+        work,
+        scale,
+        offset=offset + 1.0,
+        output_shape=tuple(shape),
+        order=order,
+        mode="constant",
+        cval=cval,
         prefilter=False,
     )
     # mask out points farther than half a voxel from the input
@@ -324,7 +344,10 @@ def preprocess_case(image: Volume | None, mask: Volume, cfg: PreprocessConfig) -
     img_o = None
     if img_r is not None:
         img_o = np.stack(
-            [_resample(img_r[c], scale, offset, shape_out, order=1, cval=-1.0) for c in range(img_r.shape[0])]
+            [
+                _resample(img_r[c], scale, offset, shape_out, order=1, cval=-1.0)
+                for c in range(img_r.shape[0])
+            ]
         )
     m = np.eye(4)
     m[:3, :3] = np.diag(scale)
@@ -346,7 +369,9 @@ def preprocess_case(image: Volume | None, mask: Volume, cfg: PreprocessConfig) -
         truncated=truncated,
     )
     return Preprocessed(
-        image=torch.from_numpy(np.ascontiguousarray(img_o, dtype=np.float32)) if img_o is not None else None,
+        image=torch.from_numpy(np.ascontiguousarray(img_o, dtype=np.float32))
+        if img_o is not None
+        else None,
         labels=torch.from_numpy(labels_o.astype(np.int64)),
         record=record,
     )
@@ -355,7 +380,9 @@ def preprocess_case(image: Volume | None, mask: Volume, cfg: PreprocessConfig) -
 # ----------------------------------------------------------------------------- inverse
 
 
-def to_original_grid(x: torch.Tensor | np.ndarray, record: GridRecord, *, is_label: bool = False) -> Volume:
+def to_original_grid(
+    x: torch.Tensor | np.ndarray, record: GridRecord, *, is_label: bool = False
+) -> Volume:
     """Map a network-grid volume back onto the case's original grid.
 
     ``x``: ``(C, D, H, W)`` (or ``(D, H, W)``) on ``record.output_shape``. Images are
@@ -379,12 +406,23 @@ def to_original_grid(x: torch.Tensor | np.ndarray, record: GridRecord, *, is_lab
     out = []
     for c in range(arr.shape[0]):
         if is_label:
-            ch = _resample(np.asarray(arr[c]).astype(np.int16), inv_scale, inv_offset, shape_r, order=0, cval=0)
+            ch = _resample(
+                np.asarray(arr[c]).astype(np.int16), inv_scale, inv_offset, shape_r, order=0, cval=0
+            )
         else:
-            ch = _resample(np.asarray(arr[c], dtype=np.float32), inv_scale, inv_offset, shape_r, order=1, cval=-1.0)
+            ch = _resample(
+                np.asarray(arr[c], dtype=np.float32),
+                inv_scale,
+                inv_offset,
+                shape_r,
+                order=1,
+                cval=-1.0,
+            )
             if record.lo:
                 if len(record.lo) != arr.shape[0]:
-                    raise ValueError(f"record has {len(record.lo)} channel(s), volume has {arr.shape[0]}")
+                    raise ValueError(
+                        f"record has {len(record.lo)} channel(s), volume has {arr.shape[0]}"
+                    )
                 lo, hi = record.lo[c], record.hi[c]
                 ch = ((ch + 1.0) * 0.5 * (hi - lo) + lo).astype(np.float32)
         out.append(_undo_ornt(ch, ornt))

@@ -39,7 +39,9 @@ def _as_3d(x: Any, what: str) -> np.ndarray:
     return arr
 
 
-def focus_point(mask: np.ndarray | None, shape: tuple[int, int, int], focus_label: int | None = None) -> tuple[int, int, int]:
+def focus_point(
+    mask: np.ndarray | None, shape: tuple[int, int, int], focus_label: int | None = None
+) -> tuple[int, int, int]:
     """Voxel the slices go through.
 
     ``focus_label`` given: centroid of that label. Otherwise the centroid of every label except
@@ -60,7 +62,7 @@ def focus_point(mask: np.ndarray | None, shape: tuple[int, int, int], focus_labe
     idx = np.argwhere(sel)
     if len(idx) == 0:
         return centre  # type: ignore[return-value]
-    return tuple(int(round(v)) for v in idx.mean(0))  # type: ignore[return-value]
+    return tuple(round(float(v)) for v in idx.mean(0))  # type: ignore[return-value]
 
 
 def _slices(arr: np.ndarray, p: tuple[int, int, int]) -> list[np.ndarray]:
@@ -101,7 +103,9 @@ def montage(
     fig = Figure(figsize=(3 * cell_inches, len(vols) * cell_inches), dpi=dpi, facecolor="black")
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(vols), 3, squeeze=False)
-    fig.subplots_adjust(left=0.06, right=1, top=0.94 if len(vols) == 1 else 0.97, bottom=0, wspace=0.02, hspace=0.02)
+    fig.subplots_adjust(
+        left=0.06, right=1, top=0.94 if len(vols) == 1 else 0.97, bottom=0, wspace=0.02, hspace=0.02
+    )
     for r, (vol, mask, title) in enumerate(zip(vols, mks, tts, strict=True)):
         vol = vol.astype(np.float32)
         lo, hi = window if window is not None else np.percentile(vol, [1, 99])
@@ -117,19 +121,32 @@ def montage(
                 for li, lab in enumerate(labels):
                     sel = (msl == lab).astype(np.float32)
                     if sel.any() and not sel.all():
-                        ax.contour(sel, levels=[0.5], colors=[_COLOURS[li % len(_COLOURS)]], linewidths=0.8)
+                        ax.contour(
+                            sel, levels=[0.5], colors=[_COLOURS[li % len(_COLOURS)]], linewidths=0.8
+                        )
             ax.set_axis_off()
             if r == 0:
                 ax.set_title(VIEWS[c], color="white", fontsize=8, pad=2)
-        axes[r, 0].text(-0.04, 0.5, title, transform=axes[r, 0].transAxes, rotation=90, color="white",
-                        fontsize=7, ha="right", va="center")
+        axes[r, 0].text(
+            -0.04,
+            0.5,
+            title,
+            transform=axes[r, 0].transAxes,
+            rotation=90,
+            color="white",
+            fontsize=7,
+            ha="right",
+            va="center",
+        )
     path = Path(path)
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", facecolor="black")
     return path
 
 
-def case_montage(case: Any, path: str | Path, *, title: str | None = None, orientation: str = "RAS") -> Path:
+def case_montage(
+    case: Any, path: str | Path, *, title: str | None = None, orientation: str = "RAS"
+) -> Path:
     """Montage of one cohort case (:class:`synthkit.io.cohort.Case`): one row per image
     channel, the mask outlined, after reorienting to ``orientation`` (exact, no resampling).
     A mask-only case shows its label map as the image."""

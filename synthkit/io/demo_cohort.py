@@ -99,7 +99,11 @@ def _base() -> dict[str, np.ndarray]:
     # distance (in 2 mm voxels) outside the brain -> CSF, skull, scalp fat, skin, air
     out = ndimage.distance_transform_edt(~brain)
     outer = ndimage.gaussian_filter(out, 1.0)
-    head_t1 = np.interp(outer, [0.0, 0.8, 1.3, 2.6, 3.2, 4.6, 5.2, 5.8], [0.3, 0.18, 0.08, 0.08, 0.85, 0.8, 0.45, 0.0])
+    head_t1 = np.interp(
+        outer,
+        [0.0, 0.8, 1.3, 2.6, 3.2, 4.6, 5.2, 5.8],
+        [0.3, 0.18, 0.08, 0.08, 0.85, 0.8, 0.45, 0.0],
+    )
     t1 = np.where(brain, t1, head_t1.astype(np.float32))
     head = brain | (outer < 5.5)
     depth = ndimage.distance_transform_edt(brain)  # voxels to the brain surface
@@ -112,7 +116,13 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float
     return field / (field.std() + 1e-8)
 
 
-def _add_tumour(rng: np.random.Generator, t1: np.ndarray, labels: np.ndarray, brain: np.ndarray, depth: np.ndarray) -> None:
+def _add_tumour(
+    rng: np.random.Generator,
+    t1: np.ndarray,
+    labels: np.ndarray,
+    brain: np.ndarray,
+    depth: np.ndarray,
+) -> None:
     """Insert one lesion in place (template space, 2 mm voxels); label 2 for core + rim."""
     radius = rng.uniform(5.0, 10.0)  # voxels: 10-20 mm
     oedema_extra = rng.uniform(3.0, 6.0)
@@ -120,12 +130,18 @@ def _add_tumour(rng: np.random.Generator, t1: np.ndarray, labels: np.ndarray, br
     candidates = np.argwhere(depth > radius * 1.4 + 1.5)
     if len(candidates) == 0:
         raise RuntimeError("no room for a tumour inside the template brain")
-    centre = candidates[rng.integers(len(candidates))].astype(np.float64) + rng.uniform(-0.5, 0.5, 3)
+    centre = candidates[rng.integers(len(candidates))].astype(np.float64) + rng.uniform(
+        -0.5, 0.5, 3
+    )
     half = int(np.ceil(reach)) + 2
     lo = np.maximum(np.floor(centre).astype(int) - half, 0)
     hi = np.minimum(np.floor(centre).astype(int) + half + 1, np.array(t1.shape))
     box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
-    grid = np.stack(np.meshgrid(*[np.arange(a, b, dtype=np.float64) for a, b in zip(lo, hi, strict=True)], indexing="ij"))
+    grid = np.stack(
+        np.meshgrid(
+            *[np.arange(a, b, dtype=np.float64) for a, b in zip(lo, hi, strict=True)], indexing="ij"
+        )
+    )
     axes = rng.uniform(0.8, 1.25, 3)
     d = np.sqrt((((grid - centre[:, None, None, None]) / axes[:, None, None, None]) ** 2).sum(0))
     shape = tuple(int(s) for s in hi - lo)
@@ -179,25 +195,38 @@ def _subject(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarra
     shift = rng.uniform(-6, 6, 3)
     # world point w of the output is taken from template world point lin^-1 (w - c - shift) + c
     inv_lin = np.linalg.inv(lin)
-    pts = np.stack(np.meshgrid(*[np.arange(size, dtype=np.float64)] * 3, indexing="ij")).reshape(3, -1)
+    pts = np.stack(np.meshgrid(*[np.arange(size, dtype=np.float64)] * 3, indexing="ij")).reshape(
+        3, -1
+    )
     world = out_aff[:3, :3] @ pts + out_aff[:3, 3:4]
     src_world = inv_lin @ (world - centre_world[:, None] - shift[:, None]) + centre_world[:, None]
     coarse = rng.normal(size=(3, 5, 5, 5)) * rng.uniform(1.0, 3.0)  # mm
-    disp = np.stack([ndimage.zoom(c, size / 5.0, order=3, mode="nearest", grid_mode=True) for c in coarse])
+    disp = np.stack(
+        [ndimage.zoom(c, size / 5.0, order=3, mode="nearest", grid_mode=True) for c in coarse]
+    )
     src_world = src_world + disp.reshape(3, -1)
     inv_base = np.linalg.inv(base["affine"])
     src_vox = inv_base[:3, :3] @ src_world + inv_base[:3, 3:4]
 
-    img = ndimage.map_coordinates(t1, src_vox, order=1, mode="constant", cval=0.0).reshape((size,) * 3)
-    lab = ndimage.map_coordinates(labels, src_vox, order=0, mode="constant", cval=0).reshape((size,) * 3)
+    img = ndimage.map_coordinates(t1, src_vox, order=1, mode="constant", cval=0.0).reshape(
+        (size,) * 3
+    )
+    lab = ndimage.map_coordinates(labels, src_vox, order=0, mode="constant", cval=0).reshape(
+        (size,) * 3
+    )
 
     # intensity: gamma, bias field, Rician noise, scanner scale
     img = np.clip(img, 0, None) ** np.exp(rng.normal(0, 0.12))
     coords = (pts.reshape(3, *(size,) * 3) / (size - 1)) * 2 - 1
-    bias = sum(rng.normal(0, 0.12) * coords[a] for a in range(3)) + rng.normal(0, 0.06) * coords[0] * coords[1]
+    bias = (
+        sum(rng.normal(0, 0.12) * coords[a] for a in range(3))
+        + rng.normal(0, 0.06) * coords[0] * coords[1]
+    )
     img = img * np.exp(bias)
     sigma = rng.uniform(0.01, 0.03)
-    img = np.sqrt((img + rng.normal(0, sigma, img.shape)) ** 2 + rng.normal(0, sigma, img.shape) ** 2)
+    img = np.sqrt(
+        (img + rng.normal(0, sigma, img.shape)) ** 2 + rng.normal(0, sigma, img.shape) ** 2
+    )
     img = (img * rng.uniform(600, 1400)).astype(np.float32)
     return img, lab.astype(np.uint8), out_aff
 
@@ -227,11 +256,11 @@ def write_demo_cohort(
     (out / "labelsTr").mkdir(parents=True, exist_ok=True)
     if progress is not None and hasattr(progress, "add_task"):
         task = progress.add_task("demo cohort", total=n)
-        step = lambda i: progress.advance(task)  # noqa: E731
+        step = lambda i: progress.advance(task)
     elif progress is not None:
-        step = lambda i: progress(i + 1, n)  # noqa: E731
+        step = lambda i: progress(i + 1, n)
     else:
-        step = lambda i: None  # noqa: E731
+        step = lambda i: None
     for i in range(n):
         img, lab, aff = _subject(np.random.default_rng([seed, i]), size)
         cid = f"case_{i:03d}"

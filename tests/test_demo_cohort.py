@@ -1,0 +1,93 @@
+"""synthkit.io.demo_cohort: the MNI152-based demo cohort and the procedural phantom."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from synthkit.io.demo_cohort import phantom, write_demo_cohort
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    calls = []
+    a = write_demo_cohort(
+        root / "a", n=2, size=24, seed=3, progress=lambda d, t: calls.append((d, t))
+    )
+    b = write_demo_cohort(root / "b", n=2, size=24, seed=3)
+    c = write_demo_cohort(root / "c", n=1, size=24, seed=4)
+    return a, b, c, calls
+
+
+def test_layout_and_dataset_json(demo):
+    a, _, _, calls = demo
+    assert calls == [(1, 2), (2, 2)]
+    assert a.layout == "nnunet" and [c.case_id for c in a.cases] == ["case_000", "case_001"]
+    assert (a.root / "imagesTr" / "case_000_0000.nii.gz").is_file()
+    assert (a.root / "labelsTr" / "case_001.nii.gz").is_file()
+    dj = json.loads((a.root / "dataset.json").read_text())
+    assert dj["channel_names"] == {"0": "T1"}
+    assert dj["labels"] == {"background": 0, "head": 1, "tumour": 2}
+    assert dj["numTraining"] == 2 and dj["file_ending"] == ".nii.gz"
+
+
+def test_same_seed_same_bytes_other_seed_differs(demo):
+    a, b, c, _ = demo
+    for name in (
+        "imagesTr/case_000_0000.nii.gz",
+        "imagesTr/case_001_0000.nii.gz",
+        "labelsTr/case_001.nii.gz",
+    ):
+        ia, ib = nib.load(a.root / name), nib.load(b.root / name)
+        np.testing.assert_array_equal(np.asarray(ia.dataobj), np.asarray(ib.dataobj))
+        assert (a.root / name).read_bytes() == (b.root / name).read_bytes()
+    ia = np.asarray(nib.load(a.root / "imagesTr/case_000_0000.nii.gz").dataobj)
+    ic = np.asarray(nib.load(c.root / "imagesTr/case_000_0000.nii.gz").dataobj)
+    assert not np.array_equal(ia, ic)
+    # subjects of one cohort differ from each other
+    i1 = np.asarray(nib.load(a.root / "imagesTr/case_001_0000.nii.gz").dataobj)
+    assert not np.array_equal(ia, i1)
+
+
+def test_volumes_labels_and_tumour_inside_head(demo):
+    a, _, _, _ = demo
+    for case in a.cases:
+        img = nib.load(case.images[0])
+        lab = nib.load(case.mask)
+        x, y = np.asarray(img.dataobj), np.asarray(lab.dataobj)
+        assert x.shape == y.shape == (24, 24, 24) and x.dtype == np.float32
+        np.testing.assert_allclose(img.affine, lab.affine)
+        np.testing.assert_allclose(np.diag(img.affine)[:3], [224 / 24] * 3, rtol=1e-6)
+        assert nib.aff2axcodes(img.affine) == ("R", "A", "S")
+        assert set(np.unique(y).tolist()) == {0, 1, 2}
+        tumour, head = y == 2, y > 0
+        # the lesion sits inside the head, never touching the background
+        assert not (ndimage.binary_dilation(tumour) & ~head).any()
+        # and it stands out: a bright enhancing rim and/or a dark necrotic core
+        med = np.median(x[head])
+        assert x[tumour].max() > 1.2 * med or x[tumour].min() < 0.6 * med
+        # the head is brighter than the air around it
+        assert np.median(x[head]) > 5 * np.median(x[~head])
+        # the header carries nothing identifying
+        assert img.header["descrip"].tobytes().strip(b"\0") == b""
+
+
+def test_phantom():
+    img, mask = phantom(size=16, seed=0, channels=2)
+    assert img.data.shape == (2, 16, 16, 16) and img.data.dtype == np.float32
+    assert mask.data.shape == (1, 16, 16, 16)
+    assert set(np.unique(mask.data).tolist()) == {0, 1, 2}
+    np.testing.assert_array_equal(img.affine, mask.affine)
+    assert not np.array_equal(img.data[0], img.data[1])
+    img2, mask2 = phantom(size=16, seed=0, channels=2)
+    np.testing.assert_array_equal(img.data, img2.data)
+    np.testing.assert_array_equal(mask.data, mask2.data)
+    img3, _ = phantom(size=16, seed=1)
+    assert not np.array_equal(img.data[0], img3.data[0])
+    tumour = mask.data[0] == 2
+    assert not (ndimage.binary_dilation(tumour) & (mask.data[0] == 0)).any()
