@@ -115,7 +115,10 @@ def write_dicom_series(
     sop = CTImageStorage if modality == "CT" else MRImageStorage
     series_uid = series_uid or generate_uid()
     study_uid = generate_uid()
-    ds_fmt = lambda v: f"{float(v):.10g}"  # noqa: E731  (DS values are at most 16 characters)
+
+    def ds_fmt(v: float) -> str:  # DS values are at most 16 characters
+        return f"{float(v):.10g}"
+
     paths = []
     for k in range(n):
         meta = FileMetaDataset()

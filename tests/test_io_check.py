@@ -108,8 +108,8 @@ def test_channel_on_other_grid(tmp_path):
     reports = _by_id(check_cohort(tmp_path))
     assert reports["a"].ok
     assert reports["b"].problems == [
-        "imagesTr/b_0001.nii.gz: channel grid differs from b_0000.nii.gz "
-        "(shape (16, 16, 16) vs (16, 16, 15))"
+        ("imagesTr/b_0001.nii.gz: channel grid differs from b_0000.nii.gz "
+         "(shape (16, 16, 16) vs (16, 16, 15))")
     ]
 
 

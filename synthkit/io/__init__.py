@@ -32,7 +32,24 @@ _API: dict[str, str] = {
     "check_cohort": "synthkit.io.check",
 }
 
-__all__ = sorted(_API)
+__all__ = [
+    "Case",
+    "CaseReport",
+    "Cohort",
+    "Volume",
+    "check_cohort",
+    "dicom_affine",
+    "discover_cohort",
+    "grid_mismatch",
+    "read_dataset_json",
+    "read_dicom_series",
+    "read_image",
+    "read_mask",
+    "read_nifti",
+    "spacing_from_affine",
+    "write_nifti",
+    "write_nnunet_dataset_json",
+]
 
 
 def __getattr__(name: str) -> Any:
