@@ -68,7 +68,7 @@ def run(op, m, seed=0, **kw):
 @pytest.mark.parametrize("op", OPS)
 def test_labels_grid_and_inside_head(op):
     m = head_mask()
-    out, chain = run(op, m)
+    out, _ = run(op, m)
     assert out.shape == m.shape and out.dtype == m.dtype
     assert set(np.unique(out)) <= {0, 1, 2}
     if op != "deform":  # deform moves the head itself; see test_deform_*
@@ -152,7 +152,7 @@ def test_per_component_moves_each_blob():
     m[ball(m.shape, c + np.array([-4, 0, 0]), 2.5)] = 2
     out, (p,) = run("move:per_component=true", m, seed=0)
     assert len(p.objects) == 2
-    whole, (q,) = run("move", m, seed=0)
+    _, (q,) = run("move", m, seed=0)
     assert len(q.objects) == 1
     assert not np.any((out == 2) & (m == 0))
 
@@ -209,7 +209,7 @@ def test_deform_identity_is_exact_and_volumes_scale():
     ident = DeformParams(**base, center=(11.5, 11.5, 11.5), rotation_deg=(0, 0, 0), scale=1.0,
                          translation=(0, 0, 0))
     assert np.array_equal(apply(m, ident), m)
-    out, (p,) = run("deform:scale_min=0.9,scale_max=0.9", m, seed=1)
+    out, _ = run("deform:scale_min=0.9,scale_max=0.9", m, seed=1)
     assert _within(np.count_nonzero(out), np.count_nonzero(m) * 0.729)
 
 

@@ -81,6 +81,6 @@ def test_sidecar_validation(tmp_path):
 
 
 def test_case_rng_depends_on_seed_case_and_index_only():
-    draw = lambda *a: case_rng(*a).integers(1 << 30, size=4).tolist()  # noqa: E731
+    draw = lambda *a: case_rng(*a).integers(1 << 30, size=4).tolist()
     assert draw(0, "a", 0) == draw(0, "a", 0)
     assert len({tuple(draw(*a)) for a in ((0, "a", 0), (1, "a", 0), (0, "b", 0), (0, "a", 1))}) == 4

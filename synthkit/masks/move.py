@@ -15,7 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synthkit.masks.constraints import MaskOpError, check_input, check_result, head_region, tumour_of
+from synthkit.masks.constraints import (
+    MaskOpError,
+    check_input,
+    check_result,
+    head_region,
+    tumour_of,
+)
 from synthkit.masks.objects import (
     TransformOptions,
     depth_map,

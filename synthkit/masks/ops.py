@@ -21,7 +21,14 @@ import numpy as np
 from synthkit.errors import UsageError
 from synthkit.masks.constraints import ConstraintViolation, MaskOpError
 from synthkit.masks.context import SampleContext
-from synthkit.masks.params import OpParams, from_dict, get_operation, op_name, parse_options, to_dict
+from synthkit.masks.params import (
+    OpParams,
+    from_dict,
+    get_operation,
+    op_name,
+    parse_options,
+    to_dict,
+)
 
 DEFAULT_MAX_TRIES = 20
 

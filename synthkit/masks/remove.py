@@ -12,7 +12,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from synthkit.masks.constraints import MaskOpError, check_input, check_result, head_region, tumour_of
+from synthkit.masks.constraints import (
+    MaskOpError,
+    check_input,
+    check_result,
+    head_region,
+    tumour_of,
+)
 from synthkit.masks.params import Operation, OpParams, register
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from synthkit.errors import SynthkitError
 from synthkit.masks.constraints import (
     ConstraintViolation,
     MaskOpError,
@@ -34,7 +35,6 @@ from synthkit.masks.objects import (
 )
 from synthkit.masks.params import ObjectTransform, Operation, OpParams, register
 from synthkit.masks.remove import fill_with_head
-from synthkit.errors import SynthkitError
 
 
 @dataclass(frozen=True, kw_only=True)
