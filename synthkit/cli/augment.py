@@ -1,14 +1,87 @@
-"""`synthkit augment`: not landed yet (issue 6)."""
+"""`synthkit augment`: a synthetic (or classically augmented) training set as an nnU-Net dataset."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-from synthkit.cli._common import not_yet
+from synthkit.cli._common import console, err_console, handle_errors, make_progress
+
+_HELP = """Perturb the cohort's masks, generate an image for each with a trained model (--model RUN)
+and write an nnU-Net v2 raw dataset (imagesTr/{case}_0000.nii.gz, labelsTr/{case}.nii.gz,
+dataset.json) ready for nnUNetv2_plan_and_preprocess, MONAI or `synthkit segbench`.
+
+--baseline classic needs no model: the same number of classically augmented copies of the real
+cases (nnU-Net-style rotation, scaling, elastic, noise, blur, brightness, contrast, gamma,
+mirroring with torchio; image and label together), the paper's "Augmented images" baseline.
+--include-real adds the real cases. Same --seed, same files, bit for bit."""
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("augment", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def augment(ctx: typer.Context) -> None:
-        """(not available yet)"""
-        not_yet("augment", 6)
+    @app.command("augment", help=_HELP)
+    @handle_errors
+    def augment(
+        cohort: Annotated[Path, typer.Argument(help="Cohort folder (masks; images for --include-real / classic).")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder to write.")],
+        n: Annotated[int, typer.Option("--n", min=0, help="Number of synthetic / augmented cases.")],
+        model: Annotated[str | None, typer.Option("--model", help="Trained run folder or model name.")] = None,
+        include_real: Annotated[bool, typer.Option("--include-real", help="Add the real cases too.")] = False,
+        ops: Annotated[
+            list[str] | None,
+            typer.Option("--ops", help="Mask operations, e.g. move, move+deform:elastic=2 (default move)."),
+        ] = None,
+        sampler: Annotated[str, typer.Option(help="ddpm (all steps, the paper) or ddim.")] = "ddpm",
+        steps: Annotated[int | None, typer.Option(min=1, help="Sampling steps (ddim).")] = None,
+        seed: Annotated[int, typer.Option(min=0, help="Seed; same seed -> identical dataset.")] = 0,
+        baseline: Annotated[
+            str | None, typer.Option("--baseline", help="'classic': torchio augmentation of the real cases, no model.")
+        ] = None,
+        label: Annotated[
+            list[str] | None, typer.Option("--label", help="Tumour label name(s)/value(s) the mask ops move.")
+        ] = None,
+        head_label: Annotated[
+            list[str] | None, typer.Option("--head-label", help="Head/brain label name(s)/value(s).")
+        ] = None,
+        device: Annotated[str, typer.Option(help="cpu, cuda, ... for generation (auto: cuda if available).")] = "auto",
+        overwrite: Annotated[bool, typer.Option(help="Replace a dataset already in --out.")] = False,
+        strict: Annotated[bool, typer.Option(help="Stop at the first failing case.")] = False,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    ) -> None:
+        from synthkit.augment.dataset import validate_nnunet_dataset
+        from synthkit.augment.pipeline import augment_cohort
+        from synthkit.errors import UsageError
+
+        if baseline not in (None, "classic"):
+            raise UsageError(f"--baseline {baseline!r}: the only baseline is 'classic'")
+        if sampler not in ("ddpm", "ddim"):
+            raise UsageError(f"--sampler {sampler!r}: choose ddpm or ddim")
+        method = "classic" if baseline == "classic" else "diffusion"
+        if method == "classic" and (ops or model):
+            raise UsageError("--baseline classic takes no --model or --ops")
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        with make_progress(quiet) as progress:
+            report = augment_cohort(
+                cohort, out, n=n, method=method, model=model, include_real=include_real,
+                ops=ops or None, sampler=sampler, steps=steps, seed=seed, tumour_labels=label,
+                head_labels=head_label, device=device, overwrite=overwrite, strict=strict,
+                progress=progress,
+            )
+        for msg in report.failures[:10]:
+            err_console.print(f"synthkit: warning: {msg}", markup=False)
+        if len(report.failures) > 10:
+            err_console.print(f"synthkit: warning: ... and {len(report.failures) - 10} more", markup=False)
+        problems = validate_nnunet_dataset(report.out, check_data=False)
+        if problems:
+            raise UsageError(f"written dataset failed validation: {problems[0]}")
+        if not quiet:
+            kind = "classic augmented" if method == "classic" else "synthetic"
+            console.print(
+                f"wrote {report.n_generated} {kind} + {report.n_real} real case(s) to {report.out} "
+                "(nnU-Net v2 raw dataset)",
+                markup=False,
+            )

@@ -28,7 +28,18 @@ _API = {
     "to_markdown": "synthkit.segmentation.bench",
 }
 
-__all__ = sorted(_API)
+__all__ = [
+    "SegTrainConfig",
+    "TrainSpec",
+    "UNet3D",
+    "load_segmentation_set",
+    "predict",
+    "run_segbench",
+    "segmentation_scores",
+    "summarize",
+    "to_markdown",
+    "train_segmenter",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -70,7 +70,7 @@ def run_segbench(
     train: list[TrainSpec],
     test: str | Path,
     *,
-    cfg: SegTrainConfig = SegTrainConfig(),
+    cfg: SegTrainConfig | None = None,
     shape: tuple[int, int, int] = (32, 32, 32),
     label: str | int = "tumour",
     device: str | torch.device = "cpu",
@@ -83,6 +83,7 @@ def run_segbench(
     "n_train", "metrics": {"dice": {"mean", "std", "n"}, ...}, "per_case": {...}, ...}]}``.
     Per-case lists are in the test cohort's case order (no case identifiers are stored).
     """
+    cfg = cfg or SegTrainConfig()
     test_path = Path(test)
     test_set = load_segmentation_set(
         test_path, shape=shape, label=label, name="test", strict=strict, progress=progress
