@@ -1,0 +1,122 @@
+"""De-identification: opaque ids, mapping placement, clean NIfTI, DICOM export, scanning."""
+
+from __future__ import annotations
+
+import gzip
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from synthkit.errors import UsageError
+from synthkit.privacy import deid
+
+
+def test_fresh_ids_are_opaque_distinct_and_seeded():
+    ids = deid.fresh_case_ids(50, np.random.default_rng(3))
+    assert len(set(ids)) == 50
+    assert all(i.startswith("syn_") and len(i) == 16 and int(i[4:], 16) >= 0 for i in ids)
+    assert ids == deid.fresh_case_ids(50, np.random.default_rng(3))
+    assert ids != deid.fresh_case_ids(50, np.random.default_rng(4))
+
+
+def test_mapping_must_live_outside_the_output(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    for bad in (out / "map.json", out / "sub" / "map.json", out):
+        with pytest.raises(UsageError, match="outside"):
+            deid.check_mapping_path(bad, out)
+    with pytest.raises(UsageError, match="outside"):  # a relative path that resolves inside
+        deid.check_mapping_path(out / ".." / "out" / "m.json", out)
+    p = deid.write_mapping(tmp_path / "map.json", out, {"patient-7": "syn_abc"})
+    assert "patient-7" in p.read_text() and not any(out.iterdir())
+
+
+def _dirty_nifti(path, name="DOE^JOHN"):
+    img = nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4))
+    img.header["descrip"] = name.encode()
+    img.header["aux_file"] = b"MRN12345"
+    img.header.extensions.append(nib.nifti1.Nifti1Extension(6, name.encode()))  # comment extension
+    raw = img.to_bytes()
+    with open(path, "wb") as f, gzip.GzipFile(filename=name, mode="wb", fileobj=f, mtime=1234567) as gz:
+        gz.write(raw)
+    return path
+
+
+def test_header_problems_found_and_rewrite_is_clean(tmp_path):
+    dirty = _dirty_nifti(tmp_path / "dirty.nii.gz")
+    problems = deid.nifti_header_problems(dirty)
+    joined = " ".join(problems)
+    for what in ("descrip", "aux_file", "extension", "file name", "time stamp"):
+        assert what in joined
+    img = nib.load(str(dirty))
+    out = deid.write_deidentified_nifti(tmp_path / "clean" / "x.nii.gz", np.asarray(img.dataobj), img.affine)
+    assert deid.nifti_header_problems(out) == []
+    assert deid.scan_for_identifiers(tmp_path / "clean", ["DOE^JOHN", "MRN12345"]) == []
+    lab = deid.write_deidentified_nifti(tmp_path / "clean" / "m.nii.gz", np.ones((1, 4, 4, 4)), np.eye(4), is_label=True)
+    assert nib.load(str(lab)).get_data_dtype().kind in "iu"
+
+
+def test_scan_finds_paths_bytes_and_gzip_contents(tmp_path):
+    (tmp_path / "case_MRN12345").mkdir()
+    (tmp_path / "case_MRN12345" / "a.txt").write_text("nothing")
+    (tmp_path / "b.bin").write_bytes(b"\x00xx doe^john yy")
+    (tmp_path / "c.gz").write_bytes(gzip.compress(b"hello Smith", mtime=0))
+    (tmp_path / "d.txt").write_bytes("Smith".encode("utf-16-le"))
+    hits = deid.scan_for_identifiers(tmp_path, ["MRN12345", "DOE^JOHN", "smith"])
+    got = {(h.path.name, h.where, h.needle) for h in hits}
+    assert ("case_MRN12345", "path", "MRN12345") in got
+    assert ("a.txt", "path", "MRN12345") in got
+    assert ("b.bin", "content", "DOE^JOHN") in got
+    assert ("c.gz", "content", "smith") in got
+    assert ("d.txt", "content", "smith") in got
+    assert deid.scan_for_identifiers(tmp_path, ["absent-name"]) == []
+
+
+@pytest.mark.parametrize("oblique", [False, True])
+def test_dicom_series_round_trips_geometry_and_is_deidentified(tmp_path, oblique):
+    import pydicom
+
+    from synthkit.io import read_dicom_series
+
+    rng = np.random.default_rng(0)
+    vol = rng.normal(100.0, 30.0, size=(6, 5, 4)).astype(np.float32)  # (i, j, k)
+    aff = np.diag([0.9, 1.1, 2.5, 1.0])
+    if oblique:
+        c, s = np.cos(0.3), np.sin(0.3)
+        rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+        aff[:3, :3] = rot @ aff[:3, :3]
+    aff[:3, 3] = [-10.0, 20.0, 5.0]
+    files = deid.write_dicom_series(tmp_path / "s", vol, aff, rng=np.random.default_rng(1), series_description="T1")
+    assert len(files) == 4
+    back = read_dicom_series(tmp_path / "s")
+    np.testing.assert_allclose(back.affine, aff, atol=1e-4)
+    ds = pydicom.dcmread(files[0])
+    np.testing.assert_allclose(back.data[0], vol, atol=float(ds.RescaleSlope))
+    assert ds.PatientIdentityRemoved == "YES"
+    code = ds.DeidentificationMethodCodeSequence[0]
+    assert (code.CodeValue, code.CodingSchemeDesignator) == ("113100", "DCM")
+    assert code.CodeMeaning == "Basic Application Confidentiality Profile"
+    assert ds.PatientName == "" and ds.PatientID == "" and ds.PatientBirthDate == ""
+    for elem in ds.iterall():
+        if elem.VR in ("DA", "DT", "TM"):
+            assert not elem.value, elem.keyword
+        assert elem.keyword not in ("InstitutionName", "StationName", "DeviceSerialNumber",
+                                    "OperatorsName", "InstitutionAddress")
+    uids = {pydicom.dcmread(f).SOPInstanceUID for f in files}
+    assert len(uids) == 4
+    assert len({pydicom.dcmread(f).SeriesInstanceUID for f in files}) == 1
+
+
+def test_dicom_is_reproducible_per_seed_and_refuses_bad_input(tmp_path):
+    vol = np.arange(27, dtype=np.float32).reshape(3, 3, 3)
+    a = deid.write_dicom_series(tmp_path / "a", vol, np.eye(4), rng=np.random.default_rng(5))
+    b = deid.write_dicom_series(tmp_path / "b", vol, np.eye(4), rng=np.random.default_rng(5))
+    c = deid.write_dicom_series(tmp_path / "c", vol, np.eye(4), rng=np.random.default_rng(6))
+    assert a[0].read_bytes() == b[0].read_bytes() != c[0].read_bytes()
+    sheared = np.eye(4)
+    sheared[0, 1] = 0.5
+    with pytest.raises(ValueError, match="orthogonal"):
+        deid.write_dicom_series(tmp_path / "d", vol, sheared, rng=np.random.default_rng(0))
+    with pytest.raises(ValueError):
+        deid.write_dicom_series(tmp_path / "e", np.zeros((2, 3, 3, 3)), np.eye(4), rng=np.random.default_rng(0))
