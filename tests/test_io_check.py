@@ -120,7 +120,7 @@ def test_channel_count_differs_from_declared(tmp_path):
         {"channel_names": {"0": "CT"}, "labels": {"background": 0, "t": 1, "u": 2}}))
     reports = _by_id(check_cohort(tmp_path))
     assert reports["one"].ok
-    assert reports["two"].problems == ["image has 2 channel(s), cohort declares 1"]
+    assert reports["two"].problems == ["image has 2 channel(s), the cohort has 1"]
 
 
 def test_dicom_irregular_spacing_reported_per_case(tmp_path):

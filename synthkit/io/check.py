@@ -95,7 +95,7 @@ def check_case(case: Case, cohort: Cohort) -> CaseReport:
             problems.append(f"image has {bad} NaN/Inf voxels")
         if cohort.channel_names and image.n_channels != len(cohort.channel_names):
             problems.append(
-                f"image has {image.n_channels} channel(s), cohort declares {len(cohort.channel_names)}"
+                f"image has {image.n_channels} channel(s), the cohort has {len(cohort.channel_names)}"
             )
 
     if case.mask is not None:
