@@ -1,14 +1,101 @@
-"""`synthkit evaluate`: not landed yet (issue 4)."""
+"""`synthkit evaluate`: score synthetic sets against a real cohort (3D-FID, MMD, MS-SSIM, MSE).
+
+Only parses arguments, calls :mod:`synthkit.metrics.evaluate`, prints the table and writes the
+JSON / HTML report.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-from synthkit.cli._common import not_yet
+from synthkit.cli._common import console, err_console, handle_errors, make_progress, seed_everything
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("evaluate", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def evaluate(ctx: typer.Context) -> None:
-        """(not available yet)"""
-        not_yet("evaluate", 4)
+    @app.command("evaluate")
+    @handle_errors
+    def evaluate(
+        real: Annotated[Path, typer.Argument(help="Real cohort (nnU-Net, flat, BraTS, DICOM) or folder of NIfTI volumes.", show_default=False)],
+        synth: Annotated[list[Path], typer.Argument(help="One or more synthetic sets (cohort or NIfTI folder); one table row each.", show_default=False)],
+        feature_weights: Annotated[Path | None, typer.Option("--feature-weights", help="MedicalNet checkpoint (.pth, official format). Default: $SYNTHKIT_MEDICALNET_WEIGHTS, else a seeded random network (FID then NOT comparable to published numbers).", show_default=False)] = None,
+        feature_depth: Annotated[int, typer.Option("--feature-depth", help="MedicalNet ResNet depth: 10, 18, 34 or 50 (must match the weights).")] = 10,
+        json_path: Annotated[Path | None, typer.Option("--json", help="Write all metrics and settings as JSON here.", show_default=False)] = None,
+        report: Annotated[Path | None, typer.Option("--report", help="Write an HTML report (index.html + PNGs) into this folder.", show_default=False)] = None,
+        device: Annotated[str, typer.Option("--device", help="Torch device for feature extraction, e.g. cpu, cuda, cuda:1.")] = "cpu",
+        seed: Annotated[int, typer.Option("--seed", help="Seed for the random extractor, bootstrap and pair sampling.")] = 0,
+        n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap replicates for FID/MMD intervals.", min=10)] = 100,
+        diversity_pairs: Annotated[int, typer.Option("--diversity-pairs", help="Random pairs per set for MS-SSIM diversity.", min=1)] = 100,
+        cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Feature cache (default $SYNTHKIT_CACHE_DIR or ~/.cache/synthkit).", show_default=False)] = None,
+        no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
+        c2st: Annotated[bool, typer.Option("--c2st", help="Also run a classifier two-sample test (small 3D CNN, held-out AUC).")] = False,
+        reader_study: Annotated[tuple[int, Path] | None, typer.Option("--reader-study", help="N DIR: write a blinded reader-study kit (N real + N synthetic slices of the first synthetic set).", show_default=False)] = None,
+        strict: Annotated[bool, typer.Option("--strict", help="Stop at the first unreadable case instead of skipping it.")] = False,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; print only the table and warnings.")] = False,
+    ) -> None:
+        """Compare synthetic volumes with real ones: 3D-FID (MedicalNet features after
+        histogram equalization), MMD, MS-SSIM (paired and within-set diversity) and paired MSE,
+        each with a bootstrap interval, like Table I of the Med-DDPM paper."""
+        import torch
+        from rich.table import Table
+
+        from synthkit.errors import UsageError
+        from synthkit.metrics import evaluate as ev
+        from synthkit.metrics.features import default_cache_dir
+
+        if feature_depth not in (10, 18, 34, 50):
+            raise UsageError(f"--feature-depth must be 10, 18, 34 or 50, got {feature_depth}")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: CUDA is not available on this machine")
+        seed_everything(seed)
+        extractor = ev.make_extractor(feature_weights, feature_depth, seed=seed, device=device)
+        if extractor.weights == "random":
+            err_console.print(f"synthkit: WARNING: {ev.RANDOM_WARNING}", style="bold red", markup=False)
+        cache = None if no_cache else (cache_dir or default_cache_dir())
+        grid = ev.grid_of(real)
+        names: list[str] = []
+        for p in synth:
+            n = p.resolve().name or str(p)
+            names.append(n if n not in names else f"{n}_{len(names) + 1}")
+        with make_progress(quiet) as progress:
+            real_set = ev.load_set(real, extractor, grid, name=real.resolve().name, cache_dir=cache,
+                                   strict=strict, progress=progress)
+            sets = [ev.load_set(p, extractor, grid, name=n, cache_dir=cache, strict=strict, progress=progress)
+                    for p, n in zip(synth, names)]
+            result = ev.evaluate(real_set, sets, extractor, seed=seed, n_boot=n_boot,
+                                 diversity_pairs=diversity_pairs, c2st=c2st, progress=progress)
+        for p in result["problems"]:
+            err_console.print(f"synthkit: skipped: {p}", markup=False)
+
+        table = Table(title="synthkit evaluate" + (" (RANDOM extractor: FID not comparable)" if result["warning"] else ""))
+        for h in ev.TABLE_HEADER:
+            table.add_column(h, justify="left" if h == "Method" else "right")
+        for row in ev.table_rows(result):
+            table.add_row(*row)
+        console.print(table)
+        ms = result["settings"]["ms_ssim"]
+        console.print(f"grid {' x '.join(map(str, result['settings']['grid']))}; MS-SSIM: {ms['scales']} scales, "
+                      f"kernel {ms['kernel_size']}, sigma {ms['sigma']}; extractor "
+                      f"{result['settings']['extractor']['name']} ({extractor.weights[:12]})", markup=False)
+        if c2st:
+            for r in result["sets"]:
+                c = r["c2st"]
+                console.print(f"C2ST {r['name']}: AUC {c['auc']:.3f} [{c['ci95'][0]:.3f}, {c['ci95'][1]:.3f}] "
+                              "(0.5 = indistinguishable)", markup=False)
+        if reader_study is not None:
+            from synthkit.metrics.reader_study import write_kit
+
+            n, kit_dir = reader_study
+            kit = write_kit(real_set, sets[0], n, kit_dir, seed=seed)
+            console.print(f"reader study: {kit['shown']} (answer key kept apart: {kit['key']})", markup=False)
+        if json_path is not None:
+            ev.save_json(result, json_path)
+            console.print(f"json: {json_path}", markup=False)
+        if report is not None:
+            from synthkit.metrics.report import write_report
+
+            console.print(f"report: {write_report(result, real_set, sets, report)}", markup=False)
+        if result["warning"]:
+            err_console.print(f"synthkit: WARNING: {result['warning']}", style="bold red", markup=False)

@@ -1,0 +1,321 @@
+"""The evaluation pipeline behind ``synthkit evaluate``: real cohort vs one or more synthetic sets.
+
+For each set (:func:`load_set`): read every case (a synthkit cohort or a plain folder of NIfTI
+files), resize to the evaluation grid, keep a ``[0, 1]`` copy for MSE / MS-SSIM and extract
+MedicalNet features once (content-hash cache, see :mod:`synthkit.metrics.features`).
+Then (:func:`evaluate`) per synthetic set, against the real set:
+
+* ``fid``: 3D-FID of the features, bootstrap mean ± std and 95% interval; the real-vs-real
+  split-half FID floor is reported once under ``real``;
+* ``mmd``: squared MMD of the features, Gaussian kernel with bandwidths fixed from the *real*
+  set's median pairwise distance (x 0.25, 0.5, 1, 2, 4) so every set is scored with the same
+  kernel; unbiased estimator; bootstrap interval;
+* ``ms_ssim``: paired MS-SSIM (synthetic vs the real case whose mask generated it) when pairs
+  exist; ``diversity``: mean MS-SSIM of random pairs within the set (the paper's MS-SSIM column;
+  the real set's value is the reference row);
+* ``mse``: paired mean squared error on the ``[0, 1]`` scale;
+* optional ``c2st``: classifier two-sample test AUC (:mod:`synthkit.metrics.c2st`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from synthkit.errors import CohortError, SynthkitError, UsageError
+from synthkit.metrics import features as feat
+from synthkit.metrics import medicalnet
+from synthkit.metrics.bootstrap import Interval, bootstrap, mean_interval, split_half_floor
+from synthkit.metrics.fid import fid
+from synthkit.metrics.mmd import DEFAULT_BANDWIDTH_FACTORS, median_bandwidth, mmd
+from synthkit.metrics.ms_ssim import MSSSIMSettings, diversity, ms_ssim, resolve_settings
+from synthkit.metrics.paired import mse, pair_by_case_id, pairs_from_manifest
+
+__all__ = ["Extractor", "LoadedSet", "RANDOM_WARNING", "evaluate", "list_cases", "load_set", "make_extractor"]
+
+RANDOM_WARNING = (
+    "MedicalNet weights not given: features come from a seeded RANDOMLY INITIALISED network, so "
+    "3D-FID and MMD are NOT comparable to published numbers (only to each other within this "
+    "run). Pass --feature-weights or set SYNTHKIT_MEDICALNET_WEIGHTS."
+)
+
+
+@dataclass
+class Extractor:
+    """A feature network plus what identifies it in reports and cache keys."""
+
+    model: torch.nn.Module
+    depth: int
+    weights: str  # weights file SHA-256 or "random"
+    seed: int | None
+    device: str = "cpu"
+
+    @property
+    def ident(self) -> str:
+        return f"medicalnet{self.depth}:{self.weights}" + (f":seed{self.seed}" if self.weights == "random" else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": f"MedicalNet resnet{self.depth}", "depth": self.depth,
+                "features": medicalnet.feature_dim(self.depth), "weights_sha256": self.weights,
+                "random_seed": self.seed, "pretrained": self.weights != "random"}
+
+
+def make_extractor(weights: str | Path | None = None, depth: int = 10, seed: int = 0,
+                   device: str = "cpu") -> Extractor:
+    """MedicalNet from ``weights`` (or ``$SYNTHKIT_MEDICALNET_WEIGHTS``), else seeded random."""
+    path = Path(weights) if weights is not None else medicalnet.default_weights_path()
+    if path is not None:
+        model = medicalnet.load(path, depth)
+        ext = Extractor(model, depth, medicalnet.sha256_file(path), None, device)
+    else:
+        ext = Extractor(medicalnet.build(depth, seed=seed), depth, "random", seed, device)
+    ext.model.to(device)
+    return ext
+
+
+@dataclass
+class LoadedSet:
+    """One evaluated set: ``volumes[i]`` ``(C, D, H, W)`` in [0, 1] on the grid, ``features``
+    ``(N, C*F)``; ``problems`` lists cases that could not be read (skipped)."""
+
+    name: str
+    ids: list[str]
+    volumes: list[np.ndarray]
+    features: np.ndarray
+    masks: list[np.ndarray | None]
+    grid: tuple[int, int, int]
+    problems: list[str] = field(default_factory=list)
+    root: Path | None = None
+
+
+def list_cases(path: str | Path) -> list[tuple[str, tuple[Path, ...], Path | None]]:
+    """``(case_id, image files, mask or None)`` for a cohort folder or a plain NIfTI folder."""
+    from synthkit.io.cohort import discover_cohort
+    from synthkit.io.nifti import is_nifti, strip_nifti_suffix
+
+    root = Path(path)
+    if not root.is_dir():
+        raise UsageError("not found or not a folder", root)
+    try:
+        cohort = discover_cohort(root)
+        out = [(c.case_id, c.images, c.mask) for c in cohort.cases if c.images]
+        if out:
+            return out
+    except UsageError:
+        pass
+    files = sorted(p for p in root.iterdir() if p.is_file() and is_nifti(p))
+    if not files:
+        raise UsageError("no NIfTI volumes or cohort found in this folder", root)
+    return [(strip_nifti_suffix(p.name), (p,), None) for p in files]
+
+
+def _read(case_id: str, files: tuple[Path, ...]) -> np.ndarray:
+    from synthkit.io.cohort import Case, read_image
+
+    return read_image(Case(case_id, files, None)).data
+
+
+def _content_hash(files: tuple[Path, ...]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in files:
+        h.update(bytes.fromhex(medicalnet.sha256_file(p)) if p.is_file() else str(p).encode())
+    return h.hexdigest()
+
+
+def _read_mask(path: Path | None, grid: Sequence[int]) -> np.ndarray | None:
+    if path is None:
+        return None
+    try:
+        from synthkit.io.nifti import read_nifti
+
+        m = read_nifti(path, is_label=True).data[0]
+    except SynthkitError:
+        return None
+    return m if tuple(m.shape) == tuple(grid) else None
+
+
+def grid_of(path: str | Path) -> tuple[int, int, int]:
+    """Most common spatial shape among the readable volumes of a set (header-only read)."""
+    import nibabel as nib
+
+    shapes: Counter = Counter()
+    for _, files, _ in list_cases(path):
+        try:
+            shapes[tuple(int(s) for s in nib.load(str(files[0])).shape[:3])] += 1
+        except Exception:  # noqa: BLE001 - unreadable: skipped here, reported by load_set
+            continue
+    if not shapes:
+        raise CohortError("no readable volume", path)
+    return shapes.most_common(1)[0][0]
+
+
+def load_set(path: str | Path, extractor: Extractor, grid: Sequence[int] | None = None, *,
+             name: str | None = None, cache_dir: Path | None = None, strict: bool = False,
+             progress: Any = None) -> LoadedSet:
+    """Read, resample, normalise and featurise one set (see the module docstring)."""
+    root = Path(path)
+    cases = list_cases(root)
+    grid = tuple(grid) if grid is not None else grid_of(root)
+    cache = feat.FeatureCache(cache_dir, extractor.ident, grid)
+    label = name or root.name
+    task = progress.add_task(f"features {label}", total=len(cases)) if progress is not None else None
+    ids, vols, feats, masks, problems = [], [], [], [], []
+    for cid, files, mask in cases:
+        try:
+            raw = _read(cid, files)
+            key = cache.key(_content_hash(files))
+            on_grid = feat.resize_to(raw, grid)
+            f = cache.get(key)
+            if f is None:
+                f = feat.extract(extractor.model, feat.prepare(on_grid), extractor.device)
+                cache.put(key, f)
+            ids.append(cid)
+            vols.append(feat.unit_range(on_grid))
+            feats.append(f)
+            masks.append(_read_mask(mask, grid))
+        except SynthkitError as e:
+            if strict:
+                raise
+            problems.append(str(e))
+        finally:
+            if task is not None:
+                progress.advance(task)
+    if not vols:
+        why = f": {problems[0]}" if problems else ""
+        raise CohortError(f"no readable volume in this folder{why}", root)
+    chans = {v.shape[0] for v in vols}
+    if len(chans) != 1 or len({f.shape[0] for f in feats}) != 1:
+        raise CohortError(f"volumes have different channel counts {sorted(chans)}", root)
+    return LoadedSet(label, ids, vols, np.stack(feats), masks, grid, problems, root)  # type: ignore[arg-type]
+
+
+def _pairs(real: LoadedSet, synth: LoadedSet) -> list[tuple[int, int]]:
+    manifest = synth.root / "manifest.json" if synth.root is not None else None
+    if manifest is not None and manifest.is_file():
+        try:
+            pairs = pairs_from_manifest(manifest, real.ids, synth.ids)
+            if pairs:
+                return pairs
+        except (OSError, ValueError, AttributeError):
+            pass
+    return pair_by_case_id(real.ids, synth.ids)
+
+
+def _diversity(s: LoadedSet, settings: MSSSIMSettings, n_pairs: int, seed: int) -> Interval | None:
+    if len(s.volumes) < 2:
+        return None
+    vals, _ = diversity([torch.from_numpy(v) for v in s.volumes], n_pairs=n_pairs, seed=seed, settings=settings)
+    return mean_interval(vals, seed=seed)
+
+
+def evaluate(real: LoadedSet, synths: Sequence[LoadedSet], extractor: Extractor, *, seed: int = 0,
+             n_boot: int = 100, diversity_pairs: int = 100, c2st: bool = False,
+             progress: Any = None) -> dict[str, Any]:
+    """All metrics for every synthetic set against ``real``; a JSON-ready dict (module docs)."""
+    if len(real.volumes) < 2:
+        raise UsageError("the real set needs at least 2 readable volumes", real.root)
+    chans = real.volumes[0].shape[0]
+    for s in synths:
+        if s.volumes[0].shape[0] != chans:
+            raise UsageError(f"set '{s.name}' has {s.volumes[0].shape[0]} channels, real has {chans}", s.root)
+    settings = resolve_settings(real.grid, data_range=1.0)
+    s0 = median_bandwidth(real.features, real.features)
+    bws = [s0 * f for f in DEFAULT_BANDWIDTH_FACTORS]
+
+    def mmd_np(a: np.ndarray, b: np.ndarray) -> float:
+        return mmd(torch.from_numpy(a), torch.from_numpy(b), bandwidths=bws)
+
+    task = progress.add_task("metrics", total=1 + len(synths)) if progress is not None else None
+    floor = split_half_floor(fid, real.features, repeats=10, seed=seed) if len(real.volumes) >= 4 else None
+    real_div = _diversity(real, settings, diversity_pairs, seed)
+    if task is not None:
+        progress.advance(task)
+    rows = []
+    for k, s in enumerate(synths):
+        row: dict[str, Any] = {"name": s.name, "n": len(s.volumes), "skipped": len(s.problems)}
+        if len(s.volumes) >= 2:
+            row["fid"] = bootstrap(fid, real.features, s.features, n_boot, seed + k).to_dict()
+            row["mmd"] = bootstrap(mmd_np, real.features, s.features, n_boot, seed + k).to_dict()
+        else:
+            row["fid"] = row["mmd"] = None
+        pairs = _pairs(real, s)
+        row["n_pairs"] = len(pairs)
+        if pairs:
+            x = torch.from_numpy(np.stack([real.volumes[i] for i, _ in pairs]))
+            y = torch.from_numpy(np.stack([s.volumes[j] for _, j in pairs]))
+            row["mse"] = mean_interval(mse(x, y).numpy(), seed=seed).to_dict()
+            ss = np.concatenate([ms_ssim(x[i : i + 4], y[i : i + 4], settings=settings).numpy()
+                                 for i in range(0, len(x), 4)])
+            row["ms_ssim"] = mean_interval(ss, seed=seed).to_dict()
+        else:
+            row["mse"] = row["ms_ssim"] = None
+        div = _diversity(s, settings, diversity_pairs, seed)
+        row["diversity"] = div.to_dict() if div else None
+        if c2st:
+            from synthkit.metrics.c2st import c2st as run_c2st
+
+            row["c2st"] = run_c2st(np.stack(real.volumes), np.stack(s.volumes), seed=seed)
+        rows.append(row)
+        if task is not None:
+            progress.advance(task)
+    random = extractor.weights == "random"
+    return {
+        "warning": RANDOM_WARNING if random else None,
+        "fid_comparable_to_published": not random,
+        "settings": {
+            "extractor": extractor.to_dict(),
+            "equalization": feat.EQUALIZATION_DOC,
+            "prep_version": feat.PREP_VERSION,
+            "grid": list(real.grid),
+            "intensity_for_mse_ms_ssim": "per volume (v - min) / (p99.5 - min) clipped to [0, 1]",
+            "ms_ssim": settings.to_dict(),
+            "diversity_pairs": diversity_pairs,
+            "mmd": {"kernel": "gaussian", "estimator": "unbiased MMD^2 on features",
+                    "bandwidths": bws, "bandwidth_rule": "median pairwise distance of real features x (0.25, 0.5, 1, 2, 4)"},
+            "bootstrap": {"n_boot": n_boot, "seed": seed, "ci": "percentile 95%"},
+            "fid_note": "value = full-set FID; mean/std/ci95 from bootstrap replicates (biased upward)",
+        },
+        "real": {"name": real.name, "n": len(real.volumes), "skipped": len(real.problems),
+                 "fid_floor": floor.to_dict() if floor else None,
+                 "diversity": real_div.to_dict() if real_div else None},
+        "sets": rows,
+        "problems": [p for s in (real, *synths) for p in s.problems],
+    }
+
+
+def table_rows(result: dict[str, Any]) -> list[list[str]]:
+    """Rows like the paper's Table I: method, MSE, MMD, 3D-FID, MS-SSIM (diversity), paired MS-SSIM."""
+
+    def f(d: dict | None, digits: int = 4) -> str:
+        return "-" if not d else f"{d['value']:.{digits}f}±{d['std']:.{digits}f}"
+
+    rows = [[r["name"], f(r["mse"]), f(r["mmd"]), f(r["fid"], 3), f(r["diversity"]), f(r["ms_ssim"])]
+            for r in result["sets"]]
+    real = result["real"]
+    rows.append([f"Real (n={real['n']})", "-", "-", "floor " + f(real["fid_floor"], 3), f(real["diversity"]), "-"])
+    return rows
+
+
+TABLE_HEADER = ["Method", "MSE↓", "MMD↓", "3D-FID↓", "MS-SSIM (diversity)", "MS-SSIM (paired)↑"]
+
+
+def save_json(result: dict[str, Any], path: str | Path) -> Path:
+    from synthkit.io.atomic import write_json
+
+    return write_json(path, result)
+
+
+def load_json(path: str | Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+ProgressFn = Callable[[int, int], None]
