@@ -241,3 +241,14 @@ def test_errors_are_clear():
     _, (p,) = run("move", m)
     with pytest.raises(MaskOpError, match="grid"):
         apply(m[:-1], p)
+
+
+def test_apply_takes_a_volume_and_keeps_its_affine():
+    from synthkit.io.volume import Volume
+
+    m = head_mask()
+    out, chain = run("move", m, seed=2)
+    aff = np.diag([1.0, 1.0, 1.0, 1.0])
+    aff[:3, 3] = (3.0, -4.0, 5.0)
+    vol = apply_chain(Volume(data=m[None], affine=aff), chain)
+    assert np.array_equal(vol.data[0], out) and np.array_equal(vol.affine, aff)

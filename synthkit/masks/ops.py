@@ -82,17 +82,25 @@ def sample(spec: str | OpSpec, labels: np.ndarray, ctx: SampleContext,
     return op.sample(labels, ctx, rng, spec.build_options())
 
 
-def apply(labels: np.ndarray, params: OpParams) -> np.ndarray:
+def apply(labels: np.ndarray | Any, params: OpParams) -> np.ndarray | Any:
     """Apply recorded parameters: (D, H, W) integer labels -> (D, H, W), same dtype.
 
-    Deterministic; raises :class:`ConstraintViolation` / :class:`MaskOpError` if the result
-    would break an invariant or the mask does not fit the parameters."""
+    Also takes a :class:`synthkit.io.Volume` holding a ``(1, D, H, W)`` mask and returns a
+    Volume with the same affine. Deterministic; raises :class:`ConstraintViolation` /
+    :class:`MaskOpError` if the result would break an invariant or the mask does not fit the
+    parameters."""
+    if hasattr(labels, "affine") and hasattr(labels, "data"):
+        from synthkit.io.volume import Volume
+
+        if labels.data.ndim != 4 or labels.data.shape[0] != 1:
+            raise MaskOpError(f"a mask Volume must be (1, D, H, W), got {labels.data.shape}")
+        return Volume(data=apply(labels.data[0], params)[None], affine=labels.affine)
     return get_operation(op_name(params)).apply(np.asarray(labels), params)
 
 
-def apply_chain(labels: np.ndarray, chain: Sequence[OpParams]) -> np.ndarray:
-    """Apply several recorded operations in order."""
-    out = np.asarray(labels)
+def apply_chain(labels: np.ndarray | Any, chain: Sequence[OpParams]) -> np.ndarray | Any:
+    """Apply several recorded operations in order (array or Volume, as :func:`apply`)."""
+    out = labels
     for p in chain:
         out = apply(out, p)
     return out
