@@ -32,10 +32,10 @@ MANIFEST = "manifest.json"
 
 
 def _settings(gen: Generator, sampler: str, steps: int | None, eta: float, seed: int,
-              background: bool | None) -> dict[str, Any]:
+              background: bool | None, label_space: str) -> dict[str, Any]:
     return {"weights_sha256": gen.weights_sha256, "sampler": sampler,
             "steps": steps if steps is not None else gen.diffusion.num_timesteps,
-            "eta": float(eta), "seed": int(seed), "background": background}
+            "eta": float(eta), "seed": int(seed), "background": background, "label_space": label_space}
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
@@ -53,13 +53,15 @@ def _names(case_id: str, k: int, channels: int) -> tuple[list[str], str]:
 
 def sample_masks(gen: Generator, masks: Any, out_dir: str | Path, *, per_mask: int = 1, sampler: str = "ddpm",
                  steps: int | None = None, eta: float = 0.0, seed: int = 0, batch_size: int = 1,
-                 background: bool | None = None, strict: bool = False, progress: Any = None,
+                 background: bool | None = None, label_space: str = "raw", strict: bool = False,
+                 progress: Any = None,
                  dist: Any = None, on_note: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Generate ``per_mask`` volumes for every mask in ``masks`` into ``out_dir``; returns the manifest.
 
     ``masks``: a folder (mask folder or cohort) or a discovered ``Cohort``. ``batch_size``:
     masks preprocessed and sampled per round (memory); results never depend on it.
     ``background``: None = on for masks holding a head/brain label (see
+    :meth:`Generator.prepare`). ``label_space``: ``"raw"`` or ``"network"`` (see
     :meth:`Generator.prepare`). A mask that cannot be used is reported in the manifest's
     ``skipped`` list (or raised with ``strict``).
     """
@@ -73,7 +75,7 @@ def sample_masks(gen: Generator, masks: Any, out_dir: str | Path, *, per_mask: i
     out = Path(out_dir)
     cohort = masks if hasattr(masks, "cases") else discover_cohort(masks, need_images=False)
     channels = gen.image_channels
-    settings = _settings(gen, sampler, steps, eta, seed, background)
+    settings = _settings(gen, sampler, steps, eta, seed, background, label_space)
 
     # what is already done (a previous, possibly interrupted, run with the same settings)
     done: dict[tuple[str, int], dict[str, Any]] = {}
@@ -102,7 +104,7 @@ def sample_masks(gen: Generator, masks: Any, out_dir: str | Path, *, per_mask: i
         for index, case, k in batch:
             try:
                 mask = read_mask(case)
-                cond, record, has_head = gen.prepare(mask)
+                cond, record, has_head = gen.prepare(mask, label_space)
             except (CohortError, UsageError) as e:
                 if strict:
                     raise

@@ -117,16 +117,23 @@ class Generator:
             vals.add(int(self.preprocess.brain_label))
         return vals
 
-    def prepare(self, mask: Any) -> tuple[torch.Tensor, Any, bool]:
+    def prepare(self, mask: Any, label_space: str = "raw") -> tuple[torch.Tensor, Any, bool]:
         """Mask Volume ``(1, D, H, W)`` -> (cond ``(K, d, h, w)``, GridRecord, has_head).
 
+        ``label_space``: ``"raw"`` (default) for masks labelled like the training cohort's
+        files (``label_map`` is applied); ``"network"`` for masks already in the network's
+        label values (``config.data.labels``, e.g. BraTS masks that carry the brain label 4
+        after ET was mapped to 3): ``label_map`` is not applied again.
         ``has_head`` is True when a head/brain label is present in the mask: then voxels where
         the one-hot mask is all zero are outside the head, and the sampler's ``background``
         option may hold them at -1.
         """
         from synthkit.preprocess import one_hot, preprocess_case
 
-        pre = preprocess_case(None, mask, self.preprocess)
+        if label_space not in ("raw", "network"):
+            raise UsageError(f"label_space must be 'raw' or 'network', not {label_space!r}")
+        cfg = self.preprocess if label_space == "raw" else dataclasses.replace(self.preprocess, label_map=None)
+        pre = preprocess_case(None, mask, cfg)
         cond = one_hot(pre.labels, tuple(self.preprocess.mask_labels))
         present = set(torch.unique(pre.labels).tolist())
         return cond, pre.record, bool(self.head_values() & present)
@@ -169,7 +176,7 @@ class Generator:
     # -------------------------------------------------------------- one call
     def sample(self, mask: Any, *, seed: int = 0, sampler: str = "ddpm", steps: int | None = None,
                eta: float = 0.0, background: bool | None = None, affine: np.ndarray | None = None,
-               progress: Callable[[int, int], None] | None = None) -> Any:
+               label_space: str = "raw", progress: Callable[[int, int], None] | None = None) -> Any:
         """Generate one volume for ``mask``; returns a ``Volume`` ``(C, D, H, W)`` float32 on the
         mask's own grid and affine.
 
@@ -177,7 +184,8 @@ class Generator:
         ``(D, H, W)`` (with ``affine``, default identity). ``sampler``: ``"ddpm"`` (all T steps,
         the paper) or ``"ddim"`` (``steps`` of them). ``background``: hold the predicted x0 at
         -1 outside the head (where the one-hot mask is all zero); default: on when the mask
-        holds a head/brain label. Same arguments and seed -> bit-identical output.
+        holds a head/brain label. ``label_space``: see :meth:`prepare`. Same arguments and
+        seed -> bit-identical output.
         """
         from synthkit.io.volume import Volume
 
@@ -190,7 +198,7 @@ class Generator:
             if arr.ndim == 3:
                 arr = arr[None]
             mask = Volume(arr.astype(np.int16), np.eye(4) if affine is None else affine)
-        cond, record, has_head = self.prepare(mask)
+        cond, record, has_head = self.prepare(mask, label_space)
         use_bg = has_head if background is None else bool(background)
         x = self.sample_network(cond[None], [seed], sampler=sampler, steps=steps, eta=eta,
                                 background=[use_bg], progress=progress)

@@ -25,6 +25,7 @@ def register(app: typer.Typer) -> None:
         batch_size: Annotated[int, typer.Option(help="Masks prepared per round (results do not depend on it).")] = 1,
         background: Annotated[Optional[bool], typer.Option("--background/--no-background",
                               help="Hold the image at background outside the head. Default: on when the mask has a head/brain label.")] = None,
+        label_space: Annotated[str, typer.Option(help="raw: masks labelled like the training files (label_map applied); network: already in the model's label values (e.g. BraTS masks with the brain label).")] = "raw",
         device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
         strict: Annotated[bool, typer.Option("--strict", help="Stop at the first unusable mask.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -53,7 +54,8 @@ def register(app: typer.Typer) -> None:
 
             with make_progress(quiet or not dist.is_main) as progress:
                 manifest = sample_masks(gen, masks, out, per_mask=per_mask, sampler=sampler, steps=steps, eta=eta,
-                                        seed=seed, batch_size=batch_size, background=background, strict=strict,
+                                        seed=seed, batch_size=batch_size, background=background,
+                                        label_space=label_space, strict=strict,
                                         progress=progress, dist=dist, on_note=note)
         finally:
             cleanup(dist)

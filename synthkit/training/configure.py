@@ -1,7 +1,8 @@
 """Fit a :class:`~synthkit.config.RunConfig` to a cohort: channels and mask classes come from
 the data (``dataset.json``), not from code.
 
-* ``data.channel_names`` / ``data.labels``: the cohort's.
+* ``data.channel_names``: the cohort's; ``data.labels``: the cohort's label names with the
+  values the network sees (after ``label_map``), plus ``"brain"`` for ``brain_label``.
 * ``preprocess.mask_labels``: when left at the default ``(1, 2)``, derived from the cohort's
   label values: every non-background value after ``label_map``, plus ``brain_label``
   (BraTS: labels 1, 2, 4 with ``label_map {"4": 3}`` and ``brain_label 4`` -> ``(1, 2, 3, 4)``).
@@ -36,13 +37,15 @@ def derive_mask_labels(labels: dict[str, int], label_map: dict[str, int] | None,
 def fit_config_to_cohort(cfg: RunConfig, cohort: Any) -> RunConfig:
     """``cfg`` with data/preprocess/model channel settings taken from ``cohort``."""
     channel_names = tuple(cohort.channel_names) or ("image",)
-    labels = {str(k): int(v) for k, v in dict(cohort.labels).items()}
     pre = cfg.preprocess
+    raw = {str(k): int(v) for k, v in dict(cohort.labels).items()}
+    # labels as the network sees them: after label_map, plus the brain label
+    labels = {k: int((pre.label_map or {}).get(str(v), v)) for k, v in raw.items()}
     if pre.brain_label is not None and int(pre.brain_label) not in labels.values():
         labels["brain"] = int(pre.brain_label)
     mask_labels = pre.mask_labels
     if tuple(mask_labels) == tuple(PreprocessConfig().mask_labels):
-        derived = derive_mask_labels(labels, pre.label_map, pre.brain_label)
+        derived = derive_mask_labels(raw, pre.label_map, pre.brain_label)
         if derived:
             mask_labels = derived
     if not mask_labels:
