@@ -195,9 +195,10 @@ def test_load_segmentation_set_reads_a_cohort(tmp_path):
 
 
 def test_parse_train_specs_and_markdown():
-    specs = parse_train_specs(["real=a/b", "x/syn", "x/syn"])
-    assert [s.name for s in specs] == ["real", "syn", "syn-2"]
-    assert str(specs[0].path) == "a/b"
+    specs = parse_train_specs(["real=a/b", "x/syn", "x/syn", "mix=a/b, x/syn"])
+    assert [s.name for s in specs] == ["real", "syn", "syn-2", "mix"]
+    assert specs[0].paths == (Path("a/b"),)
+    assert specs[3].paths == (Path("a/b"), Path("x/syn"))
     report = {"rows": [{"name": "real", "n_train": 3, "metrics": {
         m: {"mean": 0.5, "std": 0.25, "n": 2} for m in ("dice", "iou", "accuracy", "recall", "precision")}}]}
     md = to_markdown(report)
@@ -212,17 +213,18 @@ def test_segbench_cli_end_to_end(cli, tmp_path):
     test_dir = write_tiny_cohort(tmp_path / "test", n=3, seed=2)
     out = tmp_path / "bench.json"
     args = [
-        "segbench", "--train", f"real={train_dir}", "--train", str(train_dir), "--test", test_dir,
+        "segbench", "--train", f"real={train_dir}", "--train", str(train_dir),
+        "--train", f"both={train_dir},{test_dir}", "--test", test_dir,
         "--epochs", "2", "--batch-size", "2", "--shape", "16", "16", "16", "--channels", "4",
         "--levels", "3", "--json", out, "--seed", "3", "--device", "cpu", "--label", "tumour",
     ]
     result = cli(*args)
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
-    assert [r["name"] for r in report["rows"]] == ["real", "train"]
+    assert [r["name"] for r in report["rows"]] == ["real", "train", "both"]
     assert report["test"]["n_cases"] == 3
+    assert [r["n_train"] for r in report["rows"]] == [4, 4, 7]  # "both" pools two folders
     for row in report["rows"]:
-        assert row["n_train"] == 4
         for m in ("dice", "iou", "accuracy", "recall", "precision"):
             st = row["metrics"][m]
             assert st["n"] == 3 and 0 <= st["mean"] <= 1 and math.isfinite(st["std"])

@@ -15,7 +15,8 @@ volume, mean ± std over test cases), one row per training set.
 
 Every case is reoriented to RAS, its intensities clipped to the 0.5-99.5th percentiles and mapped
 to [-1, 1], and the whole volume resampled to --shape (labels nearest neighbour); predictions are
-scored on that grid. Name a row with NAME=PATH, e.g. --train real=data/real --train syn=data/syn.
+scored on that grid. Name a row with NAME=PATH and pool folders with commas, e.g.
+--train real=data/real --train syn=data/syn --train real+syn=data/real,data/syn.
 A 0/0 score is 1 for a case with empty reference and empty prediction, else 0."""
 
 
@@ -25,7 +26,10 @@ def register(app: typer.Typer) -> None:
     def segbench(
         train: Annotated[
             list[str],
-            typer.Option("--train", help="Training set folder (any cohort layout), as PATH or NAME=PATH; repeat."),
+            typer.Option(
+                "--train",
+                help="Training set: PATH or NAME=PATH[,PATH...] (folders pooled, any cohort layout); repeat.",
+            ),
         ],
         test: Annotated[Path, typer.Option("--test", help="Test cohort folder (images + label maps).")],
         epochs: Annotated[int, typer.Option(min=1, help="Epochs per training set (paper: 100).")] = 100,

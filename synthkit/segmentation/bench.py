@@ -33,29 +33,59 @@ METRIC_TITLES = {
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """A training set: a display name and the folder (any layout ``discover_cohort`` reads)."""
+    """A training set: a display name and one or more folders (any layout ``discover_cohort``
+    reads) whose cases are pooled, e.g. real cases + a synthetic dataset."""
 
     name: str
-    path: Path
+    paths: tuple[Path, ...]
 
 
 def parse_train_specs(values: list[str]) -> list[TrainSpec]:
-    """``["real=data/real", "data/aug"]`` -> specs; an unnamed folder is named after itself.
-    Repeated names get ``-2``, ``-3``... suffixes."""
+    """``["real=data/real", "data/aug", "mix=data/real,data/syn"]`` -> specs.
+
+    ``NAME=PATH[,PATH...]`` pools the folders' cases in one training set; an unnamed spec is
+    named after its (first) folder. Repeated names get ``-2``, ``-3``... suffixes.
+    """
     specs: list[TrainSpec] = []
     seen: dict[str, int] = {}
     for v in values:
-        name, sep, path = v.partition("=")
+        name, sep, rest = v.partition("=")
         if not sep or not name.strip():
-            name, path = Path(v).name or str(v), v
-        name = name.strip()
+            name, rest = "", v
+        paths = tuple(Path(p.strip()) for p in rest.split(",") if p.strip())
+        if not paths:
+            raise UsageError(f"--train {v!r}: no folder given")
+        name = name.strip() or paths[0].name or str(paths[0])
         seen[name] = seen.get(name, 0) + 1
         if seen[name] > 1:
             name = f"{name}-{seen[name]}"
-        specs.append(TrainSpec(name=name, path=Path(path)))
+        specs.append(TrainSpec(name=name, paths=paths))
     if not specs:
         raise UsageError("give at least one training set (--train DATASET)")
     return specs
+
+
+def load_train_set(
+    spec: TrainSpec, *, shape: tuple[int, int, int], label: str | int, strict: bool = False, progress=None
+) -> SegmentationSet:
+    """All cases of ``spec``'s folders as one :class:`SegmentationSet` (folders in order)."""
+    parts = [
+        load_segmentation_set(p, shape=shape, label=label, name=spec.name, strict=strict, progress=progress)
+        for p in spec.paths
+    ]
+    chans = {int(s.images.shape[1]) for s in parts}
+    if len(chans) != 1:
+        raise UsageError(f"training set {spec.name!r}: folders have different channel counts {sorted(chans)}")
+    if len(parts) == 1:
+        return parts[0]
+    return SegmentationSet(
+        name=spec.name,
+        images=torch.cat([s.images for s in parts]),
+        targets=torch.cat([s.targets for s in parts]),
+        channel_names=parts[0].channel_names,
+        label_values=tuple(sorted({v for s in parts for v in s.label_values})),
+        skipped=[m for s in parts for m in s.skipped],
+    )
 
 
 def evaluate_segmenter(
@@ -90,14 +120,11 @@ def run_segbench(
     )
     sets = []
     for spec in train:
-        s = load_segmentation_set(
-            spec.path, shape=shape, label=label, name=spec.name, strict=strict, progress=progress
-        )
+        s = load_train_set(spec, shape=shape, label=label, strict=strict, progress=progress)
         if s.images.shape[1] != test_set.images.shape[1]:
             raise UsageError(
-                f"training set has {s.images.shape[1]} channel(s), the test cohort "
-                f"{test_set.images.shape[1]}",
-                spec.path,
+                f"training set {spec.name!r} has {s.images.shape[1]} channel(s), the test cohort "
+                f"{test_set.images.shape[1]}"
             )
         sets.append((spec, s))
     rows = []
@@ -111,7 +138,7 @@ def run_segbench(
         rows.append(
             {
                 "name": spec.name,
-                "path": str(spec.path),
+                "paths": [str(p) for p in spec.paths],
                 "n_train": len(s),
                 "skipped": len(s.skipped),
                 "label_values": list(s.label_values),
