@@ -38,9 +38,9 @@ def _synthetic(real, fresh):
     rng = np.random.default_rng(7)
     items = list(_items(fresh.cases, "fresh-"))
     planted = {}
-    for name, j, kw in [("copy-noise-shift", 2, dict(noise=0.1, shift=(1, 0, 0))),
-                        ("copy-flip", 4, dict(noise=0.1, flip=True)),
-                        ("copy-flip-shift", 7, dict(noise=0.05, shift=(0, -1, 1), flip=True))]:
+    for name, j, kw in [("copy-noise-shift", 2, {"noise": 0.1, "shift": (1, 0, 0)}),
+                        ("copy-flip", 4, {"noise": 0.1, "flip": True}),
+                        ("copy-flip-shift", 7, {"noise": 0.05, "shift": (0, -1, 1), "flip": True})]:
         img = read_image(real.cases[j])
         items.append((name, plant_copy(img.data, rng, **kw), img.affine, None))
         planted[name] = real.cases[j].case_id

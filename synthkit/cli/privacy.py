@@ -1,14 +1,90 @@
-"""`synthkit privacy`: not landed yet (issue 5)."""
+"""`synthkit privacy TRAIN SYNTH`: is any synthetic volume a (near-)copy of a training volume?"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-from synthkit.cli._common import not_yet
+from synthkit.cli._common import console, err_console, handle_errors, make_progress
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("privacy", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def privacy(ctx: typer.Context) -> None:
-        """(not available yet)"""
-        not_yet("privacy", 5)
+    @app.command("privacy")
+    @handle_errors
+    def privacy(
+        train: Annotated[Path, typer.Argument(help="The training cohort (any layout synthkit reads).")],
+        synth: Annotated[Path, typer.Argument(help="The synthetic cohort to check (e.g. `synthkit sample` output).")],
+        holdout: Annotated[Path | None, typer.Option(help="Real cases NOT trained on: calibrates the copy flag "
+                           "and enables the closer-to-train test and membership-inference AUC.")] = None,
+        json_path: Annotated[Path | None, typer.Option("--json", help="Write the full results as JSON here.")] = None,
+        report: Annotated[Path | None, typer.Option(help="Write privacy_report.html (flagged pairs side by side) "
+                          "into this folder.")] = None,
+        feature_weights: Annotated[Path | None, typer.Option(help="MedicalNet weights (.pth) for the feature "
+                                   "space (default: $SYNTHKIT_MEDICALNET_WEIGHTS, else a seeded random network).")] = None,
+        features: Annotated[bool, typer.Option("--features/--no-features", help="Also compare in MedicalNet "
+                            "feature space.")] = True,
+        shape: Annotated[int, typer.Option(help="Comparison grid edge (voxels); volumes are resampled to shape^3.")] = 32,
+        max_shift: Annotated[int, typer.Option(help="Integer shifts searched per axis: [-s, s].")] = 2,
+        flips: Annotated[bool, typer.Option("--flips/--no-flips", help="Also compare against left-right mirrored "
+                         "training volumes.")] = True,
+        alpha: Annotated[float, typer.Option(help="Target false-positive rate per statistic for the copy flag.")] = 1e-3,
+        seed: Annotated[int, typer.Option(help="Seed for the random feature network and the planted-copy check.")] = 0,
+        strict: Annotated[bool, typer.Option("--strict", help="Stop at the first unreadable case.")] = False,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no table.")] = False,
+    ) -> None:
+        """Find each synthetic volume's nearest training volume (voxel and feature space, robust to
+        small shifts and mirroring), flag likely copies with a threshold calibrated on real data, and
+        score the cohort (closer-to-train fraction, membership-inference AUC)."""
+        from synthkit.errors import UsageError
+        from synthkit.io.atomic import write_json
+        from synthkit.privacy.audit import audit, count_cases
+        from synthkit.privacy.check import CheckSettings
+        from synthkit.privacy.report import write_report
+
+        if shape < 8:
+            raise UsageError(f"--shape must be at least 8, got {shape}")
+        if not 0 <= max_shift < shape // 2:
+            raise UsageError(f"--max-shift must be in 0..{shape // 2 - 1}")
+        if not 0 < alpha < 0.5:
+            raise UsageError(f"--alpha must be in (0, 0.5), got {alpha}")
+        if feature_weights is not None and not features:
+            raise UsageError("--feature-weights given together with --no-features")
+        settings = CheckSettings(shape=(shape,) * 3, max_shift=max_shift, flips=flips, alpha=alpha,
+                                 use_features=features, seed=seed)
+        total = count_cases(train) + count_cases(synth) + (count_cases(holdout) if holdout else 0)
+        with make_progress(quiet) as progress:
+            task = progress.add_task("reading volumes", total=total)
+            result, pairs = audit(train, synth, holdout, settings=settings, feature_weights=feature_weights,
+                                  strict=strict, on_case=lambda: progress.advance(task))
+        if json_path is not None:
+            write_json(json_path, result.to_dict())
+        if report is not None:
+            write_report(report, result, pairs)
+        for e in result.cohort.get("errors", []):
+            err_console.print(f"synthkit: skipped {e['set']} case {e['case']}: {e['error']}", markup=False)
+        for line in result.not_computed:
+            err_console.print(f"synthkit: not computed: {line}", markup=False)
+        if not quiet:
+            _print_summary(result)
+
+
+
+def _print_summary(result) -> None:
+    from rich.table import Table
+
+    c = result.cohort
+    th = result.calibration["thresholds"]
+    console.print(f"{c['n_flagged']} of {c['n_synthetic']} synthetic volume(s) flagged as possible copies "
+                  f"(similarity threshold {th['similarity']['value']:.4f}, calibrated {result.calibration['reference']}).")
+    ct, mia = c.get("closer_to_train"), c.get("membership_inference")
+    if ct:
+        console.print(f"closer to train than holdout: {ct['fraction']:.3f} (expected {ct['expected']:.3f}, "
+                      f"p = {ct['p_value']:.3g}); membership-inference AUC {mia['auc']:.3f} (p = {mia['p_value']:.3g})")
+    if result.flagged:
+        table = Table("synthetic", "nearest training", "similarity", "mirrored", "shift", "reason")
+        for v in result.flagged:
+            table.add_row(v["id"], v["nearest"], f"{v['similarity']:.4f}", "yes" if v["flipped"] else "no",
+                          str(v["shift"]), v["reason"])
+        console.print(table)

@@ -185,7 +185,7 @@ class MemorizationChecker:
         keep = sd > 1e-6 * max(float(sd.max()), 1e-30)  # dimensions that vary over the training set
         if not keep.any():
             return None
-        z = lambda f: (f[..., keep] - mu[keep]) / sd[keep]  # noqa: E731
+        z = lambda f: (f[..., keep] - mu[keep]) / sd[keep]
         d = memorization.feature_distances(z(queries.features), z(refs), exclude_self=exclude_self)
         idx = np.argmin(d, axis=1)
         return idx, d[np.arange(len(idx)), idx]
@@ -253,6 +253,17 @@ class MemorizationChecker:
                            f"{s.planted_noise} x the head intensity s.d. with a (1, 0, -1) voxel shift, "
                            "and left-right mirrored with the same noise",
         }
+
+    def pairs(self, synth: VolumeSet, records: list[dict[str, Any]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """For each flagged record: (synthetic prepared volume, nearest training volume mirrored
+        and shifted into alignment), both (C, D, H, W), for side-by-side display."""
+        index = {tid: j for j, tid in enumerate(self.train.ids)}
+        out = {}
+        for i, r in enumerate(records):
+            if r["flagged"]:
+                ref = memorization.align(self.train.prepared[index[r["nearest"]]], r["shift"], r["flipped"])
+                out[r["id"]] = (synth.prepared[i], ref)
+        return out
 
     # ------------------------------------------------------------------ everything
     def run(self, synth: VolumeSet, *, planted_check: bool = True) -> PrivacyResult:

@@ -287,7 +287,7 @@ def ssim(a: np.ndarray, b: np.ndarray, *, window: int = 7) -> float:
     c1, c2 = (0.01 * rng) ** 2, (0.03 * rng) ** 2
     vals = []
     for x, y in zip(a, b, strict=True):
-        f = lambda z: ndimage.uniform_filter(z, size=window, mode="constant")  # noqa: E731
+        f = lambda z: ndimage.uniform_filter(z, size=window, mode="constant")
         mx, my = f(x), f(y)
         vx, vy, cxy = f(x * x) - mx * mx, f(y * y) - my * my, f(x * y) - mx * my
         s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))

@@ -1,0 +1,125 @@
+"""``synthkit privacy`` as a library call: read the cohorts, run the memorization check, write
+the JSON and the HTML report.
+
+    result, pairs = audit("data/train", "synthetic/", holdout="data/holdout")
+    write_json("privacy.json", result.to_dict())
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from synthkit.errors import SynthkitError, UsageError
+from synthkit.privacy.check import (
+    CheckSettings,
+    FeatureExtractor,
+    Item,
+    MemorizationChecker,
+    PrivacyResult,
+    VolumeSet,
+    prepare_set,
+)
+
+
+def cohort_items(cohort: Any, on_error: Callable[[str, str], None], on_case: Callable[[], None] | None = None
+                 ) -> Iterator[Item]:
+    """(id, image (C, D, H, W), affine, labels (1, D, H, W) or None) for every readable case.
+
+    A mask that is missing, unreadable or on another grid is simply not used (the head is then
+    found from the image alone); an unreadable image is reported through ``on_error``.
+    """
+    from synthkit.io import read_image, read_mask
+
+    for case in cohort.cases:
+        try:
+            img = read_image(case)
+        except SynthkitError as e:
+            on_error(case.case_id, str(e))
+            if on_case:
+                on_case()
+            continue
+        labels = None
+        if case.mask is not None:
+            try:
+                m = read_mask(case)
+                if m.data.shape[1:] == img.data.shape[1:]:
+                    labels = m.data
+            except SynthkitError:
+                labels = None
+        if on_case:
+            on_case()
+        yield case.case_id, img.data, img.affine, labels
+
+
+def make_extractor(feature_weights: str | Path | None, *, seed: int = 0) -> FeatureExtractor:
+    from synthkit.privacy.features import MedicalNetExtractor
+
+    return MedicalNetExtractor(feature_weights, seed=seed)
+
+
+def load_set(path: str | Path, what: str, settings: CheckSettings, extractor: FeatureExtractor | None, *,
+             errors: list[dict[str, str]], strict: bool = False,
+             on_case: Callable[[], None] | None = None) -> VolumeSet:
+    """Discover and prepare one cohort; per-case problems go to ``errors`` (or raise with ``strict``)."""
+    from synthkit.io import discover_cohort
+
+    cohort = discover_cohort(path)
+
+    def on_error(case_id: str, message: str) -> None:
+        if strict:
+            raise SynthkitError(f"{what} case {case_id}: {message}")
+        errors.append({"set": what, "case": case_id, "error": message})
+
+    def on_prep_error(case_id: str, exc: Exception) -> None:
+        on_error(case_id, f"cannot compare ({exc})")
+
+    vs = prepare_set(cohort_items(cohort, on_error, on_case), settings, extractor, on_error=on_prep_error)
+    if len(vs) == 0:
+        raise UsageError(f"no usable volumes in the {what} cohort", path)
+    return vs
+
+
+def count_cases(path: str | Path) -> int:
+    from synthkit.io import discover_cohort
+
+    return len(discover_cohort(path).cases)
+
+
+def audit(
+    train: str | Path,
+    synth: str | Path,
+    holdout: str | Path | None = None,
+    *,
+    settings: CheckSettings | None = None,
+    feature_weights: str | Path | None = None,
+    strict: bool = False,
+    on_case: Callable[[], None] | None = None,
+) -> tuple[PrivacyResult, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Check every volume of the cohort ``synth`` against the cohort ``train`` (calibrated on
+    ``holdout`` if given, else train-to-train). Returns the result and, per flagged volume, the
+    aligned (synthetic, training) pair for the report. Unreadable cases are listed in
+    ``result.cohort["errors"]`` unless ``strict``."""
+    settings = settings or CheckSettings()
+    extractor = make_extractor(feature_weights, seed=settings.seed) if settings.use_features else None
+    errors: list[dict[str, str]] = []
+    tr = load_set(train, "training", settings, extractor, errors=errors, strict=strict, on_case=on_case)
+    ho = None
+    if holdout is not None:
+        ho = load_set(holdout, "holdout", settings, extractor, errors=errors, strict=strict, on_case=on_case)
+    sy = load_set(synth, "synthetic", settings, extractor, errors=errors, strict=strict, on_case=on_case)
+    if ho is None and len(tr) < 4:
+        raise UsageError("without --holdout the training cohort needs at least 4 readable volumes "
+                         "(train-to-train leave-one-out distances calibrate the flag)", train)
+    if ho is not None and len(ho) < 3:
+        raise UsageError("the holdout cohort needs at least 3 readable volumes to calibrate the flag", holdout)
+    try:
+        checker = MemorizationChecker(tr, ho, settings, extractor)
+        result = checker.run(sy)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    result.cohort["errors"] = errors
+    return result, checker.pairs(sy, result.volumes)

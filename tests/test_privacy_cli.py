@@ -1,0 +1,81 @@
+"""`synthkit privacy` end to end on NIfTI cohorts with planted copies."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from synthkit.io import discover_cohort, read_image, read_mask, write_nifti
+from synthkit.privacy.calibration import plant_copy
+
+SIZE = 24
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    from synthkit.io.demo_cohort import write_demo_cohort
+
+    root = tmp_path_factory.mktemp("pcli")
+    real = discover_cohort(write_demo_cohort(root / "real", n=14, size=SIZE, seed=0).root)
+    fresh = discover_cohort(write_demo_cohort(root / "fresh", n=5, size=SIZE, seed=3).root)
+    for name, cases in (("train", real.cases[:9]), ("holdout", real.cases[9:])):
+        for c in cases:
+            img, msk = read_image(c), read_mask(c)
+            write_nifti(root / name / "imagesTr" / f"{c.case_id}_0000.nii.gz", img.data, img.affine)
+            write_nifti(root / name / "labelsTr" / f"{c.case_id}.nii.gz", msk.data, msk.affine, is_label=True)
+    syn = root / "synth" / "imagesTr"
+    for i, c in enumerate(fresh.cases):
+        img = read_image(c)
+        write_nifti(syn / f"new{i}_0000.nii.gz", img.data, img.affine)
+    rng = np.random.default_rng(11)
+    img = read_image(real.cases[1])
+    write_nifti(syn / "planted_a_0000.nii.gz", plant_copy(img.data, rng, noise=0.1, shift=(0, 1, 0)), img.affine)
+    img = read_image(real.cases[5])
+    write_nifti(syn / "planted_b_0000.nii.gz", plant_copy(img.data, rng, noise=0.1, flip=True), img.affine)
+    return root, {"planted_a": real.cases[1].case_id, "planted_b": real.cases[5].case_id}
+
+
+def test_privacy_with_holdout_writes_json_and_report(cli, folders, tmp_path):
+    root, planted = folders
+    res = cli("privacy", root / "train", root / "synth", "--holdout", root / "holdout", "--json",
+              tmp_path / "p.json", "--report", tmp_path / "rep", "--shape", SIZE, "--quiet")
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "p.json").read_text())
+    assert len(data["volumes"]) == 7
+    for v in data["volumes"]:
+        for key in ("id", "nearest", "distance", "similarity", "feature_distance", "ssim", "flagged", "reason",
+                    "nearest_holdout", "closer_to_train"):
+            assert key in v
+    flagged = {v["id"]: v["nearest"] for v in data["volumes"] if v["flagged"]}
+    assert flagged == planted
+    assert {"closer_to_train", "membership_inference"} <= set(data["cohort"])
+    assert data["calibration"]["reference"] == "holdout-to-train"
+    assert data["settings"]["shape"] == [SIZE] * 3
+    html = (tmp_path / "rep" / "privacy_report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2
+    assert "<script" not in html and "http://" not in html and "https://" not in html
+    assert "planted_a" in html and planted["planted_a"] in html
+
+
+def test_privacy_without_holdout_says_what_it_could_not_compute(cli, folders, tmp_path):
+    root, planted = folders
+    res = cli("privacy", root / "train", root / "synth", "--json", tmp_path / "p.json", "--shape", SIZE,
+              "--no-features")
+    assert res.exit_code == 0, res.output
+    assert "not computed: closer_to_train" in res.output
+    assert "not computed: membership_inference" in res.output
+    data = json.loads((tmp_path / "p.json").read_text())
+    assert "closer_to_train" not in data["cohort"]
+    assert data["calibration"]["reference"].startswith("train-to-train")
+    assert {v["id"] for v in data["volumes"] if v["flagged"]} == set(planted)
+    assert all(v["feature_distance"] is None for v in data["volumes"])
+
+
+def test_privacy_usage_errors_are_one_line(cli, folders, tmp_path):
+    root, _ = folders
+    res = cli("privacy", tmp_path / "nope", root / "synth")
+    assert res.exit_code == 2 and "folder not found" in res.output and "Traceback" not in res.output
+    res = cli("privacy", root / "train", root / "synth", "--alpha", "0.9")
+    assert res.exit_code == 2 and "--alpha" in res.output
