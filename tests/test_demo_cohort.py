@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from synthkit.errors import UsageError
 from synthkit.io.demo_cohort import phantom, write_demo_cohort
 
 
@@ -91,3 +92,18 @@ def test_phantom():
     assert not np.array_equal(img.data[0], img3.data[0])
     tumour = mask.data[0] == 2
     assert not (ndimage.binary_dilation(tumour) & (mask.data[0] == 0)).any()
+
+
+def test_rewrite_over_previous_demo_and_refuse_other_folders(tmp_path):
+    out = tmp_path / "demo"
+    write_demo_cohort(out, n=2, size=16, seed=0)
+    again = write_demo_cohort(out, n=1, size=16, seed=0)
+    assert [c.case_id for c in again.cases] == ["case_000"]
+    assert sorted(p.name for p in (out / "imagesTr").iterdir()) == ["case_000_0000.nii.gz"]
+    assert sorted(p.name for p in (out / "labelsTr").iterdir()) == ["case_000.nii.gz"]
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match="not a demo cohort"):
+        write_demo_cohort(other, n=1, size=16)
+    assert (other / "notes.txt").read_text() == "mine"

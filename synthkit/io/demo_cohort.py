@@ -26,6 +26,7 @@ so the same seed gives identical arrays.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from synthkit.errors import UsageError
 from synthkit.io.volume import Volume
 
 FOV_MM = 224.0
@@ -171,6 +173,9 @@ def _subject(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarra
     """One subject: image ``(size,)*3`` float32, labels uint8, output affine ``(4, 4)``."""
     base = _base()
     t1 = base["t1"].copy()
+    # grey/white contrast differs between subjects (white-matter weight from the T1 itself)
+    wm = np.clip((t1 - 0.45) / 0.35, 0.0, 1.0)
+    t1 = np.where(base["brain"], t1 * (1.0 + rng.normal(0.0, 0.08) * (wm - 0.5)), t1)
     labels = base["head"].astype(np.uint8)
     _add_tumour(rng, t1, labels, base["brain"], base["depth"])
 
@@ -231,6 +236,37 @@ def _subject(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarra
     return img, lab.astype(np.uint8), out_aff
 
 
+_CASE_FILE = re.compile(r"^case_(\d{3,})(_0000)?\.nii\.gz$")
+
+
+def _clear_previous(out: Path, n: int) -> None:
+    """Allow writing over an earlier demo cohort (its surplus cases are removed), nothing else.
+
+    Raises :class:`UsageError` when ``out`` holds anything a demo cohort would not.
+    """
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UsageError("exists and is not a folder", out)
+    stale: list[Path] = []
+    for p in out.iterdir():
+        if p.name == "dataset.json" and p.is_file():
+            continue
+        if p.name in ("imagesTr", "labelsTr") and p.is_dir():
+            for f in p.iterdir():
+                m = _CASE_FILE.match(f.name)
+                if not m or not f.is_file() or (p.name == "imagesTr") != bool(m.group(2)):
+                    raise UsageError(
+                        "folder is not empty and not a demo cohort; choose another", out
+                    )
+                if int(m.group(1)) >= n:
+                    stale.append(f)
+            continue
+        raise UsageError("folder is not empty and not a demo cohort; choose another", out)
+    for f in stale:
+        f.unlink()
+
+
 def write_demo_cohort(
     out: str | Path,
     n: int = 20,
@@ -243,7 +279,8 @@ def write_demo_cohort(
     Files: ``imagesTr/case_XXX_0000.nii.gz`` (T1, float32), ``labelsTr/case_XXX.nii.gz``
     (0 background, 1 head, 2 tumour), ``dataset.json``. Volumes are ``(size, size, size)`` at
     ``224 / size`` mm isotropic. ``progress``: ``None``, a callable ``(done, total)`` or a rich
-    ``Progress``. Same ``seed`` -> identical arrays.
+    ``Progress``. Same ``seed`` -> identical arrays. ``out`` may be an earlier demo cohort
+    (overwritten; surplus cases removed); any other non-empty folder is a :class:`UsageError`.
     """
     from synthkit.io.cohort import discover_cohort
     from synthkit.io.nifti import write_nifti
@@ -252,6 +289,7 @@ def write_demo_cohort(
     if n < 1 or size < 8:
         raise ValueError("write_demo_cohort needs n >= 1 and size >= 8")
     out = Path(out)
+    _clear_previous(out, n)
     (out / "imagesTr").mkdir(parents=True, exist_ok=True)
     (out / "labelsTr").mkdir(parents=True, exist_ok=True)
     if progress is not None and hasattr(progress, "add_task"):
