@@ -49,6 +49,8 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"--feature-depth must be 10, 18, 34 or 50, got {feature_depth}")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise UsageError(f"--device {device}: CUDA is not available on this machine")
+        for folder in (real, *synth):
+            ev.list_cases(folder)  # a missing/empty folder is one error line before any work
         seed_everything(seed)
         extractor = ev.make_extractor(feature_weights, feature_depth, seed=seed, device=device)
         if extractor.weights == "random":
@@ -71,7 +73,7 @@ def register(app: typer.Typer) -> None:
 
         table = Table(title="synthkit evaluate" + (" (RANDOM extractor: FID not comparable)" if result["warning"] else ""))
         for h in ev.TABLE_HEADER:
-            table.add_column(h, justify="left" if h == "Method" else "right")
+            table.add_column(h, justify="left" if h == "Method" else "right", overflow="fold")
         for row in ev.table_rows(result):
             table.add_row(*row)
         console.print(table)
@@ -99,3 +101,25 @@ def register(app: typer.Typer) -> None:
             console.print(f"report: {write_report(result, real_set, sets, report)}", markup=False)
         if result["warning"]:
             err_console.print(f"synthkit: WARNING: {result['warning']}", style="bold red", markup=False)
+
+    @app.command("reader-score")
+    @handle_errors
+    def reader_score(
+        sheet: Annotated[Path, typer.Argument(help="Filled-in answer_sheet.csv (image,answer: real|synthetic).", show_default=False)],
+        key: Annotated[Path, typer.Argument(help="answer_key.csv written by 'synthkit evaluate --reader-study'.", show_default=False)],
+        json_path: Annotated[Path | None, typer.Option("--json", help="Also write the scores as JSON here.", show_default=False)] = None,
+    ) -> None:
+        """Score a blinded reader study: accuracy, sensitivity, specificity, binomial p-value."""
+        from synthkit.metrics.reader_study import score
+
+        r = score(sheet, key)
+        console.print(
+            f"{r['correct']}/{r['n']} correct (accuracy {r['accuracy']:.3f}, sensitivity {r['sensitivity']:.3f}, "
+            f"specificity {r['specificity']:.3f}); p = {r['p_value']:.3g} vs chance"
+            + (f"; {r['unanswered']} unanswered" if r["unanswered"] else ""),
+            markup=False,
+        )
+        if json_path is not None:
+            from synthkit.io.atomic import write_json
+
+            write_json(json_path, r)

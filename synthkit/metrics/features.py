@@ -5,9 +5,9 @@ Exactly what happens to every volume, real and synthetic alike (:func:`prepare`)
 1. **Common grid.** Each channel ``(D, H, W)`` is resized in voxel space to the evaluation grid
    (by default the most common shape of the real set) with trilinear interpolation
    (``F.interpolate(..., align_corners=False)``); volumes already on the grid are untouched.
-2. **Foreground.** ``fg = v > vmin + 0.02 * (p99 - vmin)`` where ``vmin`` is the minimum and
-   ``p99`` the 99th percentile of the volume: the near-background floor (exact zeros of
-   skull-stripped MRI, or the faint noise a generator leaves there) is background.
+2. **Foreground.** ``fg = v > p1 + 0.05 * (p99 - p1)`` where ``p1`` / ``p99`` are the 1st and
+   99th percentiles of the volume: the near-background floor (exact zeros of skull-stripped MRI,
+   or the faint noise a generator leaves there) is background.
 3. **Histogram equalization over the foreground** (Med-DDPM's extended 3D-FID): a 256-bin
    histogram of the foreground values over ``[min_fg, max_fg]``, its cumulative distribution
    normalised to end at 1, and every foreground voxel mapped to the CDF linearly interpolated
@@ -60,10 +60,10 @@ __all__ = [
 ]
 
 CACHE_ENV = "SYNTHKIT_CACHE_DIR"
-PREP_VERSION = "histeq256-fg2pct-zscore-nonzero-v1"
+PREP_VERSION = "histeq256-fg5pct-zscore-nonzero-v1"
 EQUALIZATION_DOC = (
-    "per volume and channel: trilinear resize to the common grid; foreground = v > vmin + "
-    "0.02*(p99 - vmin); 256-bin histogram equalization over the foreground (CDF at bin centres, "
+    "per volume and channel: trilinear resize to the common grid; foreground = v > p1 + "
+    "0.05*(p99 - p1); 256-bin histogram equalization over the foreground (CDF at bin centres, "
     "background 0); z-score over nonzero voxels (MedicalNet), background 0"
 )
 
@@ -87,12 +87,11 @@ def resize_to(vol: np.ndarray, shape: Sequence[int]) -> np.ndarray:
 
 
 def foreground(v: np.ndarray) -> np.ndarray:
-    """Boolean foreground of one channel ``(D, H, W)``: above 2% of the (p99 - min) range."""
-    vmin = float(v.min())
-    p99 = float(np.percentile(v, 99))
-    if p99 <= vmin:
+    """Boolean foreground of one channel ``(D, H, W)``: above 5% of the p1..p99 range."""
+    p1, p99 = (float(q) for q in np.percentile(v, [1, 99]))
+    if p99 <= p1:
         p99 = float(v.max())
-    return v > vmin + 0.02 * (p99 - vmin)
+    return v > p1 + 0.05 * (p99 - p1)
 
 
 def equalize_foreground(v: np.ndarray, fg: np.ndarray | None = None, nbins: int = 256) -> np.ndarray:

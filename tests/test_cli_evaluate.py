@@ -1,0 +1,116 @@
+"""`synthkit evaluate` end to end on tiny NIfTI folders (random extractor, 16^3)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from synthkit.io.nifti import write_nifti
+
+
+def _phantom_dir(root, n=6, size=16, seed=0, shift=0.0, masks=True):
+    from synthkit.io.demo_cohort import phantom
+
+    for i in range(n):
+        img, msk = phantom(size=size, seed=seed + i)
+        data = img.data + shift * (img.data > 0)
+        write_nifti(root / "imagesTr" / f"case_{i:03d}_0000.nii.gz", data, img.affine)
+        if masks:
+            write_nifti(root / "labelsTr" / f"case_{i:03d}.nii.gz", msk.data, msk.affine, is_label=True)
+    return root
+
+
+@pytest.fixture
+def cohorts(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYNTHKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("SYNTHKIT_MEDICALNET_WEIGHTS", raising=False)
+    real = _phantom_dir(tmp_path / "real")
+    from synthkit.metrics.baselines import blurred, noise_in_mask
+
+    blur = blurred(real, tmp_path / "blur", sigma=1.5)
+    noise = noise_in_mask(real, tmp_path / "noise", seed=1)
+    return tmp_path, real, blur, noise
+
+
+def test_evaluate_writes_json_report_and_reader_kit(cli, cohorts):
+    tmp, real, blur, noise = cohorts
+    before = sorted(p.relative_to(real) for p in real.rglob("*"))
+    res = cli("evaluate", real, blur, noise, "--json", tmp / "out.json", "--report", tmp / "rep",
+              "--n-boot", "10", "--diversity-pairs", "5", "--reader-study", "2", tmp / "kit", "--quiet")
+    assert res.exit_code == 0, res.output
+    assert "NOT comparable" in res.output and "RANDOM" in res.output
+    out = json.loads((tmp / "out.json").read_text())
+    assert out["warning"] and out["fid_comparable_to_published"] is False
+    assert out["settings"]["extractor"]["weights_sha256"] == "random"
+    assert out["settings"]["ms_ssim"]["scales"] == 2 and out["settings"]["grid"] == [16, 16, 16]
+    assert [r["name"] for r in out["sets"]] == ["blur", "noise"]
+    for r in out["sets"]:
+        assert r["n"] == 6 and r["n_pairs"] == 6
+        for m in ("fid", "mmd", "ms_ssim", "mse", "diversity"):
+            assert np.isfinite(r[m]["value"]) and len(r[m]["ci95"]) == 2, m
+    assert out["real"]["fid_floor"]["n"] == 10
+    html = (tmp / "rep" / "index.html").read_text()
+    assert "data:image/png;base64," in html and "WARNING" in html and "noise" in html
+    for png in ("montage.png", "histograms.png", "pca.png"):
+        assert (tmp / "rep" / png).stat().st_size > 1000
+    # input folder untouched, features cached elsewhere
+    assert sorted(p.relative_to(real) for p in real.rglob("*")) == before
+    assert len(list((tmp / "cache" / "features").glob("*.npy"))) == 18
+    # reader kit: key apart from what is shown, no case ids leak
+    shown = list((tmp / "kit" / "shown").glob("*.png"))
+    assert len(shown) == 4 and not (tmp / "kit" / "shown" / "answer_key.csv").exists()
+    assert not any("case" in p.name for p in shown)
+    key = list(csv.DictReader(open(tmp / "kit" / "answer_key.csv")))
+    sheet = tmp / "kit" / "shown" / "answer_sheet.csv"
+    sheet.write_text("image,answer\n" + "".join(f"{r['image']},{r['truth']}\n" for r in key))
+    res = cli("reader-score", sheet, tmp / "kit" / "answer_key.csv")
+    assert res.exit_code == 0 and "4/4 correct" in res.output
+
+
+def test_second_run_uses_cache_and_repeats_bit_for_bit(cli, cohorts):
+    tmp, real, blur, _ = cohorts
+    args = ("evaluate", real, blur, "--n-boot", "10", "--diversity-pairs", "3", "--quiet")
+    assert cli(*args, "--json", tmp / "a.json").exit_code == 0
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp / "cache" / "features").glob("*.npy")}
+    assert cli(*args, "--json", tmp / "b.json").exit_code == 0
+    assert {p: p.stat().st_mtime_ns for p in (tmp / "cache" / "features").glob("*.npy")} == mtimes
+    assert json.loads((tmp / "a.json").read_text()) == json.loads((tmp / "b.json").read_text())
+
+
+def test_plain_nifti_folder_and_different_grid(cli, cohorts):
+    tmp, real, _, _ = cohorts
+    flat = tmp / "flat"
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        write_nifti(flat / f"s{i}.nii.gz", rng.random((1, 20, 18, 16)).astype(np.float32), np.eye(4))
+    res = cli("evaluate", real, flat, "--n-boot", "10", "--quiet", "--json", tmp / "o.json")
+    assert res.exit_code == 0, res.output
+    row = json.loads((tmp / "o.json").read_text())["sets"][0]
+    assert row["n"] == 3 and row["n_pairs"] == 0 and row["mse"] is None
+
+
+@pytest.mark.parametrize("kind", ["empty", "missing", "unreadable"])
+def test_bad_folder_is_one_line_error(cli, cohorts, kind, capfd):
+    tmp, real, _, _ = cohorts
+    bad = tmp / "bad"
+    if kind != "missing":
+        bad.mkdir()
+    if kind == "unreadable":
+        (bad / "a.nii.gz").write_bytes(b"garbage, not gzip")
+        (bad / "b.nii").write_bytes(b"\x00" * 10)
+    res = cli("evaluate", real, bad, "--quiet")
+    assert res.exit_code != 0
+    err = res.stderr if hasattr(res, "stderr") else res.output
+    lines = [ln for ln in err.splitlines() if ln.startswith("synthkit: error")]
+    assert len(lines) == 1 and "bad" in lines[0], err
+    assert "Traceback" not in res.output
+
+
+def test_wrong_weights_file_is_one_line_error(cli, cohorts):
+    tmp, real, blur, _ = cohorts
+    (tmp / "w.pth").write_bytes(b"nope")
+    res = cli("evaluate", real, blur, "--feature-weights", tmp / "w.pth", "--quiet")
+    assert res.exit_code != 0 and "w.pth" in res.output and "Traceback" not in res.output
