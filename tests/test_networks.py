@@ -128,7 +128,8 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_matches_monai_diffusion_unet_with_mapped_weights():
+@pytest.mark.parametrize("timesteps", [(4, 180), (7, 7)])  # per-sample / shared (bias-folded)
+def test_matches_monai_diffusion_unet_with_mapped_weights(timesteps):
     nets = pytest.importorskip("monai.networks.nets")
     cfg = ModelConfig(
         image_channels=1,
@@ -155,7 +156,7 @@ def test_matches_monai_diffusion_unet_with_mapped_weights():
     ours = Denoiser3D(cfg).eval()
     ours.load_state_dict(convert_monai_state_dict(ref.state_dict()), strict=True)
     assert count_parameters(ours) == count_parameters(ref)
-    x, t = torch.randn(2, 3, 16, 16, 16), torch.tensor([4, 180])
+    x, t = torch.randn(2, 3, 16, 16, 16), torch.tensor(timesteps)
     with torch.no_grad():
         expected, got = ref(x, t), ours(x, t)
     assert expected.abs().mean() > 1e-2  # not a trivially zero comparison
@@ -182,3 +183,16 @@ def test_precision_resolution():
     assert resolve_precision("cpu", "auto") in ("bf16", "fp32")
     with pytest.raises(ValueError):
         resolve_precision("cpu", "int8")  # type: ignore[arg-type]
+
+
+def test_shared_timestep_fast_path_matches_per_sample_path():
+    """A batch with one shared t folds the embedding into conv biases; mixed t adds it."""
+    net = build_denoiser("tiny")
+    _randomise(net)
+    x = torch.randn(2, 3, 8, 8, 8)
+    with torch.no_grad():
+        mixed = net(x, torch.tensor([5, 9]))  # per-sample embedding path
+        shared = net(x, torch.tensor([5, 5]))  # folded path
+        alone = net(x[1:], torch.tensor([9]))  # folded path, N = 1
+    torch.testing.assert_close(shared[0], mixed[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(alone[0], mixed[1], rtol=1e-4, atol=1e-5)

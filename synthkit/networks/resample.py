@@ -6,13 +6,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from synthkit.networks.conv import Conv3d
+
 
 class Downsample(nn.Module):
     """3x3x3 conv with stride 2. forward(x: (N, C, D, H, W)) -> (N, C, D/2, H/2, W/2)"""
 
     def __init__(self, channels: int):
         super().__init__()
-        self.conv = nn.Conv3d(channels, channels, 3, stride=2, padding=1)
+        self.conv = Conv3d(channels, channels, 3, stride=2, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
@@ -23,7 +25,7 @@ class Upsample(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.conv = nn.Conv3d(channels, channels, 3, padding=1)
+        self.conv = Conv3d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))

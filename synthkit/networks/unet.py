@@ -25,6 +25,7 @@ from torch.utils.checkpoint import checkpoint
 
 from synthkit.config import ModelConfig
 from synthkit.networks.attention import SpatialSelfAttention
+from synthkit.networks.conv import Conv3d
 from synthkit.networks.embedding import TimestepMLP
 from synthkit.networks.norm import GroupNormSiLU
 from synthkit.networks.resample import Downsample, Upsample
@@ -73,7 +74,7 @@ class Denoiser3D(nn.Module):
         groups, drop = cfg.norm_groups, cfg.dropout
         n_levels = len(chans)
 
-        self.conv_in = nn.Conv3d(cfg.in_channels, base, 3, padding=1)
+        self.conv_in = Conv3d(cfg.in_channels, base, 3, padding=1)
         self.time_embed = TimestepMLP(base, embed_dim)
 
         skip_chans = [base]
@@ -105,7 +106,7 @@ class Denoiser3D(nn.Module):
             self.up.append(_Level(res, attn, Upsample(ch) if i > 0 else None))
 
         self.out_norm = GroupNormSiLU(groups, base)
-        self.out_conv = nn.Conv3d(base, cfg.image_channels, 3, padding=1)
+        self.out_conv = Conv3d(base, cfg.image_channels, 3, padding=1)
         nn.init.zeros_(self.out_conv.weight)
         nn.init.zeros_(self.out_conv.bias)
 
@@ -135,6 +136,8 @@ class Denoiser3D(nn.Module):
     # -- forward -------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         self._check_input(x, t)
+        if t.shape[0] > 1 and bool((t == t[0]).all()):
+            t = t[:1]  # shared timestep (sampling): one embedding, folded into conv biases
         emb = F.silu(self.time_embed(t))  # every ResBlock projects silu(emb)
         h = self.conv_in(x)
         skips = [h]
