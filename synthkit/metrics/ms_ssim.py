@@ -117,11 +117,17 @@ def _gauss1d(k: int, sigma: float, dtype: torch.dtype, device: torch.device) -> 
 
 
 def _blur(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """Separable valid Gaussian filtering of (B, 1, D, H, W) along the three axes."""
+    """Separable valid Gaussian filtering of (B, 1, D, H, W) along the three axes, as a sum of
+    shifted slices (much faster on the CPU than a 1-channel ``conv3d`` with a thin kernel)."""
     k = g.numel()
-    x = F.conv3d(x, g.view(1, 1, k, 1, 1))
-    x = F.conv3d(x, g.view(1, 1, 1, k, 1))
-    return F.conv3d(x, g.view(1, 1, 1, 1, k))
+    for axis in (2, 3, 4):
+        n = x.shape[axis] - k + 1
+        taps = [float(v) for v in g]
+        acc = x.narrow(axis, 0, n) * taps[0]
+        for t in range(1, k):
+            acc.add_(x.narrow(axis, t, n), alpha=taps[t])
+        x = acc
+    return x
 
 
 def _ssim_cs(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor, c1: float, c2: float):
