@@ -38,7 +38,7 @@ def _trained_state(step: int = 3) -> tuple[nn.Module, torch.optim.Optimizer, EMA
 
 
 def test_round_trip_is_exact(tmp_path):
-    model, opt, ema, state = _trained_state()
+    model, opt, _ema, state = _trained_state()
     path = ckpt.save_checkpoint(tmp_path / "step_00000003.safetensors", state)
     back = ckpt.load_checkpoint(path)
     assert back.step == 3 and back.ema_updates == 3 and back.info["elapsed"] == 1.5
@@ -131,7 +131,7 @@ def test_truncated_and_foreign_files_are_refused(tmp_path):
 
 
 def test_weights_file_and_pruning(tmp_path):
-    model, _, ema, state = _trained_state(2)
+    _model, _, ema, state = _trained_state(2)
     w = ckpt.save_weights(tmp_path / "model.safetensors", ema.state_dict(), {"step": 2})
     back = ckpt.load_weights(w)
     assert all(torch.equal(back[k], v) for k, v in ema.state_dict().items())

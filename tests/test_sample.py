@@ -84,7 +84,7 @@ def test_same_seed_bit_identical_alone_or_in_a_set_and_any_batch(trained, tmp_pa
     alone = tmp_path / "alone"
     alone.mkdir()
     (alone / "big.nii.gz").write_bytes((masks / "big.nii.gz").read_bytes())
-    kw = dict(per_mask=2, sampler="ddim", steps=2, seed=7)
+    kw = {"per_mask": 2, "sampler": "ddim", "steps": 2, "seed": 7}
     sample_masks(gen, masks, tmp_path / "a", batch_size=1, **kw)
     sample_masks(gen, masks, tmp_path / "b", batch_size=2, **kw)
     sample_masks(gen, alone, tmp_path / "c", **kw)

@@ -23,7 +23,7 @@ from synthkit.training.runlog import read_log
 
 
 def tiny_cfg(steps: int = 6, **train_kw) -> RunConfig:
-    kw = dict(steps=steps, checkpoint_every=2, batch_size=2, lr=1e-3, lr_final=1e-4, seed=3)
+    kw = {"steps": steps, "checkpoint_every": 2, "batch_size": 2, "lr": 1e-3, "lr_final": 1e-4, "seed": 3}
     kw.update(train_kw)
     return RunConfig(model=model_config("tiny"), diffusion=DiffusionConfig(timesteps=10),
                      preprocess=PreprocessConfig(target_shape=(16, 16, 16)), train=TrainConfig(**kw), preset="tiny")
@@ -40,8 +40,8 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
     assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    for k, v in a.items():
+        assert torch.equal(v, b[k]), k
 
 
 def test_run_folder_has_config_weights_log_previews_checkpoints(cohort, tmp_path):
@@ -110,7 +110,7 @@ def test_kill_dash_9_then_resume_reaches_same_steps_and_weights(cohort, tmp_path
     assert proc.returncode == -signal.SIGKILL
     killed_at = ckpt.list_checkpoints(run)[-1][0]
     assert 4 <= killed_at < 12
-    out = subprocess.run(_cli_train(cohort, run, 12, "--resume"), env=env, capture_output=True, text=True)
+    out = subprocess.run(_cli_train(cohort, run, 12, "--resume"), check=False, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert [r["step"] for r in read_log(run / "log.jsonl")] == list(range(1, 13))
     assert RunConfig.load(run / "config.json").train.steps == 12
@@ -172,3 +172,22 @@ def test_multimodal_brats_four_channels_four_mask_classes(tmp_path):
     raw = type(mask)(np.where(mask.data == 2, 4, 0).astype(np.int16), mask.affine)
     cond, _, has_head = gen.prepare(raw)
     assert cond.shape == (4, 16, 16, 16) and not has_head and cond[2].sum() > 0
+
+
+def test_cli_config_file_flags_override_and_unknown_keys(cohort, tmp_path, cli):
+    cfg_file = tiny_cfg(steps=1).save(tmp_path / "cfg.json")
+    run = tmp_path / "run"
+    r = cli("train", cohort, "--out", run, "--config", cfg_file, "--steps", "2", "--grad-accum", "2",
+            "--grad-checkpoint", "--loss", "l2", "--quiet")
+    assert r.exit_code == 0, r.output
+    saved = RunConfig.load(run / "config.json")
+    assert saved.train.steps == 2 and saved.train.grad_accum == 2 and saved.train.batch_size == 2
+    assert saved.model.gradient_checkpointing and saved.diffusion.loss == "l2" and saved.preset == "tiny"
+    assert [x["step"] for x in read_log(run / "log.jsonl")] == [1, 2]
+    data = json.loads(cfg_file.read_text())
+    data["train"]["stesp"] = 3
+    cfg_file.write_text(json.dumps(data))
+    r = cli("train", cohort, "--out", tmp_path / "run2", "--config", cfg_file, "--quiet")
+    assert r.exit_code != 0 and "stesp" in r.output and "Traceback" not in r.output
+    r = cli("train", cohort, "--out", run, "--config", cfg_file.with_name("nope.json"), "--quiet")
+    assert r.exit_code != 0 and "nope.json" in r.output

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,12 +18,12 @@ def register(app: typer.Typer) -> None:
         masks: Annotated[Path, typer.Argument(help="A folder of mask NIfTIs, or a cohort (its masks are used).")],
         out: Annotated[Path, typer.Option("--out", "-o", help="Output cohort folder (nnU-Net raw layout).")],
         sampler: Annotated[str, typer.Option(help="ddpm (all T steps, as in the paper) or ddim.")] = "ddpm",
-        steps: Annotated[Optional[int], typer.Option(help="Sampling steps (DDIM; default: all T).")] = None,
+        steps: Annotated[int | None, typer.Option(help="Sampling steps (DDIM; default: all T).")] = None,
         eta: Annotated[float, typer.Option(help="DDIM stochasticity (0: deterministic given the seed).")] = 0.0,
         per_mask: Annotated[int, typer.Option(help="Volumes to generate per mask.")] = 1,
         seed: Annotated[int, typer.Option(help="Base seed; each volume's seed derives from it, the case id and k.")] = 0,
         batch_size: Annotated[int, typer.Option(help="Masks prepared per round (results do not depend on it).")] = 1,
-        background: Annotated[Optional[bool], typer.Option("--background/--no-background",
+        background: Annotated[bool | None, typer.Option("--background/--no-background",
                               help="Hold the image at background outside the head. Default: on when the mask has a head/brain label.")] = None,
         label_space: Annotated[str, typer.Option(help="raw: masks labelled like the training files (label_map applied); network: already in the model's label values (e.g. BraTS masks with the brain label).")] = "raw",
         device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -62,32 +62,32 @@ def register(app: typer.Typer) -> None:
     def train(
         cohort: Annotated[Path, typer.Argument(help="Cohort folder (nnU-Net raw, flat, BraTS or DICOM).")],
         out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to write (config, weights, logs).")],
-        preset: Annotated[Optional[str], typer.Option(help="Model size: tiny, small (default) or paper.")] = None,
-        shape: Annotated[Optional[tuple[int, int, int]], typer.Option(help="Network grid D H W (e.g. 128 128 128).")] = None,
-        steps: Annotated[Optional[int], typer.Option(help="Optimizer steps in total.")] = None,
-        batch_size: Annotated[Optional[int], typer.Option(help="Volumes per micro-batch per process.")] = None,
-        lr: Annotated[Optional[float], typer.Option(help="Learning rate for the first half (paper: 1e-5).")] = None,
-        lr_final: Annotated[Optional[float], typer.Option(help="Learning rate for the second half (paper: 1e-6).")] = None,
-        checkpoint_every: Annotated[Optional[int], typer.Option(help="Write a resumable checkpoint every K steps.")] = None,
+        preset: Annotated[str | None, typer.Option(help="Model size: tiny, small (default) or paper.")] = None,
+        shape: Annotated[tuple[int, int, int] | None, typer.Option(help="Network grid D H W (e.g. 128 128 128).")] = None,
+        steps: Annotated[int | None, typer.Option(help="Optimizer steps in total.")] = None,
+        batch_size: Annotated[int | None, typer.Option(help="Volumes per micro-batch per process.")] = None,
+        lr: Annotated[float | None, typer.Option(help="Learning rate for the first half (paper: 1e-5).")] = None,
+        lr_final: Annotated[float | None, typer.Option(help="Learning rate for the second half (paper: 1e-6).")] = None,
+        checkpoint_every: Annotated[int | None, typer.Option(help="Write a resumable checkpoint every K steps.")] = None,
         resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
-        seed: Annotated[Optional[int], typer.Option(help="Seed for initialisation, data order and noise.")] = None,
+        seed: Annotated[int | None, typer.Option(help="Seed for initialisation, data order and noise.")] = None,
         device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-        precision: Annotated[Optional[str], typer.Option(help="fp32, bf16 or fp16 (CUDA).")] = None,
-        config: Annotated[Optional[Path], typer.Option(help="RunConfig JSON file; flags override it.")] = None,
-        prediction: Annotated[Optional[str], typer.Option(help="What the network predicts: epsilon or v.")] = None,
-        loss: Annotated[Optional[str], typer.Option(help="l1 (paper) or l2.")] = None,
-        timesteps: Annotated[Optional[int], typer.Option(help="Diffusion steps T (paper: 250).")] = None,
-        grad_accum: Annotated[Optional[int], typer.Option(help="Micro-batches per optimizer step.")] = None,
-        grad_clip: Annotated[Optional[float], typer.Option(help="Clip the gradient norm to this value (0: off).")] = None,
-        ema_decay: Annotated[Optional[float], typer.Option(help="EMA decay of the sampling weights.")] = None,
-        preview_every: Annotated[Optional[int], typer.Option(help="Write a preview PNG every K steps (0: never).")] = None,
-        grad_checkpoint: Annotated[Optional[bool], typer.Option("--grad-checkpoint/--no-grad-checkpoint",
+        precision: Annotated[str | None, typer.Option(help="fp32, bf16 or fp16 (CUDA).")] = None,
+        config: Annotated[Path | None, typer.Option(help="RunConfig JSON file; flags override it.")] = None,
+        prediction: Annotated[str | None, typer.Option(help="What the network predicts: epsilon or v.")] = None,
+        loss: Annotated[str | None, typer.Option(help="l1 (paper) or l2.")] = None,
+        timesteps: Annotated[int | None, typer.Option(help="Diffusion steps T (paper: 250).")] = None,
+        grad_accum: Annotated[int | None, typer.Option(help="Micro-batches per optimizer step.")] = None,
+        grad_clip: Annotated[float | None, typer.Option(help="Clip the gradient norm to this value (0: off).")] = None,
+        ema_decay: Annotated[float | None, typer.Option(help="EMA decay of the sampling weights.")] = None,
+        preview_every: Annotated[int | None, typer.Option(help="Write a preview PNG every K steps (0: never).")] = None,
+        grad_checkpoint: Annotated[bool | None, typer.Option("--grad-checkpoint/--no-grad-checkpoint",
                                    help="Activation checkpointing: less memory, ~30% slower.")] = None,
-        label_map: Annotated[Optional[str], typer.Option(help='Remap raw labels first, JSON: \'{"4": 3}\' (BraTS).')] = None,
-        brain_label: Annotated[Optional[int], typer.Option(help="Add this label for unlabelled brain voxels (BraTS: 4).")] = None,
-        mask_labels: Annotated[Optional[list[int]], typer.Option("--mask-label", help="Label values to condition on, in order (repeat). Default: from the cohort.")] = None,
-        cache_dir: Annotated[Optional[Path], typer.Option(help="Preprocessing cache (default RUN/cache).")] = None,
-        num_workers: Annotated[Optional[int], typer.Option(help="Data loader worker processes.")] = None,
+        label_map: Annotated[str | None, typer.Option(help='Remap raw labels first, JSON: \'{"4": 3}\' (BraTS).')] = None,
+        brain_label: Annotated[int | None, typer.Option(help="Add this label for unlabelled brain voxels (BraTS: 4).")] = None,
+        mask_labels: Annotated[list[int] | None, typer.Option("--mask-label", help="Label values to condition on, in order (repeat). Default: from the cohort.")] = None,
+        cache_dir: Annotated[Path | None, typer.Option(help="Preprocessing cache (default RUN/cache).")] = None,
+        num_workers: Annotated[int | None, typer.Option(help="Data loader worker processes.")] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ) -> None:
         """Train a mask-conditioned diffusion model (Med-DDPM) on COHORT into the run folder --out."""

@@ -22,7 +22,10 @@ _API = {
     "fit_config_to_cohort": "synthkit.training.configure",
 }
 
-__all__ = sorted(_API)
+__all__ = [
+    "EMA", "Trainer", "TrainingError", "TrainingState", "fit_config_to_cohort", "load_checkpoint",
+    "load_weights", "lr_at", "save_checkpoint", "save_weights", "train",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -146,9 +146,9 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
         tensors: dict[str, torch.Tensor] = {}
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = dict(f.metadata() or {})
-            for key in f.keys():
+            for key in f.keys():  # noqa: SIM118  (safe_open is not iterable)
                 tensors[key] = f.get_tensor(key)
-    except Exception as e:  # safetensors raises its own error types for corrupt files
+    except Exception as e:  # noqa: BLE001  (safetensors raises its own error types for corrupt files)
         raise CheckpointError(f"corrupt or truncated safetensors file ({type(e).__name__}: {e})", path) from None
     return tensors, metadata
 
@@ -214,7 +214,7 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
             raise CheckpointError("no such weights file", path)
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # UnpicklingError for anything beyond plain tensors/containers
+        except Exception as e:  # noqa: BLE001  (UnpicklingError and friends: refuse whatever it is)
             raise CheckpointError(f"refusing to load: not a plain weights file ({type(e).__name__})", path) from None
         for key in ("ema", "model", "state_dict"):
             if isinstance(obj, dict) and isinstance(obj.get(key), dict):

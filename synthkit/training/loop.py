@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +31,14 @@ from synthkit.errors import SynthkitError, UsageError
 from synthkit.training import checkpoint as ckpt
 from synthkit.training.configure import fit_config_to_cohort, same_architecture
 from synthkit.training.data import StepBatchSampler
-from synthkit.training.ddp import DistInfo, barrier, cleanup, gather_tensors, init_distributed, mean_scalar
+from synthkit.training.ddp import (
+    DistInfo,
+    barrier,
+    cleanup,
+    gather_tensors,
+    init_distributed,
+    mean_scalar,
+)
 from synthkit.training.ema import EMA
 from synthkit.training.lr import lr_at, set_lr
 from synthkit.training.precision import resolve_training_precision
@@ -72,10 +80,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def _setup(self, cohort: Any, cfg: RunConfig, resume: bool, cache_dir: str | Path | None) -> None:
+        from synthkit.cache import cache_cohort
         from synthkit.diffusion import GaussianDiffusion
         from synthkit.io import discover_cohort
         from synthkit.networks import build_denoiser
-        from synthkit.cache import cache_cohort
 
         d = self.dist
         if self.device.startswith("cuda") and not torch.cuda.is_available():
@@ -276,7 +284,7 @@ class Trainer:
             while step < end:
                 t0 = time.perf_counter()
                 loss = mean_scalar(self.train_step(step, batches), d)
-                if loss != loss or loss in (float("inf"), float("-inf")):
+                if not math.isfinite(loss):
                     raise TrainingError(f"the loss became {loss} at step {step + 1}; "
                                         "try a lower --lr or --precision fp32")
                 step += 1
@@ -303,16 +311,44 @@ class Trainer:
         cleanup(self.dist)
 
 
-def train(cohort: Any, run_dir: str | Path, cfg: RunConfig, *, resume: bool = False, device: str = "cpu",
-          progress: Any = None, cache_dir: str | Path | None = None,
+def _default_progress() -> Any:
+    import sys
+
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), console=Console(stderr=True), disable=not sys.stderr.isatty())
+
+
+def train(cohort: Any, run_dir: str | Path, cfg: RunConfig | None = None, *, resume: bool = False,
+          device: str = "cpu", progress: Any = True, cache_dir: str | Path | None = None,
           on_note: Callable[[str], None] | None = None) -> Path:
     """Train a Med-DDPM model on ``cohort`` into ``run_dir`` (see module docstring); returns ``run_dir``.
 
+    ``cfg``: a :class:`RunConfig` (default: the ``small`` preset, other settings default);
+    channels and mask classes are taken from the cohort. ``progress``: True for a rich
+    progress bar on a terminal, False/None for none, or your own rich ``Progress``.
     Works the same under ``torchrun`` (DDP): every rank calls it; rank 0 writes the files.
     """
-    trainer = Trainer(cohort, run_dir, cfg, resume=resume, device=device, progress=progress,
+    if cfg is None:
+        from synthkit.config import model_config
+
+        cfg = RunConfig(model=model_config("small"), preset="small")
+    own = progress is True
+    bar = _default_progress() if own else (progress or None)
+    trainer = Trainer(cohort, run_dir, cfg, resume=resume, device=device, progress=bar,
                       cache_dir=cache_dir, on_note=on_note)
     try:
+        if own:
+            with bar:
+                return trainer.run()
         return trainer.run()
     finally:
         trainer.close()
