@@ -1,14 +1,91 @@
-"""`synthkit anonymize`: not landed yet (issue 5)."""
+"""`synthkit anonymize COHORT --model RUN --out OUT`: a shareable synthetic copy of a real cohort."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-from synthkit.cli._common import not_yet
+from synthkit.cli._common import err_console, handle_errors, make_progress
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("anonymize", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def anonymize(ctx: typer.Context) -> None:
-        """(not available yet)"""
-        not_yet("anonymize", 5)
+    @app.command("anonymize")
+    @handle_errors
+    def anonymize(
+        cohort: Annotated[Path, typer.Argument(help="The real cohort (any layout synthkit reads, DICOM included); "
+                          "its masks condition the generation.")],
+        model: Annotated[str, typer.Option("--model", help="Run folder from `synthkit train` (or a shipped model name).")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: nnU-Net raw layout, manifest, report.")],
+        per_case: Annotated[int, typer.Option(help="Synthetic volumes per input case.")] = 1,
+        sampler: Annotated[str, typer.Option(help="ddpm (all T steps) or ddim.")] = "ddpm",
+        steps: Annotated[int | None, typer.Option(help="Sampling steps (DDIM; default: all T).")] = None,
+        eta: Annotated[float, typer.Option(help="DDIM stochasticity.")] = 0.0,
+        perturb_masks: Annotated[str | None, typer.Option(help="Perturb each mask before generation with "
+                                 "synthkit.masks operations, e.g. 'move' or 'move+deform' (masks are patient-derived).")] = None,
+        privacy_gate: Annotated[bool, typer.Option("--privacy-gate/--no-privacy-gate", help="Regenerate (new seed) "
+                                "or drop volumes the memorization check flags as copies of training volumes.")] = True,
+        max_retries: Annotated[int, typer.Option(help="New seeds tried for a flagged volume before it is dropped.")] = 3,
+        train_cohort: Annotated[Path | None, typer.Option(help="The model's training cohort, for the memorization "
+                                "check (needed when the run does not record it).")] = None,
+        feature_weights: Annotated[Path | None, typer.Option(help="MedicalNet weights for the feature space.")] = None,
+        features: Annotated[bool, typer.Option("--features/--no-features", help="Also compare in feature space.")] = True,
+        shape: Annotated[int, typer.Option(help="Comparison grid edge for the memorization check.")] = 32,
+        alpha: Annotated[float, typer.Option(help="False-positive rate per statistic of the copy flag.")] = 1e-3,
+        seed: Annotated[int, typer.Option(help="Seed for output ids and sampling. It links outputs to inputs: keep it "
+                        "private.")] = 0,
+        mapping: Annotated[Path | None, typer.Option(help="Write the input->output id mapping here (must be "
+                           "outside --out).")] = None,
+        dicom: Annotated[bool, typer.Option("--dicom", help="Also export every synthetic image as a DICOM series "
+                         "(PS3.15 Basic Application Level Confidentiality Profile).")] = False,
+        device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    ) -> None:
+        """Generate a synthetic image for every mask of COHORT, check each against the training cohort
+        (regenerate or drop copies), and write a de-identified nnU-Net cohort with manifest and report."""
+        from synthkit.errors import UsageError
+        from synthkit.io import discover_cohort
+        from synthkit.privacy.anonymize import AnonymizeSettings
+        from synthkit.privacy.anonymize import anonymize as run_anonymize
+        from synthkit.privacy.check import CheckSettings
+
+        if sampler not in ("ddpm", "ddim"):
+            raise UsageError(f"--sampler must be ddpm or ddim, not {sampler!r}")
+        if device not in ("cpu", "cuda"):
+            raise UsageError(f"--device must be cpu or cuda, not {device!r}")
+        if per_case < 1 or max_retries < 0:
+            raise UsageError("--per-case must be >= 1 and --max-retries >= 0")
+        if shape < 8 or not 0 < alpha < 0.5:
+            raise UsageError("--shape must be >= 8 and --alpha in (0, 0.5)")
+        settings = AnonymizeSettings(
+            per_case=per_case, sampler=sampler, steps=steps, eta=eta, seed=seed, privacy_gate=privacy_gate,
+            max_retries=max_retries, perturb_masks=perturb_masks, dicom=dicom,
+            check=CheckSettings(shape=(shape,) * 3, alpha=alpha, use_features=features, seed=seed),
+        )
+        n = len(discover_cohort(cohort, need_images=False).cases)
+
+        def note(msg: str) -> None:
+            if not quiet:
+                err_console.print(f"synthkit: {msg}", markup=False)
+
+        with make_progress(quiet) as progress:
+            task = progress.add_task("anonymize", total=n)
+            result = run_anonymize(cohort, model, out, settings=settings, train_cohort=train_cohort, mapping=mapping,
+                                   feature_weights=feature_weights, device=device,
+                                   on_case=lambda: progress.advance(task), on_note=note)
+        if not result.privacy_checked:
+            note("memorization check NOT run (no training cohort); the privacy report says so")
+        if result.resumed:
+            note(f"{result.resumed} volume(s) were already done and kept")
+        if result.dropped:
+            note(f"{len(result.dropped)} volume(s) dropped: still flagged as copies after {max_retries} retries")
+        for case_id, msg in result.failed:
+            err_console.print(f"synthkit: case {case_id} failed: {msg}", markup=False)
+        n_ok = len(result.written) + result.resumed
+        note(f"{len(result.written)} new synthetic volume(s) in {out}")
+        if result.failed:
+            if n_ok == 0 and not result.dropped:
+                raise UsageError(f"no case could be anonymized ({len(result.failed)} failed)")
+            err_console.print(f"synthkit: {len(result.failed)} case(s) failed", markup=False)
+            raise typer.Exit(1)

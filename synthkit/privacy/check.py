@@ -265,6 +265,21 @@ class MemorizationChecker:
                 out[r["id"]] = (synth.prepared[i], ref)
         return out
 
+    def calibration_record(self, planted_check: bool = True) -> dict[str, Any]:
+        """The rule, its thresholds and reference statistics (no case ids), and optionally the
+        planted-copy sensitivity check."""
+        calib: dict[str, Any] = {
+            "rule": "flagged when any active statistic crosses its bound; each bound is the one-sided normal "
+                    "prediction bound at false-positive rate alpha, fitted (median and Qn scale; s.d. when n<10) "
+                    "to the reference values on a Fisher-z (similarity) or log (ratio, feature distance) scale",
+            "reference": self.reference_name,
+            "alpha_per_statistic": self.settings.alpha,
+            "thresholds": self.rule.to_dict(),
+        }
+        if planted_check:
+            calib["planted_copies"] = self.planted_copy_check()
+        return calib
+
     # ------------------------------------------------------------------ everything
     def run(self, synth: VolumeSet, *, planted_check: bool = True) -> PrivacyResult:
         """Score every synthetic volume, cohort-level scores, calibration record."""
@@ -300,16 +315,7 @@ class MemorizationChecker:
             ]
         if self.extractor is None:
             not_computed.append("feature_distance: no feature extractor (features disabled)")
-        calib = {
-            "rule": "flagged when any active statistic crosses its bound; each bound is the one-sided normal "
-                    "prediction bound at false-positive rate alpha, fitted (median and Qn scale; s.d. when n<10) "
-                    "to the reference values on a Fisher-z (similarity) or log (ratio, feature distance) scale",
-            "reference": self.reference_name,
-            "alpha_per_statistic": s.alpha,
-            "thresholds": self.rule.to_dict(),
-        }
-        if planted_check:
-            calib["planted_copies"] = self.planted_copy_check()
+        calib = self.calibration_record(planted_check)
         settings = {**asdict(s), "feature_extractor": getattr(self.extractor, "name", None)}
         return PrivacyResult(records, cohort, calib, settings, not_computed)
 

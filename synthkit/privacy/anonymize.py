@@ -1,0 +1,358 @@
+"""``synthkit anonymize``: a real cohort in, a shareable synthetic cohort out.
+
+For every case of the input cohort (any layout synthkit reads, DICOM included; only masks are
+used) and every ``k < per_case``:
+
+1. the case's mask, optionally perturbed with :mod:`synthkit.masks` (``perturb_masks``, e.g.
+   ``"move"`` or ``"move+deform"``), conditions the trained model, which generates an image;
+2. the memorization check (:mod:`synthkit.privacy.check`) compares it with the training cohort
+   (its path recorded with the run, or given); with the privacy gate on, a flagged volume is
+   regenerated with a new seed up to ``max_retries`` times and dropped if it stays flagged;
+3. image(s) and mask go through the de-identifying NIfTI writer under a fresh opaque id
+   (``syn_`` + 12 hex digits from a generator seeded by ``seed``), optionally also as DICOM.
+
+Output (nnU-Net raw layout)::
+
+    OUT/imagesTr/syn_3fa9c2e1b7d0_0000.nii.gz     OUT/labelsTr/syn_3fa9c2e1b7d0.nii.gz
+    OUT/dataset.json   OUT/manifest.json   OUT/privacy_report.html   [OUT/dicom/<id>/<channel>/IM*.dcm]
+
+The manifest holds the model hash, settings, per-volume seeds and privacy results, sorted by
+output id; neither it nor anything else in OUT names an input or training case. The
+input->output mapping is written only on request, outside OUT. Re-running with the same
+arguments continues where a run stopped (finished volumes are kept); a case that fails is
+reported and the others go on. Finally OUT is scanned for the input case ids, file names and
+DICOM identifying tag values (:func:`synthkit.privacy.deid.scan_for_identifiers`).
+
+Output ids depend only on ``seed`` and the position of the case in the sorted input cohort:
+``seed`` is therefore the key that links outputs back to inputs; keep it private. (The masks
+themselves also link back unless perturbed.)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from synthkit.errors import SynthkitError, UsageError
+from synthkit.privacy import deid
+from synthkit.privacy.check import CheckSettings, MemorizationChecker, PrivacyResult, prepare_set
+
+FORMAT = "synthkit-anonymize/1"
+MANIFEST = "manifest.json"
+_ID_STREAM = 0xA11D
+_RECORD_KEYS = ("similarity", "distance", "ssim", "ratio", "feature_distance", "flipped", "shift", "flagged", "reason")
+_DICOM_TAGS = ("PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs", "OtherPatientNames",
+               "InstitutionName", "InstitutionAddress", "ReferringPhysicianName", "PerformingPhysicianName",
+               "OperatorsName", "AccessionNumber", "StudyID", "StationName", "DeviceSerialNumber",
+               "StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate", "PatientAddress")
+MIN_NEEDLE = 5
+
+
+@dataclass(frozen=True)
+class AnonymizeSettings:
+    per_case: int = 1
+    sampler: str = "ddpm"
+    steps: int | None = None
+    eta: float = 0.0
+    seed: int = 0
+    privacy_gate: bool = True
+    max_retries: int = 3
+    perturb_masks: str | None = None
+    dicom: bool = False
+    check: CheckSettings = field(default_factory=CheckSettings)
+
+
+@dataclass
+class AnonymizeResult:
+    """What happened. ``failed`` holds (input case id, message): for the operator's terminal only."""
+
+    out: Path
+    written: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    resumed: int = 0
+    privacy_checked: bool = False
+
+
+def recorded_train_cohort(run_dir: Path) -> Path | None:
+    """The training cohort folder recorded with a run, if any (``config.json`` key
+    ``data.cohort_path`` / top-level ``train_cohort``, or a ``train_cohort.json`` sidecar)."""
+    candidates: list[Any] = []
+    try:
+        cfg = json.loads((run_dir / "config.json").read_text())
+        candidates += [cfg.get("train_cohort"), (cfg.get("data") or {}).get("cohort_path")]
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        side = json.loads((run_dir / "train_cohort.json").read_text())
+        candidates.append(side.get("path") if isinstance(side, dict) else None)
+    except (OSError, ValueError):
+        pass
+    for c in candidates:
+        if isinstance(c, str) and c and Path(c).is_dir():
+            return Path(c)
+    return None
+
+
+def identifier_needles(cohort: Any) -> list[str]:
+    """Strings from the input cohort that must never appear in the output: case ids, file and
+    folder names (without suffixes), DICOM identifying tag values, NIfTI header text fields.
+    Strings shorter than ``MIN_NEEDLE`` are left out (chance matches in binary data)."""
+    import nibabel as nib
+    import pydicom
+
+    from synthkit.io.nifti import is_nifti, strip_nifti_suffix
+
+    found: set[str] = set()
+    for case in cohort.cases:
+        found.add(case.case_id)
+        for p in [*case.images, *([case.mask] if case.mask else [])]:
+            found.add(strip_nifti_suffix(p.name))
+            if p.is_dir():
+                first = next((f for f in sorted(p.rglob("*")) if f.is_file()), None)
+                if first is not None:
+                    try:
+                        ds = pydicom.dcmread(str(first), stop_before_pixels=True)
+                        for tag in _DICOM_TAGS:
+                            value = ds.get(tag)
+                            if value is not None:
+                                found.update(s for s in (str(value), str(value).replace("^", " ")) if s)
+                    except Exception:  # noqa: BLE001, S110 - best effort: a non-DICOM file adds nothing
+                        pass
+            elif p.is_file() and is_nifti(p):
+                try:
+                    hdr = nib.load(str(p)).header
+                    for fld in ("descrip", "aux_file", "intent_name", "db_name"):
+                        found.add(bytes(np.asarray(hdr[fld]).tobytes()).strip(b"\x00 ").decode("latin-1"))
+                except Exception:  # noqa: BLE001, S110 - an unreadable header adds nothing
+                    pass
+    return sorted(s.strip() for s in found if len(s.strip()) >= MIN_NEEDLE)
+
+
+def _inside(a: Path, b: Path) -> bool:
+    a, b = a.resolve(), b.resolve()
+    return a == b or b in a.parents
+
+
+def _fingerprint(gen: Any, s: AnonymizeSettings, n_cases: int) -> dict[str, Any]:
+    d = asdict(s)
+    d["check"] = {k: list(v) if isinstance(v, tuple) else v for k, v in d["check"].items()}
+    return {"weights_sha256": gen.weights_sha256, "n_cases": n_cases, **d}
+
+
+def _perturb(labels: np.ndarray, spacing: Any, labels_by_name: dict[str, int], ops: str,
+             rng: np.random.Generator) -> np.ndarray:
+    try:
+        from synthkit.masks import SampleContext, perturb, resolve_roles
+    except ImportError as e:  # pragma: no cover - the masks module ships with synthkit
+        raise UsageError(f"--perturb-masks needs synthkit.masks ({e})") from None
+    roles = resolve_roles(None, None, labels_by_name, np.unique(labels).tolist())
+    ctx = SampleContext(roles=roles, spacing=tuple(float(v) for v in spacing))
+    result, _ = perturb(labels, ops, ctx, rng)
+    return np.asarray(result)
+
+
+def anonymize(
+    cohort_path: str | Path,
+    run: str | Path,
+    out: str | Path,
+    *,
+    settings: AnonymizeSettings | None = None,
+    train_cohort: str | Path | None = None,
+    mapping: str | Path | None = None,
+    feature_weights: str | Path | None = None,
+    device: str = "cpu",
+    on_case: Callable[[], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
+) -> AnonymizeResult:
+    """Write a synthetic, de-identified copy of the cohort at ``cohort_path`` to ``out``."""
+    from synthkit.io import discover_cohort, read_mask, write_nnunet_dataset_json
+    from synthkit.io.atomic import write_json
+    from synthkit.privacy.audit import load_set, make_extractor
+    from synthkit.run import load, seed_for
+
+    s = settings or AnonymizeSettings()
+    note = on_note or (lambda msg: None)
+    out, src = Path(out), Path(cohort_path)
+    if s.per_case < 1 or s.max_retries < 0:
+        raise UsageError("--per-case must be >= 1 and --max-retries >= 0")
+    if _inside(out, src) or _inside(src, out):
+        raise UsageError("the output folder must be outside the input cohort (and not contain it)", out)
+    if mapping is not None:
+        deid.check_mapping_path(mapping, out)
+    cohort = discover_cohort(src, need_images=False)
+    gen = load(run, device)
+    train_path = Path(train_cohort) if train_cohort is not None else recorded_train_cohort(gen.run_dir)
+    if train_path is None and s.privacy_gate:
+        raise UsageError("the run does not record its training cohort; pass --train-cohort PATH "
+                         "(or --no-privacy-gate to skip the memorization check)")
+    fp = _fingerprint(gen, s, len(cohort.cases))
+    old: dict[str, Any] = {}
+    if (out / MANIFEST).is_file():
+        try:
+            old = json.loads((out / MANIFEST).read_text())
+        except ValueError:
+            old = {}
+        if old.get("format") != FORMAT or old.get("settings") != fp:
+            raise UsageError("the output folder holds a synthetic cohort made with other settings, model or "
+                             "input; choose a new --out (or repeat the original arguments to resume)", out)
+    elif out.exists() and any(out.iterdir()):
+        raise UsageError("the output folder exists and is not an anonymize output; choose a new --out", out)
+
+    result = AnonymizeResult(out)
+    checker = None
+    calibration: dict[str, Any] | None = None
+    if train_path is not None:
+        extractor = make_extractor(feature_weights, seed=s.check.seed) if s.check.use_features else None
+        errors: list[dict[str, str]] = []
+        train = load_set(train_path, "training", s.check, extractor, errors=errors)
+        if len(train) < 4:
+            raise UsageError("the memorization check needs at least 4 readable training volumes", train_path)
+        checker = MemorizationChecker(train, None, s.check, extractor)
+        calibration = old.get("privacy", {}).get("calibration") or checker.calibration_record(planted_check=True)
+        result.privacy_checked = True
+        if errors:
+            note(f"{len(errors)} training case(s) could not be read and are not compared against")
+
+    ids = deid.fresh_case_ids(len(cohort.cases) * s.per_case, np.random.default_rng([s.seed, _ID_STREAM]))
+    entries: dict[str, dict[str, Any]] = {e["id"]: e for e in old.get("cases", [])}
+    channels = tuple(gen.config.data.channel_names)
+    failed_ids: list[str] = []
+
+    def save_manifest() -> None:
+        write_json(out / MANIFEST, {
+            "format": FORMAT, "generator": "synthkit", "model": {"weights_sha256": gen.weights_sha256,
+                                                               "preset": gen.config.preset},
+            "settings": fp,
+            "privacy": {"checked": checker is not None, "gate": s.privacy_gate, "calibration": calibration,
+                        "reference": "training cohort (train-to-train leave-one-out)" if checker else None},
+            "cases": [entries[k] for k in sorted(entries)],
+            "n_failed": len(failed_ids),
+        })
+
+    def done(oid: str) -> bool:
+        e = entries.get(oid)
+        if e is None:
+            return False
+        if e["status"] == "dropped":
+            return True
+        return all((out / f).is_file() for f in e.get("files", []))
+
+    out.mkdir(parents=True, exist_ok=True)
+    for i, case in enumerate(cohort.cases):
+        oids = ids[i * s.per_case:(i + 1) * s.per_case]
+        if all(done(o) for o in oids):
+            result.resumed += len(oids)
+            if on_case:
+                on_case()
+            continue
+        try:
+            mask = read_mask(case)
+            for k, oid in enumerate(oids):
+                if done(oid):
+                    result.resumed += 1
+                    continue
+                entries[oid] = _one_volume(gen, checker, s, mask, oid, cohort, channels, out, seed_for)
+                (result.written if entries[oid]["status"] == "ok" else result.dropped).append(oid)
+                save_manifest()
+        except (SynthkitError, ValueError, RuntimeError) as e:
+            result.failed.append((case.case_id, str(e)))
+            failed_ids.extend(o for o in oids if not done(o))
+        if on_case:
+            on_case()
+
+    ok = [e for e in entries.values() if e["status"] == "ok"]
+    labels = dict(cohort.labels) or dict(gen.config.data.labels)
+    labels = labels if "background" in labels else {"background": 0, **labels}
+    write_nnunet_dataset_json(out, channels, labels, len(ok), name="synthkit synthetic cohort",
+                              description="Synthetic images generated by synthkit (Med-DDPM); see manifest.json")
+    save_manifest()
+    _write_privacy_report(out, entries, calibration, s, getattr(checker, "extractor", None) if checker else None,
+                          checker is not None)
+    if mapping is not None:
+        pairs = {case.case_id + (f"#{k}" if s.per_case > 1 else ""): ids[i * s.per_case + k]
+                 for i, case in enumerate(cohort.cases) for k in range(s.per_case)
+                 if ids[i * s.per_case + k] in entries}
+        deid.write_mapping(mapping, out, pairs)
+    hits = deid.scan_for_identifiers(out, identifier_needles(cohort))
+    if hits:
+        where = sorted({str(h.path.relative_to(out)) for h in hits})[:5]
+        raise deid.DeidError(f"self-check found {len(hits)} input identifier(s) in the output "
+                             f"(e.g. in {', '.join(where)}); do not share it", out)
+    return result
+
+
+def _one_volume(gen: Any, checker: MemorizationChecker | None, s: AnonymizeSettings, mask: Any, oid: str,
+                cohort: Any, channels: tuple[str, ...], out: Path, seed_for: Callable[..., int]) -> dict[str, Any]:
+    """Generate, check, (regenerate,) and write one output volume; returns its manifest entry."""
+    from synthkit.io.volume import Volume
+
+    labels = mask.data[0]
+    if s.perturb_masks:
+        rng = np.random.default_rng(seed_for(s.seed, oid + ":mask", 0))
+        labels = _perturb(labels, mask.spacing, dict(cohort.labels), s.perturb_masks, rng)
+        mask = Volume(labels[None].astype(np.int16), mask.affine)
+    attempts: list[dict[str, Any]] = []
+    accepted = None
+    for a in range(s.max_retries + 1 if (s.privacy_gate and checker is not None) else 1):
+        seed = seed_for(s.seed, oid, a)
+        vol = gen.sample(mask, seed=seed, sampler=s.sampler, steps=s.steps, eta=s.eta)
+        rec: dict[str, Any] = {"seed": seed}
+        if checker is not None:
+            vs = prepare_set([(oid, vol.data, vol.affine, mask.data)], s.check, checker.extractor)
+            full, _ = checker.score(vs)
+            rec.update({k: full[0][k] for k in _RECORD_KEYS})
+        attempts.append(rec)
+        if not rec.get("flagged") or not s.privacy_gate:
+            accepted = (vol, rec)
+            break
+    entry: dict[str, Any] = {"id": oid, "attempts": attempts, "perturbed_mask": bool(s.perturb_masks)}
+    if accepted is None:
+        entry.update(status="dropped", files=[])
+        return entry
+    vol, rec = accepted
+    files = []
+    for c in range(vol.data.shape[0]):
+        p = deid.write_deidentified_nifti(out / "imagesTr" / f"{oid}_{c:04d}.nii.gz", vol.data[c], vol.affine)
+        files.append(str(p.relative_to(out)))
+    p = deid.write_deidentified_nifti(out / "labelsTr" / f"{oid}.nii.gz", mask.data, mask.affine, is_label=True)
+    files.append(str(p.relative_to(out)))
+    if s.dicom:
+        rng = np.random.default_rng(seed_for(s.seed, oid + ":dicom", 0))
+        study = deid.DicomStudy.new(rng)
+        for c in range(vol.data.shape[0]):
+            name = channels[c] if c < len(channels) else f"channel {c}"
+            deid.write_dicom_series(out / "dicom" / oid / f"{c:04d}", vol.data[c], vol.affine, rng=rng, study=study,
+                                    series_number=c + 1, series_description=f"synthetic {name}")
+    entry.update(status="ok", seed=rec["seed"], files=files, privacy={k: v for k, v in rec.items() if k != "seed"})
+    return entry
+
+
+def _write_privacy_report(out: Path, entries: dict[str, dict[str, Any]], calibration: dict[str, Any] | None,
+                          s: AnonymizeSettings, extractor: Any, checked: bool) -> None:
+    from synthkit.privacy.report import write_report
+
+    volumes = []
+    for oid in sorted(entries):
+        e = entries[oid]
+        last = e["attempts"][-1] if e["attempts"] else {}
+        volumes.append({"id": oid, **{k: last.get(k) for k in _RECORD_KEYS},
+                        "flagged": bool(last.get("flagged")),
+                        "reason": (f"dropped after {len(e['attempts'])} attempt(s): " if e["status"] == "dropped"
+                                   else (f"accepted at attempt {len(e['attempts'])}; " if len(e["attempts"]) > 1 else ""))
+                        + (last.get("reason") or "")})
+    not_computed = [("closer_to_train and membership_inference: anonymize has no holdout set "
+                    "(run `synthkit privacy TRAIN OUT --holdout ...` for them)")]
+    if not checked:
+        not_computed.insert(0, "memorization check: no training cohort given (--no-privacy-gate without --train-cohort)")
+    cohort = {"n_synthetic": len(volumes), "n_train": None, "n_holdout": 0,
+              "n_flagged": sum(v["flagged"] for v in volumes),
+              "n_dropped": sum(entries[o]["status"] == "dropped" for o in entries)}
+    calib = calibration or {"rule": "not run", "reference": "none", "alpha_per_statistic": s.check.alpha, "thresholds": {}}
+    result = PrivacyResult(volumes, cohort, calib, {**asdict(s.check), "feature_extractor": getattr(extractor, "name", None)}, not_computed)
+    write_report(out, result, share=True, title="synthkit anonymize: privacy report")

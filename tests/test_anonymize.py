@@ -1,0 +1,199 @@
+"""`synthkit anonymize` end to end: a DICOM cohort full of identifiers in, nothing identifying out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from synthkit.io import write_nifti, write_nnunet_dataset_json
+from synthkit.io.demo_cohort import phantom
+from synthkit.privacy import deid
+
+NAME, PID, BIRTH = "DOE^JOHNATHAN", "PAT-ID-48213", "19610923"
+INSTITUTION, REFERRER = "St. Example General Hospital", "HOUSE^GREGORY"
+CASES = [f"{PID}-{s}" for s in ("A", "B", "C")]
+NEEDLES = [NAME, "JOHNATHAN", PID, BIRTH, INSTITUTION, "Example General", REFERRER, "GREGORY", *CASES]
+
+
+def _phantom_cohort(root: Path, seeds: range) -> Path:
+    for i in seeds:
+        img, msk = phantom(16, seed=i)
+        write_nifti(root / "imagesTr" / f"case_{i:03d}_0000.nii.gz", img.data, img.affine)
+        write_nifti(root / "labelsTr" / f"case_{i:03d}.nii.gz", msk.data, msk.affine, is_label=True)
+    write_nnunet_dataset_json(root, ("T1",), {"background": 0, "head": 1, "tumour": 2}, len(seeds))
+    return root
+
+
+def _dicom_cohort(root: Path) -> Path:
+    """DICOM series whose tags and folder names identify the patient; masks with the name in descrip."""
+    import pydicom
+
+    for n, cid in enumerate(CASES):
+        img, msk = phantom(16, seed=50 + n)
+        files = deid.write_dicom_series(root / "images" / cid, img.data[0] * 1000, img.affine,
+                                        rng=np.random.default_rng(n))
+        for f in files:
+            ds = pydicom.dcmread(f)
+            ds.PatientName, ds.PatientID, ds.PatientBirthDate = NAME, PID, BIRTH
+            ds.InstitutionName, ds.ReferringPhysicianName = INSTITUTION, REFERRER
+            ds.PatientIdentityRemoved = "NO"
+            ds.save_as(f)
+        m = nib.Nifti1Image(msk.data[0].astype(np.uint8), img.affine)
+        m.header["descrip"] = NAME.encode()
+        (root / "masks").mkdir(parents=True, exist_ok=True)
+        nib.save(m, str(root / "masks" / f"{cid}.nii.gz"))
+    write_nnunet_dataset_json(root, ("MR",), {"background": 0, "head": 1, "tumour": 2}, len(CASES))
+    return root
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from synthkit.config import (
+        DiffusionConfig,
+        PreprocessConfig,
+        RunConfig,
+        TrainConfig,
+        model_config,
+    )
+    from synthkit.training import train
+
+    root = tmp_path_factory.mktemp("anon")
+    train_dir = _phantom_cohort(root / "train", range(5))
+    cfg = RunConfig(model=model_config("tiny"), diffusion=DiffusionConfig(timesteps=10),
+                    preprocess=PreprocessConfig(target_shape=(16, 16, 16)),
+                    train=TrainConfig(steps=5, batch_size=2, lr=1e-3, checkpoint_every=5, seed=0), preset="tiny")
+    run = train(train_dir, root / "run", cfg, progress=False)
+    return root, train_dir, Path(run), _dicom_cohort(root / "dicom_in")
+
+
+def _args(world, out, *extra):
+    _root, train_dir, run, cohort = world
+    return ["anonymize", cohort, "--model", run, "--out", out, "--train-cohort", train_dir, "--sampler", "ddim",
+            "--steps", "2", "--shape", "16", "--seed", "5", "--quiet", *extra]
+
+
+def test_anonymize_dicom_cohort_leaves_no_identifier(cli, world, tmp_path):
+    _root, _, _run, cohort = world
+    assert deid.scan_for_identifiers(cohort, [NAME, PID]), "the input must carry the identifiers"
+    out, mapping = tmp_path / "out", tmp_path / "private" / "map.json"
+    res = cli(*_args(world, out, "--dicom", "--mapping", mapping))
+    assert res.exit_code == 0, res.output
+    assert deid.scan_for_identifiers(out, NEEDLES) == []
+    images = sorted((out / "imagesTr").glob("*.nii.gz"))
+    labels = sorted((out / "labelsTr").glob("*.nii.gz"))
+    assert len(images) == 3 and len(labels) == 3
+    for p in images + labels:
+        assert p.name.startswith("syn_") and deid.nifti_header_problems(p) == []
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["model"]["weights_sha256"]) == 64
+    assert [c["id"] for c in manifest["cases"]] == sorted(c["id"] for c in manifest["cases"])
+    assert all(c["status"] == "ok" and isinstance(c["seed"], int) and "similarity" in c["privacy"]
+               for c in manifest["cases"])
+    assert manifest["privacy"]["checked"] and manifest["privacy"]["calibration"]["thresholds"]["similarity"]
+    assert json.loads((out / "dataset.json").read_text())["numTraining"] == 3
+    assert (out / "privacy_report.html").is_file()
+    # training case ids never appear either
+    assert deid.scan_for_identifiers(out, ["case_000", "case_001", "case_002"]) == []
+    import pydicom
+
+    dcm = sorted((out / "dicom").rglob("*.dcm"))
+    assert len(dcm) == 3 * 16
+    ds = pydicom.dcmread(dcm[0])
+    assert ds.PatientIdentityRemoved == "YES" and ds.PatientName == ""
+    pairs = json.loads(mapping.read_text())["mapping"]
+    assert sorted(pairs) == CASES and {p.name for p in images} == {f"{v}_0000.nii.gz" for v in pairs.values()}
+
+
+def test_resume_keeps_done_outputs_and_regenerates_missing(cli, world, tmp_path):
+    out = tmp_path / "out"
+    assert cli(*_args(world, out)).exit_code == 0
+    images = sorted((out / "imagesTr").glob("*.nii.gz"))
+    before = {p.name: p.read_bytes() for p in images}
+    stat = {p.name: p.stat().st_mtime_ns for p in images}
+    images[1].unlink()
+    res = cli(*_args(world, out)[:-1])  # not quiet: notes are printed
+    assert res.exit_code == 0, res.output
+    assert "2 volume(s) were already done" in res.output
+    after = {p.name: p.read_bytes() for p in sorted((out / "imagesTr").glob("*.nii.gz"))}
+    assert after == before  # regenerated bit for bit
+    assert (out / "imagesTr" / images[0].name).stat().st_mtime_ns == stat[images[0].name]
+    res = cli(*_args(world, out, "--per-case", "2"))
+    assert res.exit_code == 2 and "other settings" in res.output
+
+
+def test_one_failing_case_does_not_lose_the_others(cli, world, tmp_path):
+    import shutil
+
+    _root, _, _, cohort = world
+    bad = tmp_path / "cohort"
+    shutil.copytree(cohort, bad)
+    (bad / "masks" / f"{CASES[1]}.nii.gz").write_bytes(b"not a nifti")
+    args = _args(world, tmp_path / "out")
+    args[1] = bad
+    res = cli(*args)
+    assert res.exit_code == 1
+    assert "1 case(s) failed" in res.output
+    assert len(list((tmp_path / "out" / "imagesTr").glob("*.nii.gz"))) == 2
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["n_failed"] == 1
+
+
+def test_usage_errors(cli, world, tmp_path):
+    _root, train_dir, run, cohort = world
+    out = tmp_path / "out"
+    res = cli(*_args(world, out, "--mapping", out / "map.json"))
+    assert res.exit_code == 2 and "outside" in res.output
+    res = cli("anonymize", cohort, "--model", run, "--out", out, "--quiet")
+    assert res.exit_code == 2 and "--train-cohort" in res.output
+    res = cli("anonymize", cohort, "--model", run, "--out", cohort / "x", "--train-cohort", train_dir)
+    assert res.exit_code == 2 and "outside the input" in res.output
+
+
+class _CopyingGenerator:
+    """Stands in for a model that memorised: returns a training image for the first ``n_copies`` seeds."""
+
+    def __init__(self, n_copies: int):
+        self.n_copies, self.calls = n_copies, 0
+
+    def sample(self, mask, *, seed, **kw):
+        from synthkit.io.volume import Volume
+
+        self.calls += 1
+        img, _ = phantom(16, seed=1 if self.calls <= self.n_copies else 90 + self.calls)
+        rng = np.random.default_rng(seed % 2**32)
+        return Volume(img.data + rng.normal(0, 0.01, img.data.shape).astype(np.float32), img.affine)
+
+
+@pytest.mark.parametrize("n_copies, status, attempts", [(1, "ok", 2), (10, "dropped", 3)])
+def test_privacy_gate_regenerates_then_drops(world, tmp_path, n_copies, status, attempts):
+    from synthkit.io import discover_cohort, read_mask
+    from synthkit.privacy.anonymize import AnonymizeSettings, _one_volume
+    from synthkit.privacy.audit import load_set
+    from synthkit.privacy.check import CheckSettings, MemorizationChecker
+    from synthkit.run import seed_for
+
+    _, train_dir, _, cohort_dir = world
+    check = CheckSettings(shape=(16,) * 3, use_features=False)
+    checker = MemorizationChecker(load_set(train_dir, "training", check, None, errors=[]), None, check)
+    cohort = discover_cohort(cohort_dir, need_images=False)
+    s = AnonymizeSettings(max_retries=2, check=check)
+    entry = _one_volume(_CopyingGenerator(n_copies), checker, s, read_mask(cohort.cases[0]), "syn_0123456789ab",
+                        cohort, ("MR",), tmp_path, seed_for)
+    assert entry["status"] == status and len(entry["attempts"]) == attempts
+    assert entry["attempts"][0]["flagged"]
+    assert "nearest" not in json.dumps(entry)
+    written = list(tmp_path.rglob("*.nii.gz"))
+    assert (len(written) == 2) == (status == "ok")
+
+
+def test_self_check_needles_come_from_tags_names_and_headers(world):
+    from synthkit.io import discover_cohort
+    from synthkit.privacy.anonymize import identifier_needles
+
+    needles = identifier_needles(discover_cohort(world[3], need_images=False))
+    for s in (NAME, "DOE JOHNATHAN", PID, BIRTH, INSTITUTION, REFERRER, *CASES):
+        assert s in needles
+    assert all(len(n) >= 5 for n in needles)
