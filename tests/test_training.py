@@ -61,6 +61,7 @@ def test_run_folder_has_config_weights_log_previews_checkpoints(cohort, tmp_path
     assert state.step == 4 and state.ema_updates == 4
     _assert_same(_weights(run / "model.safetensors"), state.ema)  # model.safetensors = EMA weights
     assert not any(torch.equal(state.ema[k], state.model[k]) for k in state.model if state.model[k].numel() > 8)
+    assert json.loads((run / "train_cohort.json").read_text()) == {"path": str(cohort.resolve()), "cases": 3}
     intensity = json.loads((run / "intensity.json").read_text())
     assert len(intensity["lo"]) == 1 and intensity["lo"][0] < intensity["hi"][0]
 

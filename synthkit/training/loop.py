@@ -124,6 +124,11 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             cfg.save(cfg_path)
             self._write_intensity()
+            from synthkit.io.atomic import write_json
+
+            # where the training data lives (for the privacy/memorization check); a folder path only
+            write_json(self.run_dir / "train_cohort.json",
+                       {"path": str(Path(cohort.root).resolve()), "cases": len(self.dataset)})
 
         with torch.random.fork_rng(devices=[]):  # deterministic init, global RNG untouched
             torch.manual_seed(tc.seed)
