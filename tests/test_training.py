@@ -192,3 +192,9 @@ def test_cli_config_file_flags_override_and_unknown_keys(cohort, tmp_path, cli):
     assert r.exit_code != 0 and "stesp" in r.output and "Traceback" not in r.output
     r = cli("train", cohort, "--out", run, "--config", cfg_file.with_name("nope.json"), "--quiet")
     assert r.exit_code != 0 and "nope.json" in r.output
+
+
+@pytest.mark.parametrize("flag", [("--precision", "fp8"), ("--loss", "l3"), ("--prediction", "x0")])
+def test_cli_bad_choices_are_one_line_usage_errors(cohort, tmp_path, cli, flag):
+    r = cli("train", cohort, "--out", tmp_path / "run", *flag, "--quiet")
+    assert r.exit_code == 2 and flag[1] in r.output and "internal error" not in r.output

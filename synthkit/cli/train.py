@@ -53,6 +53,11 @@ def build_config(*, config: Path | None, run_dir: Path, resume: bool, preset: st
         pre = dataclasses.replace(pre, brain_label=flags["brain_label"])
     if flags.get("mask_labels") is not None:
         pre = dataclasses.replace(pre, mask_labels=tuple(flags["mask_labels"]))
+    choices = {"precision": (train.precision, ("fp32", "bf16", "fp16")),
+               "prediction": (diffusion.prediction, ("epsilon", "v")), "loss": (diffusion.loss, ("l1", "l2"))}
+    for name, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise UsageError(f"--{name} must be one of {', '.join(allowed)}, not {value!r}")
     return dataclasses.replace(cfg, model=model, train=train, diffusion=diffusion, preprocess=pre)
 
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from synthkit.errors import UsageError
+
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -48,7 +50,7 @@ def resolve_training_precision(requested: str, device: str) -> Precision:
     from synthkit.networks.precision import resolve_precision
 
     if requested not in _DTYPES:
-        raise ValueError(f"unknown precision {requested!r}; choose fp32, bf16 or fp16")
+        raise UsageError(f"unknown precision {requested!r}; choose fp32, bf16 or fp16")
     device_type = "cuda" if str(device).startswith("cuda") else "cpu"
     used = resolve_precision(device, requested)
     note = None
