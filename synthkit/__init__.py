@@ -19,6 +19,25 @@ _API: dict[str, str] = {
     "TrainConfig": "synthkit.config",
     "model_config": "synthkit.config",
     "SynthkitError": "synthkit.errors",
+    # data
+    "Volume": "synthkit.io.volume",
+    "discover_cohort": "synthkit.io.cohort",
+    "read_image": "synthkit.io.cohort",
+    "read_mask": "synthkit.io.cohort",
+    "read_nifti": "synthkit.io.nifti",
+    "write_nifti": "synthkit.io.nifti",
+    "check_cohort": "synthkit.io.check",
+    "write_demo_cohort": "synthkit.io.demo_cohort",
+    "preprocess_case": "synthkit.preprocess",
+    "to_original_grid": "synthkit.preprocess",
+    # model
+    "build_denoiser": "synthkit.networks",
+    "GaussianDiffusion": "synthkit.diffusion",
+    "sample": "synthkit.diffusion",
+    "train": "synthkit.training",
+    "load": "synthkit.run",
+    "Generator": "synthkit.run",
+    "sample_masks": "synthkit.generate",
 }
 
 __all__ = sorted(_API) + ["__version__"]
