@@ -253,8 +253,8 @@ def evaluate(real: LoadedSet, synths: Sequence[LoadedSet], extractor: Extractor,
             x = torch.from_numpy(np.stack([real.volumes[i] for i, _ in pairs]))
             y = torch.from_numpy(np.stack([s.volumes[j] for _, j in pairs]))
             row["mse"] = mean_interval(mse(x, y).numpy(), seed=seed).to_dict()
-            ss = np.concatenate([ms_ssim(x[i : i + 4], y[i : i + 4], settings=settings).numpy()
-                                 for i in range(0, len(x), 4)])
+            ss = np.concatenate([ms_ssim(x[i : i + 8], y[i : i + 8], settings=settings).numpy()
+                                 for i in range(0, len(x), 8)])
             row["ms_ssim"] = mean_interval(ss, seed=seed).to_dict()
         else:
             row["mse"] = row["ms_ssim"] = None

@@ -185,12 +185,13 @@ def diversity(
     seed: int = 0,
     settings: MSSSIMSettings | None = None,
     data_range: float = 1.0,
+    batch: int = 8,
 ) -> tuple[np.ndarray, MSSSIMSettings]:
     """MS-SSIM of random distinct pairs within one set (lower = more diverse).
 
     ``volumes``: N items ``(C, D, H, W)`` (N >= 2). Pairs ``(i, j), i < j`` are drawn without
     replacement from all ``N (N-1) / 2`` pairs with ``numpy.random.default_rng(seed)`` (all pairs
-    when there are at most ``n_pairs``). Returns the per-pair values ``(P,)`` and the settings.
+    when there are at most ``n_pairs``), scored ``batch`` pairs at a time. Returns the per-pair values ``(P,)`` and the settings.
     """
     n = len(volumes)
     if n < 2:
@@ -201,8 +202,10 @@ def diversity(
     iu = np.triu_indices(n, k=1)
     s = settings or resolve_settings(volumes[0].shape[1:], data_range)
     values = np.empty(len(picks), dtype=np.float64)
-    for t, p in enumerate(picks):
-        i, j = int(iu[0][p]), int(iu[1][p])
-        values[t] = float(ms_ssim(volumes[i][None], volumes[j][None], settings=s)[0])
+    for start in range(0, len(picks), batch):
+        chunk = picks[start : start + batch]
+        x = torch.stack([torch.as_tensor(volumes[int(iu[0][p])]) for p in chunk])
+        y = torch.stack([torch.as_tensor(volumes[int(iu[1][p])]) for p in chunk])
+        values[start : start + len(chunk)] = ms_ssim(x, y, settings=s).double().numpy()
     return values, s
 
