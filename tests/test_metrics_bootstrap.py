@@ -50,3 +50,8 @@ def test_pairing_by_id_and_manifest(tmp_path):
     man.write_text(json.dumps({"items": [{"case_id": "syn_a", "source_case": "case_003"},
                                          {"case_id": "syn_b", "source_case": "nope"}]}))
     assert pairs_from_manifest(man, real, ["syn_b", "syn_a"]) == [(2, 1)]
+    # synthkit.generate's manifest
+    man.write_text(json.dumps({"items": [
+        {"case": "case_003", "k": 1, "images": ["imagesTr/case_003_s1_0000.nii.gz"]},
+        {"case": "case_001", "k": 0}]}))
+    assert pairs_from_manifest(man, real, ["case_001_s0", "case_003_s1"]) == [(2, 1), (0, 0)]

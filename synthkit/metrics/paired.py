@@ -50,8 +50,11 @@ def pairs_from_manifest(
     manifest: str | Path, real_ids: Sequence[str], synth_ids: Sequence[str]
 ) -> list[tuple[int, int]]:
     """Pairs from a generation manifest (JSON). Accepted records (in ``manifest["items"]``,
-    ``manifest["cases"]`` or a top-level list): dicts with a synthetic id under ``case_id`` /
-    ``output`` / ``id`` and the real id under ``source_case`` / ``mask_case`` / ``source``."""
+    ``manifest["cases"]`` or a top-level list): synthkit's own (``synthkit.generate``:
+    ``{"case": <mask case>, "k": <sample>, "images": ["imagesTr/<case>_s<k>_0000.nii.gz", ...]}``,
+    synthetic id = the first image's name without channel suffix, else ``<case>_s<k>``), or dicts
+    with a synthetic id under ``case_id`` / ``output`` / ``id`` and the real id under
+    ``source_case`` / ``mask_case`` / ``source``."""
     data = json.loads(Path(manifest).read_text())
     records = data if isinstance(data, list) else data.get("items") or data.get("cases") or []
     real_index = {rid: i for i, rid in enumerate(real_ids)}
@@ -62,6 +65,15 @@ def pairs_from_manifest(
             continue
         sid = next((rec[k] for k in ("case_id", "output", "id") if k in rec), None)
         rid = next((rec[k] for k in ("source_case", "mask_case", "source") if k in rec), None)
+        if rid is None and isinstance(rec.get("case"), str):
+            rid = rec["case"]
+            images = rec.get("images") or []
+            if images and isinstance(images[0], str):
+                name = Path(images[0]).name
+                name = re.sub(r"\.nii(\.gz)?$", "", name)
+                sid = re.sub(r"_\d{4}$", "", name)
+            elif "k" in rec:
+                sid = f"{rid}_s{rec['k']}"
         if isinstance(sid, str) and isinstance(rid, str) and sid in synth_index and rid in real_index:
             pairs.append((real_index[rid], synth_index[sid]))
     return pairs
