@@ -39,7 +39,7 @@ def test_evaluate_writes_json_report_and_reader_kit(cli, cohorts):
     tmp, real, blur, noise = cohorts
     before = sorted(p.relative_to(real) for p in real.rglob("*"))
     res = cli("evaluate", real, blur, noise, "--json", tmp / "out.json", "--report", tmp / "rep",
-              "--n-boot", "10", "--diversity-pairs", "5", "--reader-study", "2", tmp / "kit", "--quiet")
+              "--n-boot", "10", "--diversity-pairs", "5", "--reader-study", "2", tmp / "kit", "--c2st", "--quiet")
     assert res.exit_code == 0, res.output
     assert "NOT comparable" in res.output and "RANDOM" in res.output
     out = json.loads((tmp / "out.json").read_text())
@@ -52,6 +52,9 @@ def test_evaluate_writes_json_report_and_reader_kit(cli, cohorts):
         for m in ("fid", "mmd", "ms_ssim", "mse", "diversity"):
             assert np.isfinite(r[m]["value"]) and len(r[m]["ci95"]) == 2, m
     assert out["real"]["fid_floor"]["n"] == 10
+    for r in out["sets"]:
+        assert 0.0 <= r["c2st"]["auc"] <= 1.0 and r["c2st"]["n_test"] == 6
+    assert "C2ST blur: AUC" in res.output
     html = (tmp / "rep" / "index.html").read_text()
     assert "data:image/png;base64," in html and "WARNING" in html and "noise" in html
     for png in ("montage.png", "histograms.png", "pca.png"):
