@@ -108,6 +108,16 @@ def test_anonymize_dicom_cohort_leaves_no_identifier(cli, world, tmp_path):
     assert sorted(pairs) == CASES and {p.name for p in images} == {f"{v}_0000.nii.gz" for v in pairs.values()}
 
 
+def test_training_cohort_recorded_with_the_run_is_used(cli, world, tmp_path):
+    _, train_dir, run, cohort = world
+    assert json.loads((run / "train_cohort.json").read_text())["path"] == str(train_dir.resolve())
+    out = tmp_path / "out"
+    res = cli("anonymize", cohort, "--model", run, "--out", out, "--sampler", "ddim", "--steps", "1",
+              "--shape", "16", "--quiet")
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "manifest.json").read_text())["privacy"]["checked"]
+
+
 def test_resume_keeps_done_outputs_and_regenerates_missing(cli, world, tmp_path):
     out = tmp_path / "out"
     assert cli(*_args(world, out)).exit_code == 0
@@ -146,7 +156,12 @@ def test_usage_errors(cli, world, tmp_path):
     out = tmp_path / "out"
     res = cli(*_args(world, out, "--mapping", out / "map.json"))
     assert res.exit_code == 2 and "outside" in res.output
-    res = cli("anonymize", cohort, "--model", run, "--out", out, "--quiet")
+    import shutil
+
+    bare = tmp_path / "run_without_record"
+    shutil.copytree(run, bare)
+    (bare / "train_cohort.json").unlink()
+    res = cli("anonymize", cohort, "--model", bare, "--out", out, "--quiet")
     assert res.exit_code == 2 and "--train-cohort" in res.output
     res = cli("anonymize", cohort, "--model", run, "--out", cohort / "x", "--train-cohort", train_dir)
     assert res.exit_code == 2 and "outside the input" in res.output

@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
         max_shift: Annotated[int, typer.Option(help="Integer shifts searched per axis: [-s, s].")] = 2,
         flips: Annotated[bool, typer.Option("--flips/--no-flips", help="Also compare against left-right mirrored "
                          "training volumes.")] = True,
-        alpha: Annotated[float, typer.Option(help="Target false-positive rate per statistic for the copy flag.")] = 1e-3,
+        alpha: Annotated[float, typer.Option(help="Target false-positive rate per statistic for the copy flag.")] = 1e-4,
         seed: Annotated[int, typer.Option(help="Seed for the random feature network and the planted-copy check.")] = 0,
         strict: Annotated[bool, typer.Option("--strict", help="Stop at the first unreadable case.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no table.")] = False,

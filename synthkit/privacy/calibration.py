@@ -10,7 +10,9 @@ For each statistic (nearest-neighbour similarity: high is suspicious; nearest/se
 distance ratio and nearest feature distance: low is suspicious) the reference values are
 mapped to a roughly normal scale (Fisher z = atanh for correlations, log for distances and
 ratios) and the threshold is the one-sided normal *prediction bound* for one new value at
-false-positive rate ``alpha`` (default 0.001 per statistic):
+false-positive rate ``alpha`` (default 1e-4 per statistic; nearest-neighbour similarities are
+maxima, whose upper tail is heavier than a normal fit on a few reference values suggests, so
+the nominal rate is set low):
 
     bound = centre +/- t_{n-1}(1 - alpha) * scale * sqrt(1 + 1/n)
 
@@ -19,12 +21,18 @@ Gaussian efficiency, so a duplicate scan among the references does not inflate t
 sample standard deviation when n < 10, where robust scales are too unstable). A synthetic volume is flagged when any active statistic crosses
 its bound. Sensitivity is checked by *planting* copies of training volumes (noise + shift,
 and mirrored + noise) and counting how many are flagged (see ``check.planted_copy_check``).
+
+With very few reference values the t quantile makes the similarity bound useless (n = 5,
+alpha = 1e-4: 14 standard deviations). When the bound lies above the least similar planted
+copy, it is lowered to the midpoint (Fisher z) between the most similar reference value and
+the least similar planted copy (:func:`cap_between`), so that known copies are caught and no
+reference volume is flagged; the threshold's ``note`` says so.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -52,6 +60,7 @@ class Threshold:
     reference_median: float
     reference_max: float
     reference_flagged: int
+    note: str = ""
 
     def crosses(self, x: float | np.ndarray) -> np.ndarray:
         """True where ``x`` is beyond the bound (NaN never crosses)."""
@@ -79,7 +88,7 @@ def calibrate(
     statistic: str,
     direction: Direction,
     transform: Transform,
-    alpha: float = 1e-3,
+    alpha: float = 1e-4,
     reference_name: str = "holdout-to-train",
 ) -> Threshold:
     """The bound a new value crosses with probability ~``alpha`` if it is drawn like ``reference``.
@@ -142,6 +151,18 @@ def qn_scale(x: np.ndarray) -> float:
     return 2.2219 * q * factor
 
 
+def cap_between(th: Threshold, planted_min: float) -> Threshold:
+    """``th`` (a similarity bound) lowered to the Fisher-z midpoint between the reference
+    maximum and ``planted_min`` when the bound is above ``planted_min`` (see the module text)."""
+    if not (th.statistic == "similarity" and th.direction == "above"):
+        raise ValueError("only a similarity bound can be capped")
+    if not (planted_min > th.reference_max and th.value > planted_min):
+        return th
+    mid = float(np.tanh((np.arctanh(min(th.reference_max, 1 - 1e-9)) + np.arctanh(min(planted_min, 1 - 1e-9))) / 2))
+    return replace(th, value=mid, note=f"prediction bound {th.value:.4f} lay above the least similar planted copy "
+                   f"({planted_min:.4f}); lowered to the Fisher-z midpoint between the reference maximum and it")
+
+
 @dataclass(frozen=True)
 class Rule:
     """The active bounds. A volume is flagged when any of them is crossed."""
@@ -185,7 +206,7 @@ def calibrate_rule(
     ratio: np.ndarray | None = None,
     feature_distance: np.ndarray | None = None,
     *,
-    alpha: float = 1e-3,
+    alpha: float = 1e-4,
     reference_name: str = "holdout-to-train",
 ) -> Rule:
     """Calibrate every statistic that has reference values (``None`` leaves a bound out)."""

@@ -12,6 +12,7 @@ Typical use::
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -37,8 +38,8 @@ class CheckSettings:
     max_shift: int = 2
     flips: bool = True
     head_threshold: float = 0.05
-    alpha: float = 1e-3
-    use_ratio: bool = True
+    alpha: float = 1e-4
+    use_ratio: bool = True  # only with a holdout set (train-to-train ratios are under-dispersed)
     use_features: bool = True
     planted_noise: float = 0.2
     planted_max: int = 4
@@ -160,15 +161,22 @@ class MemorizationChecker:
             self.reference_name = "train-to-train (leave-one-out)"
             ref_feat = self._feature_nn(train, exclude_self=True)
         nn = memorization.nearest_neighbours(ref)
+        # The nearest/second-nearest ratio rule needs a holdout reference: leave-one-out ratios
+        # within the training set are under-dispersed (on demo-cohort heads 3 of 40 fresh
+        # volumes crossed a train-to-train ratio bound, none crossed a holdout one).
+        self.use_ratio = s.use_ratio and self.holdout is not None
+        # Feature distances flag only in a pretrained space (random-weight features are reported only).
+        self.use_feature_rule = self.extractor is not None and bool(getattr(self.extractor, "pretrained", True))
         self.reference = nn
         self.reference_feature = ref_feat
         self.rule = calibration.calibrate_rule(
             nn.similarity,
-            nn.ratio if s.use_ratio else None,
-            ref_feat[1] if ref_feat is not None else None,
+            nn.ratio if self.use_ratio else None,
+            ref_feat[1] if ref_feat is not None and self.use_feature_rule else None,
             alpha=s.alpha,
             reference_name=self.reference_name,
         )
+        self._cap_with_planted()
 
     # ------------------------------------------------------------------ pieces
     def _feature_nn(self, queries: VolumeSet, exclude_self: bool) -> tuple[np.ndarray, np.ndarray] | None:
@@ -197,8 +205,8 @@ class MemorizationChecker:
                                               max_shift=s.max_shift, flips=s.flips)
         nn = memorization.nearest_neighbours(al)
         feat = self._feature_nn(synth, exclude_self=False)
-        flags, reasons = self.rule.apply(nn.similarity, nn.ratio if s.use_ratio else None,
-                                         feat[1] if feat is not None else None)
+        flags, reasons = self.rule.apply(nn.similarity, nn.ratio if self.use_ratio else None,
+                                         feat[1] if feat is not None and self.use_feature_rule else None)
         records = []
         for i, sid in enumerate(synth.ids):
             j = int(nn.nearest[i])
@@ -221,9 +229,9 @@ class MemorizationChecker:
             })
         return records, al
 
-    def planted_copy_check(self) -> dict[str, Any]:
-        """Plant near-copies of a few training volumes (noise + 1-voxel shift; mirrored + noise)
-        and report how many the rule flags, as a measured sensitivity of this calibration."""
+    def _planted(self) -> tuple[VolumeSet, list[tuple[int, str]]]:
+        """Near-copies of a few training volumes (noise + 1-voxel shift; mirrored + noise), seeded,
+        and (source index, kind) for each."""
         s = self.settings
         rng = np.random.default_rng([s.seed, 0x5EED])
         n = min(s.planted_max, len(self.train))
@@ -234,8 +242,26 @@ class MemorizationChecker:
             for name, shift, flip in variants:
                 arrays.append(_plant_prepared(self.train.prepared[j], rng, s.planted_noise, shift, flip))
                 labels.append((int(j), name))
-        vs = with_features(VolumeSet([f"planted-{k}" for k in range(len(arrays))], np.stack(arrays)),
-                           self.extractor)
+        vs = VolumeSet([f"planted-{k}" for k in range(len(arrays))], np.stack(arrays))
+        return vs, labels
+
+    def _cap_with_planted(self) -> None:
+        """Lower a useless similarity bound (tiny reference) using planted copies (see
+        :func:`synthkit.privacy.calibration.cap_between`)."""
+        s = self.settings
+        vs, _ = self._planted()
+        al = memorization.pairwise_similarity(vs.prepared, self.train.prepared, max_shift=s.max_shift, flips=s.flips)
+        planted_min = float(al.similarity.max(axis=1).min())
+        capped = calibration.cap_between(self.rule.similarity, planted_min)
+        if capped is not self.rule.similarity:
+            self.rule = dataclasses.replace(self.rule, similarity=capped)
+
+    def planted_copy_check(self) -> dict[str, Any]:
+        """Plant near-copies of a few training volumes (noise + 1-voxel shift; mirrored + noise)
+        and report how many the rule flags, as a measured sensitivity of this calibration."""
+        s = self.settings
+        vs, labels = self._planted()
+        vs = with_features(vs, self.extractor)
         records, _ = self.score(vs)
         caught = [r["flagged"] and r["nearest"] == self.train.ids[j] for r, (j, _) in zip(records, labels, strict=True)]
         by_kind = {}
@@ -313,8 +339,14 @@ class MemorizationChecker:
                 "membership_inference: needs a holdout set (--holdout)",
                 "calibration used train-to-train leave-one-out distances instead of holdout-to-train",
             ]
+            if s.use_ratio:
+                not_computed.append("ratio rule: off without a holdout set (train-to-train nearest/second-nearest "
+                                    "ratios are too narrow a reference); ratios are still reported")
         if self.extractor is None:
             not_computed.append("feature_distance: no feature extractor (features disabled)")
+        elif not self.use_feature_rule:
+            not_computed.append("feature rule: off with random (not pretrained) MedicalNet weights; feature "
+                                "distances are reported only (give --feature-weights)")
         calib = self.calibration_record(planted_check)
         settings = {**asdict(s), "feature_extractor": getattr(self.extractor, "name", None)}
         return PrivacyResult(records, cohort, calib, settings, not_computed)
