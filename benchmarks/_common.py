@@ -114,6 +114,7 @@ def peak_rss_subprocess(code: str, timeout: float = 600) -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run(
         [sys.executable, "-c", code],
+        check=False,
         capture_output=True,
         text=True,
         timeout=timeout,
