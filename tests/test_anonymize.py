@@ -212,3 +212,20 @@ def test_self_check_needles_come_from_tags_names_and_headers(world):
     for s in (NAME, "DOE JOHNATHAN", PID, BIRTH, INSTITUTION, REFERRER, *CASES):
         assert s in needles
     assert all(len(n) >= 5 for n in needles)
+
+
+def test_perturbed_masks_go_through_the_scrubber(cli, world, tmp_path):
+    _, _, _, cohort = world
+    out, mapping = tmp_path / "out", tmp_path / "map.json"
+    res = cli(*_args(world, out, "--perturb-masks", "move", "--mapping", mapping))
+    assert res.exit_code == 0, res.output
+    pairs = json.loads(mapping.read_text())["mapping"]
+    changed = 0
+    for cid, oid in pairs.items():
+        a = np.asarray(nib.load(str(cohort / "masks" / f"{cid}.nii.gz")).dataobj)
+        p = out / "labelsTr" / f"{oid}.nii.gz"
+        b = np.asarray(nib.load(str(p)).dataobj)
+        assert a.shape == b.shape and deid.nifti_header_problems(p) == []
+        changed += int((a != b).sum() > 0)
+    assert changed == len(pairs)
+    assert deid.scan_for_identifiers(out, NEEDLES) == []
