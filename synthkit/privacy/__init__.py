@@ -1,0 +1,42 @@
+"""Privacy: memorization checks, de-identification, and the anonymize pipeline.
+
+Names are imported lazily (importing ``synthkit.privacy`` does not import torch)::
+
+    from synthkit.privacy import MemorizationChecker, scan_for_identifiers
+    from synthkit.privacy.audit import audit            # `synthkit privacy` as a call
+    from synthkit.privacy.anonymize import anonymize    # `synthkit anonymize` as a call
+    result, pairs = audit("data/train", "synthetic/", holdout="data/holdout")
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_API: dict[str, str] = {
+    "CheckSettings": "synthkit.privacy.check",
+    "MemorizationChecker": "synthkit.privacy.check",
+    "PrivacyResult": "synthkit.privacy.check",
+    "prepare_set": "synthkit.privacy.check",
+    "write_report": "synthkit.privacy.report",
+    "AnonymizeSettings": "synthkit.privacy.anonymize",
+    "fresh_case_ids": "synthkit.privacy.deid",
+    "write_deidentified_nifti": "synthkit.privacy.deid",
+    "write_dicom_series": "synthkit.privacy.deid",
+    "nifti_header_problems": "synthkit.privacy.deid",
+    "scan_for_identifiers": "synthkit.privacy.deid",
+    "closer_to_train": "synthkit.privacy.scores",
+    "membership_inference_auc": "synthkit.privacy.scores",
+}
+
+__all__ = sorted(_API)  # noqa: PLE0605  (lazy exports, as synthkit/__init__.py)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'synthkit.privacy' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__
