@@ -66,7 +66,8 @@ def test_evaluate_writes_json_report_and_reader_kit(cli, cohorts):
     shown = list((tmp / "kit" / "shown").glob("*.png"))
     assert len(shown) == 4 and not (tmp / "kit" / "shown" / "answer_key.csv").exists()
     assert not any("case" in p.name for p in shown)
-    key = list(csv.DictReader(open(tmp / "kit" / "answer_key.csv")))
+    with open(tmp / "kit" / "answer_key.csv", newline="") as f:
+        key = list(csv.DictReader(f))
     sheet = tmp / "kit" / "shown" / "answer_sheet.csv"
     sheet.write_text("image,answer\n" + "".join(f"{r['image']},{r['truth']}\n" for r in key))
     res = cli("reader-score", sheet, tmp / "kit" / "answer_key.csv")

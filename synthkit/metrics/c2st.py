@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["c2st", "auc"]
+__all__ = ["auc", "c2st"]
 
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -81,7 +81,7 @@ def c2st(
     for cls in (0, 1):
         idx = np.flatnonzero(y.numpy() == cls)
         rng.shuffle(idx)
-        test_idx.extend(idx[: max(2, int(round(len(idx) * test_fraction)))])
+        test_idx.extend(idx[: max(2, round(len(idx) * test_fraction))])
     test = np.zeros(len(y), bool)
     test[test_idx] = True
     xtr, ytr, xte, yte = x[~test], y[~test], x[test], y[test]

@@ -38,7 +38,7 @@ from synthkit.metrics.mmd import DEFAULT_BANDWIDTH_FACTORS, median_bandwidth, mm
 from synthkit.metrics.ms_ssim import MSSSIMSettings, diversity, ms_ssim, resolve_settings
 from synthkit.metrics.paired import mse, pair_by_case_id, pairs_from_manifest
 
-__all__ = ["Extractor", "LoadedSet", "RANDOM_WARNING", "evaluate", "list_cases", "load_set", "make_extractor"]
+__all__ = ["RANDOM_WARNING", "Extractor", "LoadedSet", "evaluate", "list_cases", "load_set", "make_extractor"]
 
 RANDOM_WARNING = (
     "MedicalNet weights not given: features come from a seeded RANDOMLY INITIALISED network, so "
@@ -127,7 +127,9 @@ def _content_hash(files: tuple[Path, ...]) -> str:
 
     h = hashlib.sha256()
     for p in files:
-        h.update(bytes.fromhex(medicalnet.sha256_file(p)) if p.is_file() else str(p).encode())
+        members = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file())  # DICOM series
+        for q in members:
+            h.update(bytes.fromhex(medicalnet.sha256_file(q)))
     return h.hexdigest()
 
 
@@ -148,10 +150,13 @@ def grid_of(path: str | Path) -> tuple[int, int, int]:
     import nibabel as nib
 
     shapes: Counter = Counter()
-    for _, files, _ in list_cases(path):
+    for cid, files, _ in list_cases(path):
         try:
-            shapes[tuple(int(s) for s in nib.load(str(files[0])).shape[:3])] += 1
-        except Exception:  # noqa: BLE001 - unreadable: skipped here, reported by load_set
+            if files[0].is_file():
+                shapes[tuple(int(s) for s in nib.load(str(files[0])).shape[:3])] += 1
+            else:  # DICOM series folder: read it
+                shapes[tuple(_read(cid, files).shape[1:])] += 1
+        except Exception:  # noqa: BLE001, S112 - unreadable: skipped here, reported by load_set
             continue
     if not shapes:
         raise CohortError("no readable volume", path)

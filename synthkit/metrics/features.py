@@ -46,8 +46,8 @@ from synthkit.io.atomic import atomic_path
 
 __all__ = [
     "CACHE_ENV",
-    "PREP_VERSION",
     "EQUALIZATION_DOC",
+    "PREP_VERSION",
     "FeatureCache",
     "default_cache_dir",
     "equalize_foreground",
@@ -169,9 +169,8 @@ class FeatureCache:
         if self.dir is None:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.dir / f"{key}.npy", suffix=".npy") as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, np.asarray(feats, dtype=np.float32), allow_pickle=False)
+        with atomic_path(self.dir / f"{key}.npy", suffix=".npy") as tmp, open(tmp, "wb") as f:
+            np.save(f, np.asarray(feats, dtype=np.float32), allow_pickle=False)
 
 
 @torch.no_grad()

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["fid", "feature_stats", "frechet_distance"]
+__all__ = ["feature_stats", "fid", "frechet_distance"]
 
 
 def _as_2d_float64(x: torch.Tensor | np.ndarray, name: str) -> np.ndarray:

@@ -235,7 +235,7 @@ def load(path: str | Path, depth: int = 10) -> MedicalNet:
         raise CheckpointError("not a MedicalNet checkpoint (no 'state_dict')", path)
     clean: dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        name = key[len("module."):] if key.startswith("module.") else key
+        name = key.removeprefix("module.")
         if name.startswith("conv_seg."):
             continue
         if not isinstance(value, torch.Tensor):

@@ -20,7 +20,7 @@ from typing import Literal
 
 import torch
 
-__all__ = ["mmd", "median_bandwidth", "DEFAULT_BANDWIDTH_FACTORS"]
+__all__ = ["DEFAULT_BANDWIDTH_FACTORS", "median_bandwidth", "mmd"]
 
 DEFAULT_BANDWIDTH_FACTORS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
 

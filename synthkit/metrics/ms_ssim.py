@@ -21,7 +21,6 @@ first ``L`` weights renormalised to sum 1, and meets both MONAI's check
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["MONAI_WEIGHTS", "MSSSIMSettings", "resolve_settings", "ms_ssim", "diversity"]
+__all__ = ["MONAI_WEIGHTS", "MSSSIMSettings", "diversity", "ms_ssim", "resolve_settings"]
 
 MONAI_WEIGHTS: tuple[float, ...] = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 

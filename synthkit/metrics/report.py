@@ -20,7 +20,7 @@ import numpy as np
 from synthkit.io.atomic import atomic_path, write_text
 from synthkit.metrics.evaluate import TABLE_HEADER, LoadedSet, table_rows
 
-__all__ = ["write_report", "pca_2d"]
+__all__ = ["pca_2d", "write_report"]
 
 _COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"]
 
@@ -127,7 +127,7 @@ def write_report(result: dict[str, Any], real: LoadedSet, synths: Sequence[Loade
     warning = (f'<p class="warn">WARNING: {esc(result["warning"])}</p>' if result.get("warning") else "")
     ci_rows = "".join(
         f"<tr><td>{esc(r['name'])}</td>"
-        + "".join(f"<td>{'-' if not r.get(m) else '[%.4g, %.4g]' % tuple(r[m]['ci95'])}</td>"
+        + "".join(f"<td>{'-' if not r.get(m) else '[{:.4g}, {:.4g}]'.format(*r[m]['ci95'])}</td>"
                   for m in ("mse", "mmd", "fid", "diversity", "ms_ssim"))
         + "</tr>"
         for r in result["sets"]
