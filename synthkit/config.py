@@ -163,7 +163,45 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class GanConfig:
+    """The GAN baselines of the paper: Pix2Pix (Isola et al. 2017) and DiscoGAN (Kim et al.
+    2017), adapted to 3D (see synthkit.networks.gan and synthkit.training.gan).
+
+    Generator: a U-Net of ``depth`` stride-2 4^3 convolutions (``base_channels`` doubling up to
+    ``max_mult`` times), skip connections, dropout ``dropout`` in up to three decoder blocks
+    next to the bottleneck; the volume must be divisible by ``2**depth``. Discriminator: a 3D
+    PatchGAN with ``disc_layers`` stride-2 convolutions. Losses: adversarial (``adv_loss``:
+    ``"lsgan"``, the mean squared error of Mao et al., as the Med-DDPM paper trained its
+    baselines; or ``"bce"``) + ``lambda_l1`` x L1(G(mask), image) (paired; Isola et al. use 100;
+    0 gives the unpaired DiscoGAN) + for DiscoGAN ``lambda_recon`` x the L1 reconstruction
+    losses of both cycles. Adam with ``lr`` and ``betas`` (paper: 2e-4, (0.5, 0.999)), constant
+    (``lr_decay="constant"``) or, as Isola et al., linearly to 0 over the second half
+    (``"linear"``). ``sample_dropout``: keep dropout on when sampling (the only noise source of
+    Pix2Pix, seeded per volume); off gives one deterministic output per mask.
+    """
+
+    base_channels: int = 64
+    depth: int = 4
+    max_mult: int = 8
+    disc_channels: int = 64
+    disc_layers: int = 3
+    norm: Literal["instance", "batch"] = "instance"
+    dropout: float = 0.5
+    sample_dropout: bool = True
+    adv_loss: Literal["lsgan", "bce"] = "lsgan"
+    lambda_l1: float = 100.0
+    lambda_recon: float = 10.0
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    lr_decay: Literal["constant", "linear"] = "constant"
+
+
+@dataclass(frozen=True)
 class RunConfig:
+    """Everything about a run. ``model_type``: ``"ddpm"`` (Med-DDPM: ``model`` + ``diffusion``)
+    or one of the GAN baselines ``"pix2pix"`` / ``"discogan"`` (``gan``; ``model`` then only
+    carries the channel counts). Old config files without these keys load as ``"ddpm"``."""
+
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
@@ -171,6 +209,8 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     preset: str = "custom"
     synthkit_version: str = "0.1.0"
+    model_type: Literal["ddpm", "pix2pix", "discogan"] = "ddpm"
+    gan: GanConfig = field(default_factory=GanConfig)
 
     def save(self, path: str | Path) -> Path:
         from synthkit.io.atomic import write_json
@@ -228,3 +268,22 @@ def model_config(preset: str, image_channels: int = 1, mask_classes: int = 2, **
     kw = dict(MODEL_PRESETS[preset])
     kw.update(overrides)
     return ModelConfig(image_channels=image_channels, mask_classes=mask_classes, **kw)
+
+
+MODEL_TYPES: tuple[str, ...] = ("ddpm", "pix2pix", "discogan")
+
+# GAN baseline sizes under the same preset names (generator / discriminator widths and depths).
+GAN_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {"base_channels": 64, "depth": 4, "disc_channels": 64, "disc_layers": 3},
+    "small": {"base_channels": 16, "depth": 4, "disc_channels": 16, "disc_layers": 3},
+    "tiny": {"base_channels": 8, "depth": 3, "disc_channels": 8, "disc_layers": 2},  # 16^3 unit tests
+}
+
+
+def gan_config(preset: str, **overrides: Any) -> GanConfig:
+    """The named GAN preset (unknown preset -> ConfigError)."""
+    if preset not in GAN_PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(GAN_PRESETS)}")
+    kw = dict(GAN_PRESETS[preset])
+    kw.update(overrides)
+    return GanConfig(**kw)

@@ -226,8 +226,19 @@ def load(run: str | Path, device: str = "cpu", *, precision: str | None = None) 
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise UsageError("--device cuda was requested but no CUDA GPU is available")
     state = load_weights(weights)
+    gan = cfg.model_type != "ddpm"  # a GAN baseline (synthkit.training.gan): one generator pass
+    if gan:
+        from synthkit.training.gan import (
+            GAN_TYPES,
+            GanGenerator,
+            SinglePass,
+            build_sampling_network,
+        )
+
+        if cfg.model_type not in GAN_TYPES:
+            raise CheckpointError(f"bad run config (unknown model_type {cfg.model_type!r})", cfg_path)
     with torch.random.fork_rng(devices=[]):
-        model = build_denoiser(cfg.model)
+        model = build_sampling_network(cfg) if gan else build_denoiser(cfg.model)
     check_state_dict(model, state, weights, "EMA weights")
     model.load_state_dict(state)
     model = model.to(device).eval()
@@ -241,5 +252,7 @@ def load(run: str | Path, device: str = "cpu", *, precision: str | None = None) 
             intensity = {"lo": [float(v) for v in data["lo"]], "hi": [float(v) for v in data["hi"]]}
         except (ValueError, KeyError, TypeError):
             raise CheckpointError("intensity.json is malformed", ipath) from None
+    if gan:
+        return GanGenerator(run_dir, cfg, model, SinglePass(), str(device), intensity, file_sha256(weights))
     return Generator(run_dir, cfg, model, GaussianDiffusion(cfg.diffusion), str(device), intensity,
                      file_sha256(weights), precision)

@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
         run: Annotated[str, typer.Argument(help="Run folder from `synthkit train` (or a shipped model name).")],
         masks: Annotated[Path, typer.Argument(help="A folder of mask NIfTIs, or a cohort (its masks are used).")],
         out: Annotated[Path, typer.Option("--out", "-o", help="Output cohort folder (nnU-Net raw layout).")],
-        sampler: Annotated[str, typer.Option(help="ddpm (all T steps, as in the paper) or ddim.")] = "ddpm",
+        sampler: Annotated[str | None, typer.Option(help="ddpm (all T steps, as in the paper, default) or ddim. GAN runs: one generator pass, no sampler.")] = None,
         steps: Annotated[int | None, typer.Option(help="Sampling steps (DDIM; default: all T).")] = None,
         eta: Annotated[float, typer.Option(help="DDIM stochasticity (0: deterministic given the seed).")] = 0.0,
         per_mask: Annotated[int, typer.Option(help="Volumes to generate per mask.")] = 1,
@@ -38,11 +38,18 @@ def register(app: typer.Typer) -> None:
 
         if device not in ("cpu", "cuda"):
             raise UsageError(f"--device must be cpu or cuda, not {device!r}")
-        if sampler not in ("ddpm", "ddim"):
+        if sampler not in (None, "ddpm", "ddim"):
             raise UsageError(f"--sampler must be ddpm or ddim, not {sampler!r}")
         dist = init_distributed(device)
         try:
             gen = load(run, dist.device)
+            kind = gen.config.model_type
+            if kind != "ddpm":  # a GAN baseline: one generator pass; the manifest records it as such
+                if sampler is not None or steps is not None or eta != 0.0:
+                    raise UsageError(f"--sampler, --steps and --eta apply to diffusion models; this run is a "
+                                     f"{kind} GAN (one generator pass per volume)")
+                sampler, steps = kind, 1
+            sampler = sampler or "ddpm"
             if steps is not None and not 1 <= steps <= gen.diffusion.num_timesteps:
                 raise UsageError(f"--steps must be in 1..{gen.diffusion.num_timesteps} for this model")
             if sampler == "ddpm" and steps not in (None, gen.diffusion.num_timesteps):

@@ -1,4 +1,5 @@
-"""`synthkit train COHORT --out RUN`: train a Med-DDPM model on a cohort (also under torchrun)."""
+"""`synthkit train COHORT --out RUN`: train a Med-DDPM model (also under torchrun) or, with
+``--model pix2pix|discogan``, one of the paper's GAN baselines on a cohort."""
 
 from __future__ import annotations
 
@@ -12,13 +13,16 @@ from synthkit.cli._common import err_console, handle_errors, make_progress
 
 def build_config(*, config: Path | None, run_dir: Path, resume: bool, preset: str | None, **flags):
     """The RunConfig for this run: ``--config FILE`` (or, with ``--resume``, the run's own
-    config.json), else the defaults; then every flag that was given overrides it."""
+    config.json), else the defaults; then every flag that was given overrides it. ``model_type``
+    (``--model``) picks Med-DDPM (``ddpm``) or a GAN baseline (``pix2pix``, ``discogan``)."""
     import dataclasses
-    import json
 
-    from synthkit.config import RunConfig, model_config
+    from synthkit.config import MODEL_TYPES, RunConfig, model_config
     from synthkit.errors import UsageError
 
+    model_type = flags.get("model_type")
+    if model_type is not None and model_type not in MODEL_TYPES:
+        raise UsageError(f"--model must be one of {', '.join(MODEL_TYPES)}, not {model_type!r}")
     if config is not None:
         cfg = RunConfig.load(config)
     elif resume and (run_dir / "config.json").exists():
@@ -26,6 +30,10 @@ def build_config(*, config: Path | None, run_dir: Path, resume: bool, preset: st
     else:
         cfg = RunConfig()
         preset = preset or "small"
+    if model_type is not None:
+        cfg = dataclasses.replace(cfg, model_type=model_type)
+    if cfg.model_type != "ddpm":
+        return _gan_config(cfg, preset, flags)
     model = cfg.model
     if preset is not None:
         model = model_config(preset, model.image_channels, model.mask_classes)
@@ -39,6 +47,22 @@ def build_config(*, config: Path | None, run_dir: Path, resume: bool, preset: st
     train = dataclasses.replace(cfg.train, **{v: flags[k] for k, v in train_keys.items() if flags.get(k) is not None})
     diff_keys = ("prediction", "loss", "timesteps")
     diffusion = dataclasses.replace(cfg.diffusion, **{k: flags[k] for k in diff_keys if flags.get(k) is not None})
+    choices = {"precision": (train.precision, ("fp32", "bf16", "fp16")),
+               "prediction": (diffusion.prediction, ("epsilon", "v")), "loss": (diffusion.loss, ("l1", "l2"))}
+    for name, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise UsageError(f"--{name} must be one of {', '.join(allowed)}, not {value!r}")
+    cfg = dataclasses.replace(cfg, model=model, train=train, diffusion=diffusion)
+    return _preprocess_flags(cfg, flags)
+
+
+def _preprocess_flags(cfg, flags: dict):
+    """``cfg`` with the preprocessing flags (--shape, --label-map, --brain-label, --mask-label) applied."""
+    import dataclasses
+    import json
+
+    from synthkit.errors import UsageError
+
     pre = cfg.preprocess
     if flags.get("shape") is not None:
         pre = dataclasses.replace(pre, target_shape=tuple(int(s) for s in flags["shape"]))
@@ -53,12 +77,34 @@ def build_config(*, config: Path | None, run_dir: Path, resume: bool, preset: st
         pre = dataclasses.replace(pre, brain_label=flags["brain_label"])
     if flags.get("mask_labels") is not None:
         pre = dataclasses.replace(pre, mask_labels=tuple(flags["mask_labels"]))
-    choices = {"precision": (train.precision, ("fp32", "bf16", "fp16")),
-               "prediction": (diffusion.prediction, ("epsilon", "v")), "loss": (diffusion.loss, ("l1", "l2"))}
-    for name, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise UsageError(f"--{name} must be one of {', '.join(allowed)}, not {value!r}")
-    return dataclasses.replace(cfg, model=model, train=train, diffusion=diffusion, preprocess=pre)
+    return dataclasses.replace(cfg, preprocess=pre)
+
+
+_DIFFUSION_ONLY = ("lr_final", "prediction", "loss", "timesteps", "grad_accum", "grad_checkpoint", "grad_clip",
+                   "precision", "weight_decay")
+
+
+def _gan_config(cfg, preset: str | None, flags: dict):
+    """The GAN-baseline part of :func:`build_config`: ``--preset`` picks the GAN sizes,
+    ``--lr`` sets ``gan.lr``; flags that only mean something for diffusion are refused."""
+    import dataclasses
+
+    from synthkit.config import gan_config
+    from synthkit.errors import UsageError
+
+    given = [k for k in _DIFFUSION_ONLY if flags.get(k) is not None]
+    if given:
+        raise UsageError(f"--{given[0].replace('_', '-')} applies to the diffusion model, not to {cfg.model_type}")
+    gan = cfg.gan
+    if preset is not None:
+        gan = gan_config(preset, **{k: v for k, v in dataclasses.asdict(gan).items()
+                                    if k not in ("base_channels", "depth", "disc_channels", "disc_layers")})
+        cfg = dataclasses.replace(cfg, preset=preset)
+    if flags.get("lr") is not None:
+        gan = dataclasses.replace(gan, lr=flags["lr"])
+    train_keys = ("steps", "batch_size", "checkpoint_every", "seed", "ema_decay", "preview_every", "num_workers")
+    train = dataclasses.replace(cfg.train, **{k: flags[k] for k in train_keys if flags.get(k) is not None})
+    return _preprocess_flags(dataclasses.replace(cfg, train=train, gan=gan), flags)
 
 
 def register(app: typer.Typer) -> None:
@@ -67,11 +113,12 @@ def register(app: typer.Typer) -> None:
     def train(
         cohort: Annotated[Path, typer.Argument(help="Cohort folder (nnU-Net raw, flat, BraTS or DICOM).")],
         out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to write (config, weights, logs).")],
+        model: Annotated[str | None, typer.Option("--model", help="ddpm (Med-DDPM, default), or the GAN baselines pix2pix or discogan.")] = None,
         preset: Annotated[str | None, typer.Option(help="Model size: tiny, small (default) or paper.")] = None,
         shape: Annotated[tuple[int, int, int] | None, typer.Option(help="Network grid D H W (e.g. 128 128 128).")] = None,
         steps: Annotated[int | None, typer.Option(help="Optimizer steps in total.")] = None,
         batch_size: Annotated[int | None, typer.Option(help="Volumes per micro-batch per process.")] = None,
-        lr: Annotated[float | None, typer.Option(help="Learning rate for the first half (paper: 1e-5).")] = None,
+        lr: Annotated[float | None, typer.Option(help="Learning rate for the first half (paper: 1e-5; GANs: 2e-4).")] = None,
         lr_final: Annotated[float | None, typer.Option(help="Learning rate for the second half (paper: 1e-6).")] = None,
         checkpoint_every: Annotated[int | None, typer.Option(help="Write a resumable checkpoint every K steps.")] = None,
         resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
@@ -95,7 +142,7 @@ def register(app: typer.Typer) -> None:
         num_workers: Annotated[int | None, typer.Option(help="Data loader worker processes.")] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ) -> None:
-        """Train a mask-conditioned diffusion model (Med-DDPM) on COHORT into the run folder --out."""
+        """Train a mask-conditioned diffusion model (Med-DDPM), or a GAN baseline, on COHORT into the run folder --out."""
         from synthkit.errors import UsageError
         from synthkit.training.ddp import init_distributed
         from synthkit.training.loop import Trainer
@@ -107,7 +154,13 @@ def register(app: typer.Typer) -> None:
                            seed=seed, precision=precision, prediction=prediction, loss=loss, timesteps=timesteps,
                            grad_accum=grad_accum, grad_clip=grad_clip, ema_decay=ema_decay,
                            preview_every=preview_every, grad_checkpoint=grad_checkpoint, label_map=label_map,
-                           brain_label=brain_label, mask_labels=mask_labels, num_workers=num_workers)
+                           brain_label=brain_label, mask_labels=mask_labels, num_workers=num_workers,
+                           model_type=model)
+        trainer_cls = Trainer
+        if cfg.model_type != "ddpm":
+            from synthkit.training.gan import GanTrainer
+
+            trainer_cls = GanTrainer  # same interface; single process
         dist = init_distributed(device)
 
         def note(msg: str) -> None:
@@ -115,7 +168,7 @@ def register(app: typer.Typer) -> None:
                 err_console.print(f"synthkit: {msg}", markup=False)
 
         with make_progress(quiet or not dist.is_main) as progress:
-            trainer = Trainer(cohort, out, cfg, resume=resume, device=device, progress=progress,
+            trainer = trainer_cls(cohort, out, cfg, resume=resume, device=device, progress=progress,
                               cache_dir=cache_dir, on_note=note, dist=dist)
             try:
                 trainer.run()
