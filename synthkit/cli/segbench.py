@@ -88,10 +88,10 @@ def register(app: typer.Typer) -> None:
             title=f"segbench: {t['n_cases']} test cases at {'x'.join(map(str, shape))}, "
             f"{epochs} epochs, label {label}",
         )
-        table.add_column("Training set")
+        table.add_column("Training set", overflow="fold")
         table.add_column("N", justify="right")
         for m in METRICS:
-            table.add_column(METRIC_TITLES[m], justify="right")
+            table.add_column(METRIC_TITLES[m], justify="right", overflow="fold")
         for row in report["rows"]:
             cells = [f"{row['metrics'][m]['mean']:.4f}±{row['metrics'][m]['std']:.4f}" for m in METRICS]
             table.add_row(row["name"], str(row["n_train"]), *cells)

@@ -3,7 +3,8 @@
 The paper's protocol (Section IV): a plain 3D U-Net trained with binary cross-entropy on the
 sigmoid of one output channel, batch size 4, 100 epochs. The paper does not name the optimiser;
 we use Adam (lr 1e-3). No online augmentation: augmentation is what the *training sets* being
-compared differ in.
+compared differ in. The output bias starts at the logit of the training set's foreground
+fraction (:func:`init_prior_bias`), which makes BCE on tiny tumours train in far fewer steps.
 
 Determinism: weights are initialised from a ``torch.Generator`` seeded with ``cfg.seed`` and
 the epoch order comes from another generator of the same seed, so two runs with the same seed,
@@ -77,7 +78,9 @@ def train_segmenter(
         base_channels=cfg.base_channels,
         levels=cfg.levels,
         generator=init_gen,
-    ).to(device)
+    )
+    init_prior_bias(model, targets)
+    model = model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     order_gen = torch.Generator().manual_seed(cfg.seed + 1)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
@@ -104,6 +107,19 @@ def train_segmenter(
         history.append(total / n)
     model.eval()
     return model, history
+
+
+@torch.no_grad()
+def init_prior_bias(model: UNet3D, targets: torch.Tensor, lo: float = 1e-4, hi: float = 0.5) -> float:
+    """Set the output bias to the logit of the training set's foreground fraction ``pi``
+    (clamped to ``[lo, hi]``), so the untrained network already predicts the prior (Lin et al.,
+    "Focal Loss for Dense Object Detection", 2017). With tumours at ~0.2 % of the voxels the
+    BCE otherwise spends its first hundreds of steps pushing every voxel towards background.
+    Returns ``pi``."""
+    pi = float(targets.float().mean()) if targets.numel() else hi
+    pi = min(max(pi, lo), hi)
+    model.head.bias.fill_(math.log(pi / (1.0 - pi)))
+    return pi
 
 
 @torch.no_grad()
