@@ -56,7 +56,7 @@ def run(cmd: list[str], log: list[dict]) -> float:
     shown = "synthkit " + " ".join(shlex.quote(str(c)) for c in cmd)
     print(f"$ {shown}", flush=True)
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "synthkit", *map(str, cmd)])
+    proc = subprocess.run([sys.executable, "-m", "synthkit", *map(str, cmd)], check=False)
     dt = time.perf_counter() - t0
     log.append({"command": shown, "seconds": round(dt, 1)})
     if proc.returncode != 0:
@@ -136,8 +136,9 @@ def main() -> None:
                      "rows": [{k: v for k, v in r.items() if k != "per_case"} for r in report["rows"]]},
     }
     write_json(RESULTS / f"{name}.json", result)
-    md = [f"# Table II, small scale ({a.n_train} real train / {a.n_test} test demo cases, "
-          f"{a.n_syn} per synthetic set, {'x'.join(map(str, a.shape))}, {a.epochs} epochs)", "",
+    title = (f"# Table II, small scale ({a.n_train} real train / {a.n_test} test demo cases, "
+             f"{a.n_syn} per synthetic set, {'x'.join(map(str, a.shape))}, {a.epochs} epochs)")
+    md = [title, "",
           to_markdown(report), "", f"Total wall time: {total / 60:.1f} min on {result['machine']}.", "",
           "Paper (128^3, 100 real / 100 test, 100 epochs), for reference:", "",
           "| Training set | Dice | IoU | Accuracy | Recall | Precision |", "|---|---|---|---|---|---|"]
