@@ -1,0 +1,32 @@
+"""``synthkit demo``: the whole product on a synthetic demo cohort, as one HTML page.
+
+:func:`run_demo` builds the MNI152 demo cohort, samples synthetic volumes with a model (the
+shipped ``demo`` weights by default), writes a de-identified synthetic cohort through the
+privacy gate, evaluates real vs synthetic vs trivial baselines, perturbs a few masks and
+generates their images, and writes ``OUT/index.html`` tying it together:
+
+* :mod:`~synthkit.demo.pipeline`: the stages, their sizes (:class:`DemoSizes`) and timings;
+* :mod:`~synthkit.demo.figures`: the PNG pictures of the page;
+* :mod:`~synthkit.demo.page`: the self-contained HTML page.
+
+Submodules are imported on first use (nothing heavy at import time).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_API = {
+    "DemoSizes": "synthkit.demo.pipeline",
+    "QUICK": "synthkit.demo.pipeline",
+    "run_demo": "synthkit.demo.pipeline",
+}
+
+__all__ = ["QUICK", "DemoSizes", "run_demo"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'synthkit.demo' has no attribute {name!r}")
