@@ -22,6 +22,8 @@ ICML 2017), adapted to volumes as in the Med-DDPM paper.
   ``"g"`` is always the mask -> image generator used for sampling.
 
 Mask input: one-hot ``(N, K, D, H, W)`` with background dropped (``K`` = mask classes).
+Norms: ``"instance"`` (default; no running statistics, so train and eval modes compute the
+same) or ``"batch"`` (eval mode then uses running statistics, unlike Isola et al.'s test time).
 """
 
 from __future__ import annotations
