@@ -60,6 +60,8 @@ def fit_config_to_cohort(cfg: RunConfig, cohort: Any) -> RunConfig:
 
 def same_architecture(a: RunConfig, b: RunConfig) -> str | None:
     """Why two configs cannot share weights/a resumed run (None when they can)."""
+    if a.model_type != b.model_type:
+        return "the model type differs from the run's config.json"
     # activation checkpointing changes memory use, not the weights: it may differ on resume
     ma = dataclasses.replace(a.model, gradient_checkpointing=False)
     mb = dataclasses.replace(b.model, gradient_checkpointing=False)

@@ -346,6 +346,11 @@ def train(cohort: Any, run_dir: str | Path, cfg: RunConfig | None = None, *, res
         from synthkit.config import model_config
 
         cfg = RunConfig(model=model_config("small"), preset="small")
+    if cfg.model_type != "ddpm":
+        from synthkit.training.gan import train_gan
+
+        return train_gan(cohort, run_dir, cfg, resume=resume, device=device, progress=progress,
+                         cache_dir=cache_dir, on_note=on_note)
     own = progress is True
     bar = _default_progress() if own else (progress or None)
     trainer = Trainer(cohort, run_dir, cfg, resume=resume, device=device, progress=bar,
