@@ -81,13 +81,14 @@ def run_one(size: int, n: int, probe: int, pairs_128: int) -> dict:
         full = size <= 64
         if full:
             for label in ("cold", "warm"):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 real = ev.load_set(real_dir, ext, cache_dir=cache)
                 syn = ev.load_set(syn_dir, ext, real.grid, cache_dir=cache)
                 t1 = time.perf_counter()
                 res = ev.evaluate(real, [syn], ext, n_boot=100, diversity_pairs=100)
-                t2 = time.perf_counter()
-                out[label] = {"load_features_s": t1 - t0, "metrics_s": t2 - t1, "total_s": t2 - t0}
+                t2, c2 = time.perf_counter(), time.process_time()
+                out[label] = {"load_features_s": t1 - t0, "metrics_s": t2 - t1, "total_s": t2 - t0,
+                              "cpu_s": c2 - c0}
             out["diversity_pairs"] = 100
             out["features"] = "measured (all 200 volumes)"
         else:
@@ -95,20 +96,22 @@ def run_one(size: int, n: int, probe: int, pairs_128: int) -> dict:
             x = torch.randn(1, 1, size, size, size)
             with torch.no_grad():
                 model(x)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 for _ in range(probe):
                     model(x)
             per_vol = (time.perf_counter() - t0) / probe
+            per_vol_cpu = (time.process_time() - c0) / probe
             stand = ev.Extractor(_StandIn(), 10, "standin", None)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             real = ev.load_set(real_dir, stand, cache_dir=None)
             syn = ev.load_set(syn_dir, stand, real.grid, cache_dir=None)
             t1 = time.perf_counter()
             res = ev.evaluate(real, [syn], stand, n_boot=100, diversity_pairs=pairs_128)
-            t2 = time.perf_counter()
+            t2, c2 = time.perf_counter(), time.process_time()
             feat_s = per_vol * 2 * n
             out["cold"] = {"load_features_s": (t1 - t0) + feat_s, "metrics_s": t2 - t1,
-                           "total_s": (t2 - t0) + feat_s, "extrapolated": True}
+                           "total_s": (t2 - t0) + feat_s, "cpu_s": (c2 - c0) + per_vol_cpu * 2 * n,
+                           "extrapolated": True}
             out["forward_per_volume_s"] = per_vol
             out["diversity_pairs"] = pairs_128
             out["features"] = f"forward timed on {probe} volumes, x{2 * n} extrapolated"
@@ -116,6 +119,7 @@ def run_one(size: int, n: int, probe: int, pairs_128: int) -> dict:
         out["fid"] = res["sets"][0]["fid"]["value"]
         out["diversity_real"] = res["real"]["diversity"]["value"]
     out["peak_rss_mb"] = _rss_mb()
+    out["load_average_1min_at_end"] = os.getloadavg()[0]
     return out
 
 
@@ -141,7 +145,8 @@ def main() -> None:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     print(f"\nsynthkit evaluate, {a.n} vs {a.n} volumes, CPU ({env['OMP_NUM_THREADS']} threads), random MedicalNet resnet10")
-    print(f"{'size':>6} {'run':>5} {'load+features s':>16} {'metrics s':>10} {'total s':>9} {'peak RSS MB':>12}  note")
+    print(f"{'size':>6} {'run':>5} {'load+features s':>16} {'metrics s':>10} {'total s':>9} {'CPU s':>7} "
+          f"{'peak RSS MB':>12}  note")
     for r in rows:
         for label in ("cold", "warm"):
             if label in r:
@@ -149,12 +154,14 @@ def main() -> None:
                 note = "features extrapolated" if c.get("extrapolated") else ""
                 note += f"; diversity pairs {r['diversity_pairs']}; MS-SSIM {r['ms_ssim_settings']['scales']} scales k{r['ms_ssim_settings']['kernel_size']}"
                 print(f"{r['size']:>5}^3 {label:>5} {c['load_features_s']:>16.1f} {c['metrics_s']:>10.1f} "
-                      f"{c['total_s']:>9.1f} {r['peak_rss_mb']:>12.0f}  {note}")
+                      f"{c['total_s']:>9.1f} {c['cpu_s']:>7.1f} {r['peak_rss_mb']:>12.0f}  {note}")
     result = {"benchmark": "bench_evaluate", "python": platform.python_version(), "torch": torch.__version__,
               "cpu_threads": int(env["OMP_NUM_THREADS"]), "machine": platform.machine(), "rows": rows}
     from synthkit.io.atomic import write_json
 
     path = write_json(ROOT / "benchmarks" / "results" / ("bench_evaluate_quick.json" if a.quick else "bench_evaluate.json"), result)
+    print("wall times are on a shared machine; load average at the end of each size: "
+          + ", ".join(f"{r['size']}^3: {r['load_average_1min_at_end']:.1f}" for r in rows))
     print(f"\nwrote {path.relative_to(ROOT)}")
 
 

@@ -17,6 +17,11 @@ STAGES = [(64, 1, 1), (128, 2, 1), (256, 1, 2), (512, 1, 4)]  # planes, stride, 
 
 
 def _bn(sd, prefix, c, gen):
+    if gen is None:  # names and shapes only
+        for k in ("weight", "bias", "running_mean", "running_var"):
+            sd[f"{prefix}.{k}"] = torch.empty(c, device="meta")
+        sd[prefix + ".num_batches_tracked"] = torch.empty((), dtype=torch.long, device="meta")
+        return
     sd[prefix + ".weight"] = torch.rand(c, generator=gen) + 0.5
     sd[prefix + ".bias"] = torch.randn(c, generator=gen) * 0.1
     sd[prefix + ".running_mean"] = torch.randn(c, generator=gen) * 0.1
@@ -25,14 +30,18 @@ def _bn(sd, prefix, c, gen):
 
 
 def _conv(sd, key, cout, cin, k, gen):
+    if gen is None:
+        sd[key] = torch.empty(cout, cin, k, k, k, device="meta")
+        return
     sd[key] = torch.randn(cout, cin, k, k, k, generator=gen) * (2.0 / (cin * k**3)) ** 0.5
 
 
-def official_state_dict(depth: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random weights under MedicalNet's exact key names and shapes (with 'module.' prefix)."""
+def official_state_dict(depth: int, seed: int | None = 0) -> dict[str, torch.Tensor]:
+    """Random weights under MedicalNet's exact key names and shapes (with 'module.' prefix);
+    ``seed=None``: shapes only (meta tensors)."""
     kind, blocks, shortcut = SPEC[depth]
     exp = 1 if kind == "basic" else 4
-    gen = torch.Generator().manual_seed(seed)
+    gen = None if seed is None else torch.Generator().manual_seed(seed)
     sd: dict[str, torch.Tensor] = {}
     _conv(sd, "conv1.weight", 64, 1, 7, gen)
     _bn(sd, "bn1", 64, gen)
@@ -103,7 +112,7 @@ def test_official_checkpoint_loads_strictly_and_matches_functional_forward(tmp_p
     torch.save({"state_dict": sd}, path)
     model = medicalnet.load(path, depth=depth)
     assert not model.training
-    x = torch.randn(2, 1, 19, 16, 17, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(2, 1, 37, 32, 41, generator=torch.Generator().manual_seed(1))  # layer4 map ~5 voxels: dilation 4 matters
     with torch.no_grad():
         got = model(x)
         want = functional_forward(sd, depth, x)
@@ -114,15 +123,19 @@ def test_official_checkpoint_loads_strictly_and_matches_functional_forward(tmp_p
 
 def test_parameter_names_cover_the_official_layout_for_all_depths():
     for depth in (10, 18, 34, 50):
-        names = {k.removeprefix("module.") for k in official_state_dict(depth)}
-        assert set(medicalnet.MedicalNet(depth).state_dict()) == names
+        want = {k.removeprefix("module."): tuple(v.shape) for k, v in official_state_dict(depth, None).items()}
+        with torch.device("meta"):
+            got = {k: tuple(v.shape) for k, v in medicalnet.MedicalNet(depth).state_dict().items()}
+        assert got == want
 
 
 def test_resnet18_and_34_use_parameter_free_shortcut():
-    for depth in (18, 34):
-        model = medicalnet.MedicalNet(depth)
-        assert not any("downsample" in k for k in model.state_dict())
-    assert any("downsample" in k for k in medicalnet.MedicalNet(10).state_dict())
+    with torch.device("meta"):
+        for depth in (18, 34):
+            model = medicalnet.MedicalNet(depth)
+            assert not any("downsample" in k for k in model.state_dict())
+            assert not any("downsample" in name for name, _ in model.named_parameters())
+        assert any("downsample" in k for k in medicalnet.MedicalNet(10).state_dict())
 
 
 def test_load_rejects_wrong_depth_and_garbage(tmp_path):
