@@ -90,10 +90,15 @@ def test_plain_nifti_folder_and_different_grid(cli, cohorts):
     rng = np.random.default_rng(0)
     for i in range(3):
         write_nifti(flat / f"s{i}.nii.gz", rng.random((1, 20, 18, 16)).astype(np.float32), np.eye(4))
+    (flat / "patient_x.nii.gz").write_bytes(b"corrupt")  # one bad case: reported, not fatal
     res = cli("evaluate", real, flat, "--n-boot", "10", "--quiet", "--json", tmp / "o.json")
     assert res.exit_code == 0, res.output
-    row = json.loads((tmp / "o.json").read_text())["sets"][0]
-    assert row["n"] == 3 and row["n_pairs"] == 0 and row["mse"] is None
+    assert "skipped" in res.output and "patient_x" in res.output
+    text = (tmp / "o.json").read_text()
+    row = json.loads(text)["sets"][0]
+    assert row["n"] == 3 and row["skipped"] == 1 and row["n_pairs"] == 0 and row["mse"] is None
+    assert "patient_x" not in text  # file names are printed, never written
+    assert cli("evaluate", real, flat, "--strict", "--quiet").exit_code != 0
 
 
 @pytest.mark.parametrize("kind", ["empty", "missing", "unreadable"])

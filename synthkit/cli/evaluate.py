@@ -68,7 +68,7 @@ def register(app: typer.Typer) -> None:
                     for p, n in zip(synth, names)]
             result = ev.evaluate(real_set, sets, extractor, seed=seed, n_boot=n_boot,
                                  diversity_pairs=diversity_pairs, c2st=c2st, progress=progress)
-        for p in result["problems"]:
+        for p in [p for s in (real_set, *sets) for p in s.problems]:
             err_console.print(f"synthkit: skipped: {p}", markup=False)
 
         table = Table(title="synthkit evaluate" + (" (RANDOM extractor: FID not comparable)" if result["warning"] else ""))

@@ -293,7 +293,7 @@ def evaluate(real: LoadedSet, synths: Sequence[LoadedSet], extractor: Extractor,
                  "fid_floor": floor.to_dict() if floor else None,
                  "diversity": real_div.to_dict() if real_div else None},
         "sets": rows,
-        "problems": [p for s in (real, *synths) for p in s.problems],
+        # counts only: the messages name input files (possibly patient ids), printed, never written
     }
 
 

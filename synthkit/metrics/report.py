@@ -133,7 +133,7 @@ def write_report(result: dict[str, Any], real: LoadedSet, synths: Sequence[Loade
         for r in result["sets"]
     )
     sections = "".join(f"<h2>{esc(t)}</h2>{_img(b, t)}" for t, b in figs.items())
-    problems = "".join(f"<li>{esc(p)}</li>" for p in result.get("problems", []))
+    skipped = {r["name"]: r["skipped"] for r in [result["real"], *result["sets"]] if r.get("skipped")}
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>synthkit evaluation</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
@@ -147,7 +147,7 @@ Values are point estimate ± std (bootstrap replicates for FID/MMD, items for MS
 <h3>95% intervals</h3><table><tr><th>Method</th><th>MSE</th><th>MMD</th><th>3D-FID</th><th>MS-SSIM (diversity)</th><th>MS-SSIM (paired)</th></tr>{ci_rows}</table>
 {sections}
 <h2>Settings</h2><pre>{esc(json.dumps(result['settings'], indent=2))}</pre>
-{'<h2>Skipped cases</h2><ul>' + problems + '</ul>' if problems else ''}
+{'<p>Unreadable cases skipped (details on the terminal): ' + esc(json.dumps(skipped)) + '</p>' if skipped else ''}
 </body></html>
 """
     return write_text(out / "index.html", page)
