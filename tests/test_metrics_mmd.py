@@ -67,3 +67,15 @@ def test_bad_input_raises():
         mmd(torch.zeros(5, 3), torch.zeros(5, 3), kernel="cubic")
     with pytest.raises(ValueError):
         mmd(torch.zeros(5, 3), torch.zeros(5, 3), bandwidths=[0.0])
+
+
+def test_precomputed_kernel_route_matches_and_handles_bootstrap_repeats():
+    from synthkit.metrics.mmd import gaussian_kernel, mmd_from_kernel
+
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(8, 3)), rng.normal(size=(7, 3)) + 0.5
+    z = torch.from_numpy(np.concatenate([x, y]))
+    k = gaussian_kernel(z, z, [1.0, 2.0])
+    ia, ib = torch.tensor([0, 0, 3, 5, 7]), torch.tensor([8, 9, 9, 14])
+    want = mmd(z[ia], z[ib], bandwidths=[1.0, 2.0])
+    assert mmd_from_kernel(k, ia, ib) == pytest.approx(want, rel=1e-12)

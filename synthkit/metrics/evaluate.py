@@ -34,7 +34,12 @@ from synthkit.metrics import features as feat
 from synthkit.metrics import medicalnet
 from synthkit.metrics.bootstrap import Interval, bootstrap, mean_interval, split_half_floor
 from synthkit.metrics.fid import fid
-from synthkit.metrics.mmd import DEFAULT_BANDWIDTH_FACTORS, median_bandwidth, mmd
+from synthkit.metrics.mmd import (
+    DEFAULT_BANDWIDTH_FACTORS,
+    gaussian_kernel,
+    median_bandwidth,
+    mmd_from_kernel,
+)
 from synthkit.metrics.ms_ssim import MSSSIMSettings, diversity, ms_ssim, resolve_settings
 from synthkit.metrics.paired import mse, pair_by_case_id, pairs_from_manifest
 
@@ -236,8 +241,16 @@ def evaluate(real: LoadedSet, synths: Sequence[LoadedSet], extractor: Extractor,
     s0 = median_bandwidth(real.features, real.features)
     bws = [s0 * f for f in DEFAULT_BANDWIDTH_FACTORS]
 
-    def mmd_np(a: np.ndarray, b: np.ndarray) -> float:
-        return mmd(torch.from_numpy(a), torch.from_numpy(b), bandwidths=bws)
+    def mmd_boot(real_f: np.ndarray, synth_f: np.ndarray, boot_seed: int) -> Interval:
+        # kernel of the pooled sample computed once; replicates index into it (same value as mmd())
+        z = torch.from_numpy(np.concatenate([real_f, synth_f]))
+        k = gaussian_kernel(z, z, bws)
+
+        def on_rows(ia: np.ndarray, ib: np.ndarray) -> float:
+            return mmd_from_kernel(k, torch.from_numpy(ia), torch.from_numpy(ib))
+
+        n = len(real_f)
+        return bootstrap(on_rows, np.arange(n), np.arange(n, len(z)), n_boot, boot_seed)
 
     task = progress.add_task("metrics", total=1 + len(synths)) if progress is not None else None
     floor = split_half_floor(fid, real.features, repeats=10, seed=seed) if len(real.volumes) >= 4 else None
@@ -249,18 +262,20 @@ def evaluate(real: LoadedSet, synths: Sequence[LoadedSet], extractor: Extractor,
         row: dict[str, Any] = {"name": s.name, "n": len(s.volumes), "skipped": len(s.problems)}
         if len(s.volumes) >= 2:
             row["fid"] = bootstrap(fid, real.features, s.features, n_boot, seed + k).to_dict()
-            row["mmd"] = bootstrap(mmd_np, real.features, s.features, n_boot, seed + k).to_dict()
+            row["mmd"] = mmd_boot(real.features, s.features, seed + k).to_dict()
         else:
             row["fid"] = row["mmd"] = None
         pairs = _pairs(real, s)
         row["n_pairs"] = len(pairs)
         if pairs:
-            x = torch.from_numpy(np.stack([real.volumes[i] for i, _ in pairs]))
-            y = torch.from_numpy(np.stack([s.volumes[j] for _, j in pairs]))
-            row["mse"] = mean_interval(mse(x, y).numpy(), seed=seed).to_dict()
-            ss = np.concatenate([ms_ssim(x[i : i + 8], y[i : i + 8], settings=settings).numpy()
-                                 for i in range(0, len(x), 8)])
-            row["ms_ssim"] = mean_interval(ss, seed=seed).to_dict()
+            errs, ss = [], []
+            for c in range(0, len(pairs), 8):  # chunks: 100 pairs at 128^3 would be GBs at once
+                x = torch.from_numpy(np.stack([real.volumes[i] for i, _ in pairs[c : c + 8]]))
+                y = torch.from_numpy(np.stack([s.volumes[j] for _, j in pairs[c : c + 8]]))
+                errs.append(mse(x, y).numpy())
+                ss.append(ms_ssim(x, y, settings=settings).numpy())
+            row["mse"] = mean_interval(np.concatenate(errs), seed=seed).to_dict()
+            row["ms_ssim"] = mean_interval(np.concatenate(ss), seed=seed).to_dict()
         else:
             row["mse"] = row["ms_ssim"] = None
         div = _diversity(s, settings, diversity_pairs, seed)

@@ -20,7 +20,7 @@ from typing import Literal
 
 import torch
 
-__all__ = ["DEFAULT_BANDWIDTH_FACTORS", "median_bandwidth", "mmd"]
+__all__ = ["DEFAULT_BANDWIDTH_FACTORS", "gaussian_kernel", "median_bandwidth", "mmd", "mmd_from_kernel"]
 
 DEFAULT_BANDWIDTH_FACTORS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
 
@@ -50,6 +50,29 @@ def median_bandwidth(a: torch.Tensor, b: torch.Tensor) -> float:
     return med if med > 0 else 1.0
 
 
+def gaussian_kernel(x: torch.Tensor, y: torch.Tensor, bandwidths: Sequence[float]) -> torch.Tensor:
+    """``(N, M)`` multi-bandwidth Gaussian kernel ``mean_s exp(-|x - y|^2 / (2 s^2))`` (float64)."""
+    bws = [float(s) for s in bandwidths]
+    if not bws or any(s <= 0 for s in bws):
+        raise ValueError(f"bandwidths must be positive, got {bws}")
+    d = _sq_dists(x.to(torch.float64), y.to(torch.float64))
+    return sum(torch.exp(-d / (2.0 * s * s)) for s in bws) / len(bws)
+
+
+def mmd_from_kernel(k: torch.Tensor, ia: torch.Tensor, ib: torch.Tensor, unbiased: bool = True) -> float:
+    """MMD^2 from a precomputed kernel matrix ``k (P, P)`` of a pooled sample, for the samples at
+    rows ``ia`` and ``ib`` (index tensors; repeats allowed, as in a bootstrap). The unbiased form
+    drops the diagonal *positions* of the within-set blocks."""
+    kxx, kyy, kxy = k[ia][:, ia], k[ib][:, ib], k[ia][:, ib]
+    n, m = len(ia), len(ib)
+    if unbiased:
+        exx = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
+        eyy = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
+    else:
+        exx, eyy = kxx.mean(), kyy.mean()
+    return float(exx + eyy - 2.0 * kxy.mean())
+
+
 def mmd(
     a: torch.Tensor,
     b: torch.Tensor,
@@ -67,15 +90,7 @@ def mmd(
         if bandwidths is None:
             s0 = median_bandwidth(x, y)
             bandwidths = [s0 * f for f in DEFAULT_BANDWIDTH_FACTORS]
-        bws = [float(s) for s in bandwidths]
-        if not bws or any(s <= 0 for s in bws):
-            raise ValueError(f"bandwidths must be positive, got {bws}")
-
-        def k(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-            d = _sq_dists(p, q)
-            return sum(torch.exp(-d / (2.0 * s * s)) for s in bws) / len(bws)
-
-        kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
+        kxx, kyy, kxy = (gaussian_kernel(p, q, bandwidths) for p, q in ((x, x), (y, y), (x, y)))
     else:
         raise ValueError(f"kernel must be 'gaussian' or 'linear', got {kernel!r}")
     n, m = len(x), len(y)

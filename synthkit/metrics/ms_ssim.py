@@ -129,7 +129,8 @@ def _blur(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _ssim_cs(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor, c1: float, c2: float):
+def _ssim_cs(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor, c1: float, c2: float, last: bool):
+    """Mean SSIM map (``last``) or mean contrast-structure map per item, ``(B,)``."""
     n = x.shape[0]
     stacked = torch.cat([x, y, x * x, y * y, x * y], dim=0)  # (5B, 1, D, H, W)
     mu_x, mu_y, e_xx, e_yy, e_xy = _blur(stacked, g).split(n, dim=0)
@@ -137,8 +138,9 @@ def _ssim_cs(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor, c1: float, c2: f
     var_y = e_yy - mu_y * mu_y
     cov = e_xy - mu_x * mu_y
     cs = (2 * cov + c2) / (var_x + var_y + c2)
-    lum = (2 * mu_x * mu_y + c1) / (mu_x * mu_x + mu_y * mu_y + c1)
-    return (lum * cs), cs
+    if last:
+        cs = cs * (2 * mu_x * mu_y + c1) / (mu_x * mu_x + mu_y * mu_y + c1)
+    return cs.reshape(n, -1).mean(dim=1)
 
 
 def ms_ssim(
@@ -169,9 +171,8 @@ def ms_ssim(
     c1, c2 = (s.k1 * s.data_range) ** 2, (s.k2 * s.data_range) ** 2
     out = torch.ones(n, dtype=torch.float32, device=xb.device)
     for j, w in enumerate(s.weights):
-        ssim_map, cs_map = _ssim_cs(xb, yb, g, c1, c2)
         last = j == s.scales - 1
-        term = (ssim_map if last else cs_map).reshape(n, -1).mean(dim=1)
+        term = _ssim_cs(xb, yb, g, c1, c2, last)
         out = out * torch.relu(term) ** w
         if not last:
             xb, yb = F.avg_pool3d(xb, 2), F.avg_pool3d(yb, 2)

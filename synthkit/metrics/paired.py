@@ -23,8 +23,11 @@ def mse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
     if x.ndim < 2:
         raise ValueError(f"expected a batch (N, ...), got shape {tuple(x.shape)}")
-    d = x.detach().double() - y.detach().double()
-    return (d * d).reshape(d.shape[0], -1).mean(dim=1)
+    out = torch.empty(x.shape[0], dtype=torch.float64)
+    for i in range(x.shape[0]):  # one item at a time: float64 copies of a whole batch are large
+        d = x[i].detach().double() - y[i].detach().double()
+        out[i] = (d * d).mean()
+    return out
 
 
 _SUFFIX = re.compile(r"(_(s|sample|syn|synth)?\d+)$")
