@@ -156,3 +156,18 @@ def test_failing_stages_are_reported_and_the_page_still_written(cli, tiny_run, t
     html = (out / "index.html").read_text()
     assert html.count("This stage failed") >= 4 and "nothing to evaluate" in html
     assert f"demo page: {out / 'index.html'}" in res.output.replace("\n", "")
+
+
+def test_train_steps_trains_a_fresh_model_and_uses_it(cli, tiny_run, tmp_path):
+    out = tmp_path / "o"
+    res = cli("demo", "--out", out, "--model", tiny_run, "--train-steps", "2", "--quick", "--n-cases", "4",
+              "--steps", "2", "--seed", "1")
+    assert res.exit_code == 0, res.output
+    assert "[2] train: trained a fresh 'tiny' model for 2 steps -> model/" in res.output
+    assert (out / "model" / "model.safetensors").is_file()
+    record = json.loads((out / "demo.json").read_text())
+    assert [s["stage"] for s in record["stages"]][:2] == ["cohort", "train"]
+    assert record["model_source"] == "trained here for 2 steps"
+    assert json.loads((out / "synthetic" / "manifest.json").read_text())["run"] == "model"
+    html = (out / "index.html").read_text()
+    assert "--model RUN --train-steps 2" in html and "This stage failed" not in html

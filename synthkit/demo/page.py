@@ -17,7 +17,7 @@ h1{margin-bottom:.1em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin
 .sub{color:#555;margin-top:0}
 table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right;
 font-variant-numeric:tabular-nums}td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}
-.stages td{text-align:left}.ok{color:#17803d;font-weight:600}.failed{color:#c00;font-weight:600}
+.stages td,.stages th{text-align:left}.stages td:last-child{white-space:nowrap;text-align:right}.ok{color:#17803d;font-weight:600}.failed{color:#c00;font-weight:600}
 .fail{background:#fdecec;border:1px solid #e0a0a0;padding:8px 12px;border-radius:4px}
 .warn{background:#fff6dd;border:1px solid #e5c96a;padding:8px 12px;border-radius:4px}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:10px}
@@ -53,19 +53,19 @@ def metric_reading(result: dict[str, Any]) -> list[str]:
     out = [("Lower is better for MSE, MMD and 3D-FID. Paired MS-SSIM compares each synthetic volume with the real "
            "image of the same mask (higher = closer); MS-SSIM diversity should be near the real set's value "
            "(much higher = samples look alike).")]
-    if model.get("fid") and all(b.get("fid") for b in base):
-        better = [b for b in base if model["fid"]["value"] < b["fid"]["value"]]
-        names = " and ".join(b["name"].removeprefix("baseline: ") for b in base)
-        if len(better) == len(base):
-            out.append(f"The model's 3D-FID ({_fmt(model['fid'])}) is below both trivial baselines ({names}: "
-                       + ", ".join(_fmt(b["fid"]) for b in base) + "): its images are closer to the real ones "
-                       "in feature space than a blurred copy or noise of the right intensity.")
+    for key, label in (("fid", "3D-FID"), ("mmd", "MMD")):
+        if not (model.get(key) and all(b.get(key) for b in base)):
+            continue
+        beaten = [b for b in base if model[key]["value"] < b[key]["value"]]
+        vs = ", ".join(f"{b['name'].removeprefix('baseline: ')} {_fmt(b[key])}" for b in base)
+        if len(beaten) == len(base):
+            out.append(f"{label}: the model ({_fmt(model[key])}) is below both trivial baselines ({vs}): in this "
+                       "feature space its images are closer to the real ones than a blurred copy of the real "
+                       "images or noise of the right intensity.")
         else:
-            worse = [b for b in base if b not in better]
-            out.append(f"The model's 3D-FID ({_fmt(model['fid'])}) does NOT beat "
-                       + ", ".join(f"{b['name']} ({_fmt(b['fid'])})" for b in worse)
-                       + ": by this measure the model is not yet better than a trivial generator "
-                         "(a short training run, or too few volumes to tell).")
+            out.append(f"{label}: the model ({_fmt(model[key])}) does NOT beat every trivial baseline ({vs}): by "
+                       "this measure it is not yet better than a trivial generator (too short a training run, "
+                       "or too few volumes to tell).")
     floor = result["real"].get("fid_floor")
     if floor:
         out.append(f"The real-vs-real split-half FID ({_fmt(floor)}) is the floor: two halves of the same real "
@@ -76,7 +76,8 @@ def metric_reading(result: dict[str, Any]) -> list[str]:
     if result.get("warning"):
         out.append("The feature extractor (MedicalNet) is RANDOMLY INITIALISED here (no pretrained weights were "
                    "given): 3D-FID and MMD are comparable between the rows of this table only, NOT to published "
-                   "numbers.")
+                   "numbers, and a random network is a weak judge of realism: look at the pictures too. Set "
+                   "SYNTHKIT_MEDICALNET_WEIGHTS to a MedicalNet checkpoint for pretrained features.")
     return out
 
 
@@ -171,7 +172,7 @@ def write_page(ctx: Any, record: dict[str, Any]) -> Path:
     # diversity
     if s is not None and s.status == "ok":
         figs = [_fig(s.info["diversity_real"], f"real {s.info['diversity_case']} (its mask conditions all samples)")]
-        figs += [_fig(p, f"sample {k + 1} (seed {k + 1} of {len(s.info['diversity'])})")
+        figs += [_fig(p, f"synthetic sample {k + 1} of {len(s.info['diversity'])}")
                  for k, p in enumerate(s.info["diversity"])]
         sec.append(f"<h2>Several samples for one mask</h2><p>The same mask of {esc(s.info['diversity_case'])}, "
                    f"different seeds: anatomy follows the mask, texture and intensity vary.</p>"
@@ -230,8 +231,11 @@ def write_page(ctx: Any, record: dict[str, Any]) -> Path:
     links += ['<a href="cohort/">real demo cohort</a>', '<a href="demo.json">demo.json</a>']
     n_failed = sum(x.status != "ok" for x in st.values())
     status = (f"<p class='fail'>{n_failed} stage(s) failed; see below.</p>" if n_failed else "")
-    again = f"synthkit demo --out DIR --seed {ctx.seed}" + (
-        f" --train-steps {record['train_steps']}" if record["train_steps"] else "")
+    again = f"synthkit demo --out DIR --seed {ctx.seed}"
+    if record["model_arg"]:
+        again += f" --model {record['model_arg']}"
+    if record["train_steps"]:
+        again += f" --train-steps {record['train_steps']}"
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>synthkit demo</title><style>{CSS}</style></head><body>
 <h1>synthkit demo</h1>

@@ -51,9 +51,9 @@ class DemoSizes:
     """How much work each stage does. The defaults take a few minutes on 2 CPU cores with the
     ``small`` model at 32^3; :data:`QUICK` is smaller still."""
 
-    n_cases: int = 12  # demo cohort size = synthetic volumes in 'sample' and 'anonymize'
-    steps: int = 25  # DDIM steps (capped at the model's T)
-    n_diversity: int = 4  # samples for one mask
+    n_cases: int = 16  # demo cohort size = synthetic volumes in 'sample' and 'anonymize'
+    steps: int = 30  # DDIM steps (capped at the model's T)
+    n_diversity: int = 5  # samples for one mask
     n_shown: int = 4  # real/synthetic pairs on the page
     n_perturbed: int = 4  # perturbed masks with their generated images
     perturb_ops: str = "move+deform"
@@ -78,6 +78,7 @@ class Stage:
     title: str
     status: str = "pending"  # ok | failed | skipped
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # process CPU time (all threads): wall time is meaningless on a busy machine
     summary: str = ""
     error: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
@@ -134,6 +135,8 @@ def _model_recipe(model: str | Path, train_steps: int) -> tuple[Any, Path | None
 
 
 def _prepare_out(out: Path) -> None:
+    from synthkit.io.atomic import write_text
+
     if out.exists() and not out.is_dir():
         raise UsageError("exists and is not a folder", out)
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
@@ -142,14 +145,16 @@ def _prepare_out(out: Path) -> None:
     for name in OWNED:
         if (out / name).is_dir() and name != "cohort":  # write_demo_cohort rewrites its own folder
             shutil.rmtree(out / name)
-    (out / MARKER).write_text("synthkit demo output folder\n")
+    for name in ("index.html", "demo.json", "model_card.md"):
+        (out / name).unlink(missing_ok=True)
+    write_text(out / MARKER, "synthkit demo output folder\n")
     (out / "img").mkdir()
 
 
 @contextmanager
 def _stage(ctx: Context, key: str, title: str, *, fatal: bool = False) -> Iterator[Stage]:
     st = ctx.stages[key] = Stage(key, title)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         yield st
         st.status = "ok"
@@ -160,7 +165,7 @@ def _stage(ctx: Context, key: str, title: str, *, fatal: bool = False) -> Iterat
         if fatal or os.environ.get("SYNTHKIT_DEBUG") or isinstance(e, (MemoryError, KeyboardInterrupt)):
             raise
     finally:
-        st.seconds = time.perf_counter() - t0
+        st.seconds, st.cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
         n = len(ctx.stages)
         if st.status == "ok":
             ctx.say(f"[{n}] {key}: {st.summary} ({st.seconds:.1f} s)")
@@ -348,7 +353,7 @@ def run_demo(out: str | Path, *, model: str | Path = DEFAULT_MODEL, train_steps:
     the page.
     """
     from synthkit.demo.page import write_page
-    from synthkit.io.atomic import write_json
+    from synthkit.io.atomic import write_json, write_text
     from synthkit.run import load
 
     if train_steps < 0:
@@ -370,14 +375,18 @@ def run_demo(out: str | Path, *, model: str | Path = DEFAULT_MODEL, train_steps:
     for stage in (_sample, _anonymize, _evaluate, _perturb):
         stage(ctx)
     if run_dir is not None and (run_dir / "MODEL_CARD.md").is_file() and train_steps == 0:
-        shutil.copyfile(run_dir / "MODEL_CARD.md", out / "model_card.md")
+        write_text(out / "model_card.md", (run_dir / "MODEL_CARD.md").read_text(errors="replace"))
     total = time.perf_counter() - t0
-    source = "trained here" if train_steps > 0 else ("shipped" if len(Path(model).parts) == 1 and
-                                                      not Path(model).is_dir() else "run folder")
-    record = {"seed": ctx.seed, "model": ctx.gen.run_dir.name, "model_source": source,
+    named = len(Path(model).parts) == 1 and not Path(model).is_dir()
+    record = {"seed": ctx.seed,
+              "model": f"fresh {cfg.preset} model" if train_steps > 0 else ctx.gen.run_dir.name,
+              "model_source": f"trained here for {train_steps} steps" if train_steps > 0
+              else ("shipped" if named else "run folder"),
+              "model_arg": None if str(model) == DEFAULT_MODEL else (str(model) if named else "RUN"),
               "train_steps": train_steps, "sizes": dataclasses.asdict(sizes),
               "total_seconds": round(total, 2),
-              "stages": [{"stage": s.key, "status": s.status, "seconds": round(s.seconds, 2), "summary": s.summary,
+              "stages": [{"stage": s.key, "status": s.status, "seconds": round(s.seconds, 2),
+                          "cpu_seconds": round(s.cpu_seconds, 2), "summary": s.summary,
                           "error": s.error} for s in ctx.stages.values()]}
     write_json(out / "demo.json", record)
     return write_page(ctx, record)
