@@ -111,14 +111,15 @@ def test_demo_outputs_carry_no_identifiers(demo, tiny_run):
 
 
 def test_demo_is_deterministic_per_seed(demo, tiny_run, tmp_path):
-    from synthkit.demo.pipeline import Context, DemoSizes, _cohort, _sample
+    from synthkit.demo.stages import stage_cohort, stage_sample
+    from synthkit.demo.state import Context, DemoSizes
     from synthkit.run import load
 
     out, _, _ = demo
     ctx = Context(tmp_path, 3, DemoSizes(**TINY), "cpu", None, lambda m: None, gen=load(tiny_run), steps=2)
     (tmp_path / "img").mkdir()
-    _cohort(ctx, 16)
-    _sample(ctx)
+    stage_cohort(ctx, 16)
+    stage_sample(ctx)
     for sub in ("synthetic", "diversity"):
         a = json.loads((out / sub / "manifest.json").read_text())["items"]
         b = json.loads((tmp_path / sub / "manifest.json").read_text())["items"]

@@ -18,8 +18,8 @@ import importlib
 from typing import Any
 
 _API = {
-    "DemoSizes": "synthkit.demo.pipeline",
-    "QUICK": "synthkit.demo.pipeline",
+    "DemoSizes": "synthkit.demo.state",
+    "QUICK": "synthkit.demo.state",
     "run_demo": "synthkit.demo.pipeline",
 }
 

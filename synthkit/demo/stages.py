@@ -1,0 +1,168 @@
+"""The demo's stages (see :mod:`synthkit.demo.pipeline`); each records its outcome in
+``ctx.stages`` and the pictures/numbers the page shows in the stage's ``info``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from synthkit.demo.state import Context, stage
+from synthkit.errors import CohortError, UsageError
+
+
+def stage_cohort(ctx: Context, size: int) -> None:
+    from synthkit.demo.figures import case_png
+    from synthkit.io.check import check_cohort
+    from synthkit.io.demo_cohort import write_demo_cohort
+
+    with stage(ctx, "cohort", "Demo cohort", fatal=True) as st:
+        root = ctx.out / "cohort"
+        cohort = write_demo_cohort(root, n=ctx.sizes.n_cases, size=size, seed=ctx.seed, progress=ctx.progress)
+        reports = check_cohort(cohort, progress=ctx.progress)
+        ok = {r.id for r in reports if r.ok}
+        if len(ok) < 4:
+            raise CohortError(f"only {len(ok)} usable demo case(s); the demo needs 4", root)
+        ctx.cohort = dataclasses.replace(cohort, cases=[c for c in cohort.cases if c.case_id in ok])
+        shown = ctx.cohort.cases[: ctx.sizes.n_shown]
+        st.info["pictures"] = [ctx.rel(case_png(c, c.case_id, ctx.out / "img" / f"real_{c.case_id}.png"))
+                               for c in shown]
+        st.info.update(n=len(cohort.cases), usable=len(ok), size=size, folder=ctx.rel(root))
+        st.summary = (f"{len(cohort.cases)} MNI152 cases at {size}^3, {len(ok)} usable (cohort check) "
+                      f"-> {ctx.rel(root)}/")
+
+
+def stage_train(ctx: Context, cfg: Any, train_steps: int) -> None:
+    from synthkit.run import load
+    from synthkit.training import train
+
+    with stage(ctx, "train", "Training", fatal=True) as st:
+        t = dataclasses.replace(cfg.train, steps=train_steps, checkpoint_every=train_steps, preview_every=0,
+                                seed=ctx.seed)
+        run = Path(train(ctx.out / "cohort", ctx.out / "model", dataclasses.replace(cfg, train=t),
+                         device=ctx.device, progress=ctx.progress, on_note=ctx.say))
+        ctx.gen = load(run, ctx.device)
+        st.info.update(steps=train_steps, preset=cfg.preset, folder=ctx.rel(run))
+        st.summary = f"trained a fresh '{cfg.preset}' model for {train_steps} steps -> {ctx.rel(run)}/"
+
+
+def stage_sample(ctx: Context) -> None:
+    from synthkit.demo.figures import nifti_png
+    from synthkit.generate import sample_masks
+
+    with stage(ctx, "sample", "Sampling") as st:
+        kw = {"sampler": "ddim", "steps": ctx.steps, "seed": ctx.seed, "background": True, "progress": ctx.progress}
+        out = ctx.out / "synthetic"
+        man = sample_masks(ctx.gen, ctx.cohort, out, per_mask=1, **kw)
+        if len(man["items"]) < 2:
+            raise CohortError(f"only {len(man['items'])} volume(s) could be generated", out)
+        by_case = {e["case"]: e for e in man["items"]}
+        pairs = []
+        for case in ctx.cohort.cases[: ctx.sizes.n_shown]:
+            e = by_case.get(case.case_id)
+            if e is not None:
+                png = nifti_png(out / e["images"][0], out / e["label"], f"synthetic ({case.case_id} mask)",
+                                ctx.out / "img" / f"synth_{case.case_id}.png")
+                pairs.append({"case": case.case_id, "real": f"img/real_{case.case_id}.png", "synthetic": ctx.rel(png)})
+        case = ctx.cohort.cases[0]
+        one = dataclasses.replace(ctx.cohort, cases=[case])
+        div_dir = ctx.out / "diversity"
+        div = sample_masks(ctx.gen, one, div_dir, per_mask=ctx.sizes.n_diversity, **kw)
+        samples = [ctx.rel(nifti_png(div_dir / e["images"][0], div_dir / e["label"], f"sample {e['k'] + 1}",
+                                     ctx.out / "img" / f"diversity_{e['k']}.png")) for e in div["items"]]
+        st.info.update(n=len(man["items"]), skipped=len(man.get("skipped", [])), pairs=pairs, folder=ctx.rel(out),
+                       diversity_case=case.case_id, diversity=samples, steps=ctx.steps,
+                       diversity_real=f"img/real_{case.case_id}.png")
+        st.summary = (f"{len(man['items'])} synthetic volumes (DDIM {ctx.steps} steps, background held) "
+                      f"-> {ctx.rel(out)}/; {len(samples)} samples for {case.case_id} -> {ctx.rel(div_dir)}/")
+
+
+def stage_anonymize(ctx: Context) -> None:
+    from synthkit.privacy.anonymize import AnonymizeSettings, anonymize, recorded_train_cohort
+    from synthkit.privacy.check import CheckSettings
+
+    with stage(ctx, "anonymize", "Anonymized cohort") as st:
+        out = ctx.out / "anonymized"
+        recorded = recorded_train_cohort(ctx.gen.run_dir)
+        reference = recorded or ctx.out / "cohort"
+        edge = min(32, *ctx.gen.preprocess.target_shape)
+        settings = AnonymizeSettings(sampler="ddim", steps=ctx.steps, seed=ctx.seed,
+                                     check=CheckSettings(shape=(edge,) * 3, seed=ctx.seed))
+        step = ctx.task("anonymize", len(ctx.cohort.cases))
+        res = anonymize(ctx.out / "cohort", ctx.gen.run_dir, out, settings=settings, train_cohort=reference,
+                        device=ctx.device, on_case=step, on_note=ctx.say)
+        if not res.written and not res.dropped:
+            raise CohortError(f"no case could be anonymized ({res.failed[0][1] if res.failed else 'no cases'})")
+        cases = json.loads((out / "manifest.json").read_text()).get("cases", [])
+        regenerated = sum(len(c.get("attempts", [])) > 1 and c.get("status") == "ok" for c in cases)
+        st.info.update(written=len(res.written), dropped=len(res.dropped), failed=len(res.failed),
+                       regenerated=regenerated, folder=ctx.rel(out), report=ctx.rel(out / "privacy_report.html"),
+                       reference="the model's recorded training cohort" if recorded is not None else
+                       "this demo cohort (the model's training cohort is not on this machine; the shipped "
+                       "model was trained on demo cohort cases made by the same generator)")
+        st.summary = (f"{len(res.written)} de-identified synthetic volumes, {regenerated} regenerated and "
+                      f"{len(res.dropped)} dropped by the privacy gate -> {ctx.rel(out)}/ "
+                      f"(report: {ctx.rel(out / 'privacy_report.html')})")
+        if res.failed:
+            st.summary += f"; {len(res.failed)} case(s) failed"
+
+
+def stage_evaluate(ctx: Context) -> None:
+    from synthkit.metrics import baselines
+    from synthkit.metrics import evaluate as ev
+    from synthkit.metrics.report import write_report
+
+    with stage(ctx, "evaluate", "Evaluation") as st:
+        if ctx.stages["sample"].status != "ok":
+            raise UsageError("nothing to evaluate: the sampling stage failed")
+        real_dir, out = ctx.out / "cohort", ctx.out / "evaluation"
+        blur = baselines.blurred(real_dir, ctx.out / "baselines" / "blurred")
+        noise = baselines.noise_in_mask(real_dir, ctx.out / "baselines" / "noise", seed=ctx.seed)
+        ext = ev.make_extractor(None, 10, seed=ctx.seed, device=ctx.device)
+        grid = ev.grid_of(real_dir)
+        load = lambda p, name: ev.load_set(p, ext, grid, name=name, progress=ctx.progress)
+        real = load(real_dir, "real (demo cohort)")
+        sets = [load(ctx.out / "synthetic", "Med-DDPM (this model)"), load(blur, "baseline: blurred real"),
+                load(noise, "baseline: noise in mask")]
+        result = ev.evaluate(real, sets, ext, seed=ctx.seed, n_boot=ctx.sizes.n_boot,
+                             diversity_pairs=ctx.sizes.diversity_pairs, progress=ctx.progress)
+        ev.save_json(result, out / "metrics.json")
+        report = write_report(result, real, sets, out)
+        st.info.update(result=result, header=list(ev.TABLE_HEADER), rows=ev.table_rows(result),
+                       report=ctx.rel(report), json=ctx.rel(out / "metrics.json"))
+        fids = [f"{r['name'].split(' (')[0]} {r['fid']['value']:.3g}" for r in result["sets"] if r.get("fid")]
+        st.summary = f"3D-FID {', '.join(fids)} -> {ctx.rel(report)}"
+
+
+def stage_perturb(ctx: Context) -> None:
+    from synthkit.augment import augment_cohort
+    from synthkit.demo.figures import nifti_png
+    from synthkit.io import discover_cohort
+
+    with stage(ctx, "perturb", "Perturbed masks") as st:
+        out = ctx.out / "perturbed"
+        rep = augment_cohort(ctx.out / "cohort", out, n=ctx.sizes.n_perturbed, model=ctx.gen,
+                             ops=ctx.sizes.perturb_ops, sampler="ddim", steps=ctx.steps, seed=ctx.seed,
+                             overwrite=True, progress=ctx.progress)
+        manifest = json.loads((out / "augment.json").read_text())
+        # the augment pipeline numbers its sources among the usable cases of the cohort as it reads it
+        sources = [c for c in discover_cohort(ctx.out / "cohort", need_images=False).cases
+                   if c.mask is not None and not c.problems]
+        items = []
+        for rec in manifest.get("cases", []):
+            cid, src = rec["case"], sources[rec["source"]]
+            img = out / "imagesTr" / f"{cid}_0000.nii.gz"
+            png = nifti_png(img, out / "labelsTr" / f"{cid}.nii.gz", f"{cid}: perturbed mask",
+                            ctx.out / "img" / f"perturbed_{cid}.png")
+            real = ctx.out / "img" / f"real_{src.case_id}.png"
+            if not real.is_file():
+                from synthkit.demo.figures import case_png
+
+                case_png(src, src.case_id, real)
+            ops = ", ".join(o.get("op", "?") for o in rec.get("ops", []))
+            items.append({"case": cid, "source": src.case_id, "ops": ops, "real": ctx.rel(real),
+                          "synthetic": ctx.rel(png)})
+        st.info.update(items=items, folder=ctx.rel(out), ops=ctx.sizes.perturb_ops, failures=rep.failures)
+        st.summary = (f"{len(items)} masks perturbed ({ctx.sizes.perturb_ops}) and their images generated "
+                      f"-> {ctx.rel(out)}/")
