@@ -98,6 +98,7 @@ def test_demo_page_has_metric_table_reading_and_model_card(demo):
     assert "RANDOMLY INITIALISED" in html and "Lower is better" in html
     assert "Tiny test model" in html and "<b>throwaway</b>" in html  # model card rendered
     assert "This stage failed" not in html
+    assert re.search(r"flagged when its similarity to the closest training volume exceeds 0\.\d{3}", html)
 
 
 def test_demo_outputs_carry_no_identifiers(demo, tiny_run):

@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
         train_steps: Annotated[int, typer.Option("--train-steps", min=0, help="First train a fresh model for N steps on the demo cohort (same recipe as --model) and use it.")] = 0,
         n_cases: Annotated[int | None, typer.Option("--n-cases", min=4, help="Demo cohort size (default 16; 6 with --quick).", show_default=False)] = None,
         steps: Annotated[int | None, typer.Option("--steps", min=1, help="DDIM sampling steps (default 30; 10 with --quick).", show_default=False)] = None,
-        quick: Annotated[bool, typer.Option("--quick", help="Smaller stages (6 cases, 10 DDIM steps): about a third of the time.")] = False,
+        quick: Annotated[bool, typer.Option("--quick", help="Smaller stages (6 cases, 10 DDIM steps): about a quarter of the time.")] = False,
         seed: Annotated[int, typer.Option("--seed", min=0, help="Same seed, same files.")] = 0,
         device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or stage lines; only where the page is.")] = False,

@@ -66,6 +66,9 @@ def metric_reading(result: dict[str, Any]) -> list[str]:
             out.append(f"{label}: the model ({_fmt(model[key])}) does NOT beat every trivial baseline ({vs}): by "
                        "this measure it is not yet better than a trivial generator (too short a training run, "
                        "or too few volumes to tell).")
+    if any(b["name"] == "baseline: blurred real" for b in base):
+        out.append("Paired MSE and MS-SSIM favour the blurred baseline by construction (it IS the real image, "
+                   "smoothed): they measure closeness to the real image of the same mask, not realism.")
     floor = result["real"].get("fid_floor")
     if floor:
         out.append(f"The real-vs-real split-half FID ({_fmt(floor)}) is the floor: two halves of the same real "
@@ -218,7 +221,8 @@ def write_page(ctx: Any, record: dict[str, Any]) -> Path:
                    f"{esc(i['folder'])}/</a>: <b>{i['written']}</b> written, <b>{i['regenerated']}</b> "
                    f"regenerated with a new seed after a flag, <b>{i['dropped']}</b> dropped"
                    + (f", {i['failed']} failed" if i["failed"] else "") +
-                   f". Details: <a href=\"{esc(i['report'])}\">privacy report</a>.</p>")
+                   f". Details: <a href=\"{esc(i['report'])}\">privacy report</a>.</p>"
+                   + (f"<p>{esc(i['rule'])}</p>" if i.get("rule") else ""))
     else:
         sec.append(_failed(a))
 

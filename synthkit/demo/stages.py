@@ -94,8 +94,10 @@ def stage_anonymize(ctx: Context) -> None:
                         device=ctx.device, on_case=step, on_note=ctx.say)
         if not res.written and not res.dropped:
             raise CohortError(f"no case could be anonymized ({res.failed[0][1] if res.failed else 'no cases'})")
-        cases = json.loads((out / "manifest.json").read_text()).get("cases", [])
+        manifest = json.loads((out / "manifest.json").read_text())
+        cases = manifest.get("cases", [])
         regenerated = sum(len(c.get("attempts", [])) > 1 and c.get("status") == "ok" for c in cases)
+        st.info["rule"] = _flag_rule(manifest, cases)
         st.info.update(written=len(res.written), dropped=len(res.dropped), failed=len(res.failed),
                        regenerated=regenerated, folder=ctx.rel(out), report=ctx.rel(out / "privacy_report.html"),
                        reference="the model's recorded training cohort" if recorded is not None else
@@ -106,6 +108,25 @@ def stage_anonymize(ctx: Context) -> None:
                       f"(report: {ctx.rel(out / 'privacy_report.html')})")
         if res.failed:
             st.summary += f"; {len(res.failed)} case(s) failed"
+
+
+def _flag_rule(manifest: dict[str, Any], cases: list[dict[str, Any]]) -> str | None:
+    """One sentence on the copy flag: threshold, reference spread, planted-copy sensitivity."""
+    try:
+        calib = manifest["privacy"]["calibration"]
+        thr = calib["thresholds"]["similarity"]
+        sims = [a["similarity"] for c in cases for a in c.get("attempts", []) if a.get("similarity") is not None]
+        text = (f"A volume is flagged when its similarity to the closest training volume exceeds {thr['value']:.3f} "
+                f"(training volumes to each other: median {thr['reference_median']:.3f}, max "
+                f"{thr['reference_max']:.3f})")
+        if sims:
+            text += f"; the synthetic volumes here reach at most {max(sims):.3f}"
+        planted = calib.get("planted_copies") or {}
+        if planted.get("planted"):
+            text += f". Sensitivity check: {planted['caught']} of {planted['planted']} planted near-copies flagged"
+        return text + "."
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def stage_evaluate(ctx: Context) -> None:
