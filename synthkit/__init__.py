@@ -38,6 +38,12 @@ _API: dict[str, str] = {
     "load": "synthkit.run",
     "Generator": "synthkit.run",
     "sample_masks": "synthkit.generate",
+    "cache_cohort": "synthkit.cache",
+    # pipelines
+    "augment_cohort": "synthkit.augment",
+    "validate_nnunet_dataset": "synthkit.augment",
+    "run_segbench": "synthkit.segmentation.bench",
+    "run_demo": "synthkit.demo",
 }
 
 __all__ = sorted(_API) + ["__version__"]
