@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +31,7 @@ from synthkit.config import PreprocessConfig, to_dict
 from synthkit.errors import CohortError, SynthkitError
 from synthkit.io.atomic import write_bytes, write_json
 from synthkit.preprocess import GridRecord, Preprocessed, one_hot, preprocess_case
+from synthkit.progress import progress_hook
 
 if TYPE_CHECKING:
     from synthkit.io.cohort import Case, Cohort
@@ -148,22 +148,6 @@ def _load(cache_dir: Path, key: str) -> tuple[np.ndarray | None, np.ndarray, Gri
         return None
 
 
-def _progress_hook(progress: Any, total: int) -> Callable[[], None]:
-    """``progress`` may be a rich ``Progress`` (a task is added) or a callable ``(done, total)``."""
-    if progress is None:
-        return lambda: None
-    if hasattr(progress, "add_task"):
-        task = progress.add_task("preprocessing", total=total)
-        return lambda: progress.advance(task)
-    done = [0]
-
-    def step() -> None:
-        done[0] += 1
-        progress(done[0], total)
-
-    return step
-
-
 def cache_cohort(
     cohort: Cohort,
     cfg: PreprocessConfig,
@@ -184,7 +168,7 @@ def cache_cohort(
 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    step = _progress_hook(progress, len(cohort.cases))
+    step = progress_hook(progress, len(cohort.cases), "preprocessing")
     images: list[np.ndarray | None] = []
     labels: list[np.ndarray] = []
     records: list[GridRecord] = []

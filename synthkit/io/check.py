@@ -9,7 +9,6 @@ voxels"``, ``"mask grid differs from image: shape (16, 16, 16) vs (16, 16, 12)"`
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import numpy as np
 from synthkit.errors import CohortError
 from synthkit.io.cohort import Case, Cohort, discover_cohort, read_image, read_mask
 from synthkit.io.volume import Volume, grid_mismatch
+from synthkit.progress import progress_hook
 
 
 @dataclass
@@ -140,7 +140,7 @@ def check_cohort(
     unusable case raises :class:`CohortError`."""
     if not isinstance(cohort, Cohort):
         cohort = discover_cohort(cohort, need_images=need_images)
-    step = _progress_step(progress, len(cohort.cases))
+    step = progress_hook(progress, len(cohort.cases), "checking cases")
     reports = []
     for case in cohort.cases:
         rep = check_case(case, cohort)
@@ -149,21 +149,6 @@ def check_cohort(
         reports.append(rep)
         step()
     return reports
-
-
-def _progress_step(progress: Any, total: int) -> Callable[[], None]:
-    if progress is None:
-        return lambda: None
-    if hasattr(progress, "add_task"):
-        task = progress.add_task("checking cases", total=total)
-        return lambda: progress.advance(task)
-    done = [0]
-
-    def step() -> None:
-        done[0] += 1
-        progress(done[0], total)
-
-    return step
 
 
 def cohort_report(cohort: Cohort, reports: list[CaseReport]) -> dict[str, Any]:
