@@ -53,6 +53,14 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def command_group(app: typer.Typer, name: str, help: str) -> typer.Typer:
+    """A verb with sub-commands (``synthkit NAME SUB ...``) added to ``app``; shows its help
+    when called without a sub-command."""
+    sub = typer.Typer(help=help, no_args_is_help=True)
+    app.add_typer(sub, name=name)
+    return sub
+
+
 def not_yet(verb: str, issue: int) -> None:
     """Used by verbs whose capability has not landed: one line, exit code 2."""
     fail(f"'synthkit {verb}' is not available in this version yet (tracked as issue {issue})", 2)

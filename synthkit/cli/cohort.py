@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from synthkit.cli._common import console, handle_errors, make_progress
+from synthkit.cli._common import command_group, console, handle_errors, make_progress
 
 
 def _fmt_spacing(s: tuple[float, ...] | None) -> str:
@@ -20,11 +20,10 @@ def _fmt_shape(s: tuple[int, ...] | None) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    sub = typer.Typer(
-        help="Inspect cohorts: validate every case ([bold]check[/]) or write a demo cohort ([bold]demo[/]).",
-        no_args_is_help=True,
+    sub = command_group(
+        app, "cohort",
+        "Inspect cohorts: validate every case ([bold]check[/]) or write a demo cohort ([bold]demo[/]).",
     )
-    app.add_typer(sub, name="cohort")
 
     @sub.command("check")
     @handle_errors

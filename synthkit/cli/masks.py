@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from synthkit.cli._common import console, err_console, handle_errors, make_progress
+from synthkit.cli._common import command_group, console, err_console, handle_errors, make_progress
 
 _OPS_HELP = (
     "Operation to apply: move (default), transplant, remove, place, deform; options as "
@@ -17,12 +17,11 @@ _OPS_HELP = (
 
 
 def register(app: typer.Typer) -> None:
-    sub = typer.Typer(
-        help="Perturb segmentation masks (move, transplant, remove, place a tumour; deform) "
+    sub = command_group(
+        app, "masks",
+        "Perturb segmentation masks (move, transplant, remove, place a tumour; deform) "
         "reproducibly, with the parameters saved for replay.",
-        no_args_is_help=True,
     )
-    app.add_typer(sub, name="masks")
 
     @sub.command("perturb")
     @handle_errors

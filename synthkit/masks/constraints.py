@@ -86,3 +86,17 @@ def check_result(
             raise ConstraintViolation(
                 f"{what}: tumour volume {got} voxels, expected {expected_tumour_voxels:.1f} +- {tol:.1f}"
             )
+
+
+def check_in_head(
+    original: np.ndarray,
+    result: np.ndarray,
+    params: OpParams,
+    *,
+    expected_tumour_voxels: float | None,
+    what: str,
+) -> None:
+    """:func:`check_result` for operations that keep the head where it is: every tumour voxel of
+    ``result`` must also lie on the original head region (:func:`head_region`)."""
+    check_result(original, result, params, expected_tumour_voxels=expected_tumour_voxels,
+                 inside=head_region(original, params), what=what)

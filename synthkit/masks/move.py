@@ -15,24 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synthkit.masks.constraints import (
-    MaskOpError,
-    check_input,
-    check_result,
-    head_region,
-    tumour_of,
-)
-from synthkit.masks.objects import (
-    TransformOptions,
-    depth_map,
-    draw_transform,
-    extract_objects,
-    object_radius_mm,
-    paste,
-    place_object,
-)
+from synthkit.masks.constraints import MaskOpError, check_in_head, check_input
+from synthkit.masks.objects import TransformOptions, draw_placements, extract_objects, paste_object
 from synthkit.masks.params import ObjectTransform, Operation, OpParams, register
-from synthkit.masks.remove import fill_with_head
+from synthkit.masks.remove import remove_tumour
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,10 +39,7 @@ def sample(labels: np.ndarray, ctx, rng: np.random.Generator, options: MoveOptio
     objs = extract_objects(labels, ctx.roles.tumour, options.per_component)
     if not objs:
         raise MaskOpError(f"no tumour voxels (labels {list(ctx.roles.tumour)}) to move")
-    depth = depth_map(np.isin(labels, ctx.roles.head + ctx.roles.tumour), ctx.spacing)
-    transforms = tuple(
-        draw_transform(rng, options, depth, object_radius_mm(crop, c, ctx.spacing)) for crop, c in objs
-    )
+    transforms = draw_placements(rng, options, labels, ctx, objs, ctx.spacing)
     return MoveParams(**base, objects=transforms, per_component=options.per_component)
 
 
@@ -68,13 +51,12 @@ def apply(labels: np.ndarray, params: MoveParams) -> np.ndarray:
         raise MaskOpError(f"move: no tumour voxels (labels {list(params.tumour_labels)})")
     if len(objs) != len(params.objects):
         raise MaskOpError(f"move: the mask has {len(objs)} tumour objects, the parameters {len(params.objects)}")
-    out = fill_with_head(labels, tumour_of(labels, params), params.head_labels, params.spacing)
+    out = remove_tumour(labels, params)
     expected = 0.0
     for (crop, c), t in zip(objs, params.objects):
-        out = paste(out, place_object(crop, c, params.spacing, params.shape, params.spacing, t))
+        out = paste_object(out, crop, c, params.spacing, params.spacing, t)
         expected += np.count_nonzero(crop) * t.scale**3
-    check_result(labels, out, params, expected_tumour_voxels=expected,
-                 inside=head_region(labels, params), what="move")
+    check_in_head(labels, out, params, expected_tumour_voxels=expected, what="move")
     return out
 
 

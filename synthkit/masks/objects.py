@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from synthkit.masks.context import SampleContext
 from synthkit.masks.geometry import bbox, components, transform_object
 from synthkit.masks.params import ObjectTransform
 
@@ -106,14 +107,22 @@ def draw_transform(rng: np.random.Generator, opts: TransformOptions, depth: np.n
                            elastic_grid=opts.elastic_grid)
 
 
-def place_object(crop: np.ndarray, center: np.ndarray, src_spacing: tuple[float, float, float],
-                 shape: tuple[int, int, int], spacing: tuple[float, float, float],
+def draw_placements(rng: np.random.Generator, opts: TransformOptions, labels: np.ndarray,
+                    ctx: SampleContext, objects: list[tuple[np.ndarray, np.ndarray]],
+                    object_spacing: tuple[float, float, float]) -> tuple[ObjectTransform, ...]:
+    """One :func:`draw_transform` per object of :func:`extract_objects` (voxel size
+    ``object_spacing``), in order, each centred deep enough in the head region (head and
+    tumour labels) of the (D, H, W) ``labels``."""
+    depth = depth_map(np.isin(labels, ctx.roles.head + ctx.roles.tumour), ctx.spacing)
+    return tuple(draw_transform(rng, opts, depth, object_radius_mm(crop, c, object_spacing))
+                 for crop, c in objects)
+
+
+def paste_object(base: np.ndarray, crop: np.ndarray, center: np.ndarray,
+                 src_spacing: tuple[float, float, float], spacing: tuple[float, float, float],
                  t: ObjectTransform) -> np.ndarray:
-    """The object transformed by ``t`` on the output grid: (D, H, W) labels, 0 elsewhere."""
-    return transform_object(crop, center, src_spacing, shape, spacing, t.center, t.rotation_deg,
-                            t.scale, t.elastic_array())
-
-
-def paste(base: np.ndarray, moved: np.ndarray) -> np.ndarray:
-    """``base`` with the non-zero voxels of ``moved`` written over it."""
+    """(D, H, W) ``base`` (voxel size ``spacing``) with the object (``crop``, voxel size
+    ``src_spacing``, about ``center``) transformed by ``t`` and its non-zero voxels written over."""
+    moved = transform_object(crop, center, src_spacing, base.shape, spacing, t.center,
+                             t.rotation_deg, t.scale, t.elastic_array())
     return np.where(moved != 0, moved, base)

@@ -14,18 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synthkit.masks.constraints import (
-    ConstraintViolation,
-    MaskOpError,
-    check_input,
-    check_result,
-    head_region,
-    tumour_of,
-)
+from synthkit.masks.constraints import ConstraintViolation, MaskOpError, check_in_head, check_input
 from synthkit.masks.geometry import components, elastic_field
 from synthkit.masks.objects import depth_map, draw_center
 from synthkit.masks.params import Operation, OpParams, register
-from synthkit.masks.remove import fill_with_head
+from synthkit.masks.remove import base_for_new_tumour
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,7 +58,7 @@ class PlaceOptions:
 
 def target_voxels(params: PlaceParams) -> int:
     """Voxel count of a sphere of ``radius_mm`` on this grid (at least 1)."""
-    return max(1, int(round(4.0 / 3.0 * np.pi * params.radius_mm**3 / float(np.prod(params.spacing)))))
+    return max(1, round(4.0 / 3.0 * np.pi * params.radius_mm**3 / float(np.prod(params.spacing))))
 
 
 def sample(labels: np.ndarray, ctx, rng: np.random.Generator, options: PlaceOptions) -> PlaceParams:
@@ -92,8 +85,7 @@ def sample(labels: np.ndarray, ctx, rng: np.random.Generator, options: PlaceOpti
 def apply(labels: np.ndarray, params: PlaceParams) -> np.ndarray:
     """Deterministic: (D, H, W) labels -> (D, H, W) labels with one more tumour blob."""
     check_input(labels, params)
-    tum = tumour_of(labels, params)
-    base = labels if params.keep_existing else fill_with_head(labels, tum, params.head_labels, params.spacing)
+    base, kept = base_for_new_tumour(labels, params, params.keep_existing)
     free = np.isin(base, params.head_labels)
     sp = np.asarray(params.spacing)
     c = np.asarray(params.center)
@@ -120,9 +112,7 @@ def apply(labels: np.ndarray, params: PlaceParams) -> np.ndarray:
         raise ConstraintViolation("place: the blob is not in one piece")
     out = base.copy()
     out[box][blob] = params.label
-    expected = float(n + (np.count_nonzero(tum) if params.keep_existing else 0))
-    check_result(labels, out, params, expected_tumour_voxels=expected,
-                 inside=head_region(labels, params), what="place")
+    check_in_head(labels, out, params, expected_tumour_voxels=float(n + kept), what="place")
     return out
 
 

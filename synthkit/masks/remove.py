@@ -12,13 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from synthkit.masks.constraints import (
-    MaskOpError,
-    check_input,
-    check_result,
-    head_region,
-    tumour_of,
-)
+from synthkit.masks.constraints import MaskOpError, check_in_head, check_input, tumour_of
 from synthkit.masks.params import Operation, OpParams, register
 
 
@@ -63,6 +57,20 @@ def fill_with_head(labels: np.ndarray, holes: np.ndarray, head_labels: tuple[int
     return out
 
 
+def remove_tumour(labels: np.ndarray, params: OpParams) -> np.ndarray:
+    """Copy of (D, H, W) ``labels`` with every tumour voxel healed by :func:`fill_with_head`."""
+    return fill_with_head(labels, tumour_of(labels, params), params.head_labels, params.spacing)
+
+
+def base_for_new_tumour(labels: np.ndarray, params: OpParams, keep_existing: bool
+                        ) -> tuple[np.ndarray, int]:
+    """Where an operation that adds a tumour starts from: (``labels`` as they are, their tumour
+    voxel count) with ``keep_existing``, else (``labels`` with the tumour removed, 0)."""
+    if keep_existing:
+        return labels, int(np.count_nonzero(tumour_of(labels, params)))
+    return remove_tumour(labels, params), 0
+
+
 def sample(labels: np.ndarray, ctx, rng: np.random.Generator, options: RemoveOptions) -> RemoveParams:
     if not np.isin(labels, ctx.roles.tumour).any():
         raise MaskOpError(f"no tumour voxels (labels {list(ctx.roles.tumour)}) to remove")
@@ -72,9 +80,8 @@ def sample(labels: np.ndarray, ctx, rng: np.random.Generator, options: RemoveOpt
 def apply(labels: np.ndarray, params: RemoveParams) -> np.ndarray:
     """Deterministic: (D, H, W) labels -> (D, H, W) labels with no tumour label left."""
     check_input(labels, params)
-    out = fill_with_head(labels, tumour_of(labels, params), params.head_labels, params.spacing)
-    check_result(labels, out, params, expected_tumour_voxels=0, inside=head_region(labels, params),
-                 what="remove")
+    out = remove_tumour(labels, params)
+    check_in_head(labels, out, params, expected_tumour_voxels=0, what="remove")
     if np.isin(out, params.tumour_labels).any():  # exact: no tolerance for a removal
         raise MaskOpError("remove: tumour voxels left after removal (a bug)")
     return out

@@ -15,26 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from synthkit.errors import SynthkitError
-from synthkit.masks.constraints import (
-    ConstraintViolation,
-    MaskOpError,
-    check_input,
-    check_result,
-    head_region,
-    tumour_of,
-)
+from synthkit.masks.constraints import ConstraintViolation, MaskOpError, check_in_head, check_input
 from synthkit.masks.geometry import rle_decode, rle_encode
-from synthkit.masks.objects import (
-    TransformOptions,
-    depth_map,
-    draw_transform,
-    extract_objects,
-    object_radius_mm,
-    paste,
-    place_object,
-)
+from synthkit.masks.objects import TransformOptions, draw_placements, extract_objects, paste_object
 from synthkit.masks.params import ObjectTransform, Operation, OpParams, register
-from synthkit.masks.remove import fill_with_head
+from synthkit.masks.remove import base_for_new_tumour
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,9 +62,8 @@ def sample(labels: np.ndarray, ctx, rng: np.random.Generator, options: Transplan
     objs = extract_objects(np.asarray(dlabels), ctx.roles.tumour, per_component=False)
     if not objs:
         raise ConstraintViolation(f"transplant: donor {donor!r} has no tumour")
-    crop, c = objs[0]
-    region = np.isin(labels, ctx.roles.head + ctx.roles.tumour)
-    t = draw_transform(rng, options, depth_map(region, ctx.spacing), object_radius_mm(crop, c, dspacing))
+    crop = objs[0][0]
+    (t,) = draw_placements(rng, options, labels, ctx, objs, dspacing)
     return TransplantParams(**ctx.base_fields(labels), donor_case=donor,
                             donor_shape=tuple(int(s) for s in crop.shape), donor_rle=rle_encode(crop),
                             donor_spacing=tuple(float(s) for s in dspacing), transform=t,
@@ -95,17 +79,12 @@ def apply(labels: np.ndarray, params: TransplantParams) -> np.ndarray:
         raise MaskOpError(f"transplant: bad donor data ({e})") from None
     if not crop.any():
         raise MaskOpError("transplant: the donor object is empty")
-    tum = tumour_of(labels, params)
-    base = labels if params.keep_existing else fill_with_head(labels, tum, params.head_labels, params.spacing)
+    base, kept = base_for_new_tumour(labels, params, params.keep_existing)
     c = np.argwhere(crop).mean(axis=0)
-    moved = place_object(crop, c, params.donor_spacing, params.shape, params.spacing, params.transform)
-    out = paste(base, moved)
+    out = paste_object(base, crop, c, params.donor_spacing, params.spacing, params.transform)
     ratio = float(np.prod(params.donor_spacing) / np.prod(params.spacing))
-    expected = np.count_nonzero(crop) * params.transform.scale**3 * ratio
-    if params.keep_existing:
-        expected += np.count_nonzero(tum)
-    check_result(labels, out, params, expected_tumour_voxels=expected,
-                 inside=head_region(labels, params), what="transplant")
+    expected = np.count_nonzero(crop) * params.transform.scale**3 * ratio + kept
+    check_in_head(labels, out, params, expected_tumour_voxels=expected, what="transplant")
     return out
 
 
