@@ -1,4 +1,4 @@
-"""Argument checks shared by the samplers (one signature, one set of errors)."""
+"""Argument checks and the start of the chain, shared by the samplers (one signature, one set of errors)."""
 
 from __future__ import annotations
 
@@ -35,3 +35,27 @@ def check_sampling_args(
     if background.dtype != torch.bool:
         background = background > 0.5
     return background.to(cond.device)
+
+
+def start_chain(
+    cond: torch.Tensor,
+    generator: torch.Generator,
+    image_channels: int,
+    background: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Check the sampler inputs (:func:`check_sampling_args`) and draw x_T.
+
+    Returns:
+        x_T: (N, image_channels, D, H, W) float32 standard normal from ``generator``, on
+        ``cond``'s device; background: (N, 1, D, H, W) bool or None.
+    """
+    bg = check_sampling_args(cond, generator, image_channels, background)
+    n, _, *spatial = cond.shape
+    x = torch.randn((n, image_channels, *spatial), generator=generator, device=cond.device,
+                    dtype=torch.float32)
+    return x, bg
+
+
+def noise_like(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Fresh float32 standard normal noise of ``x``'s shape and device, drawn from ``generator``."""
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float32)

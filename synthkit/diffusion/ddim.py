@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import torch
 
-from synthkit.diffusion._checks import check_sampling_args
+from synthkit.diffusion._checks import noise_like, start_chain
 from synthkit.diffusion.gaussian import GaussianDiffusion, Model
 from synthkit.diffusion.prediction import predict_eps_x0
 from synthkit.networks.precision import Precision
@@ -56,10 +56,7 @@ def ddim_sample(
         raise ValueError(f"eta must be >= 0, got {eta}")
     T = diffusion.num_timesteps
     seq = ddim_timesteps(T, T if steps is None else steps)
-    bg = check_sampling_args(cond, generator, image_channels, background)
-    n, _, *spatial = cond.shape
-    shape = (n, image_channels, *spatial)
-    x = torch.randn(shape, generator=generator, device=cond.device, dtype=torch.float32)
+    x, bg = start_chain(cond, generator, image_channels, background)
     ab = diffusion.alphas_cumprod
     for i, t in enumerate(seq):
         eps, x0 = predict_eps_x0(
@@ -70,9 +67,7 @@ def ddim_sample(
         sigma = eta * math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
         x = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps
         if sigma > 0:
-            x = x + sigma * torch.randn(
-                shape, generator=generator, device=x.device, dtype=torch.float32
-            )
+            x = x + sigma * noise_like(x, generator)
         if progress is not None:
             progress(i + 1, len(seq))
     return x.clamp(-1.0, 1.0)

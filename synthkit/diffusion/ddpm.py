@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import torch
 
-from synthkit.diffusion._checks import check_sampling_args
+from synthkit.diffusion._checks import noise_like, start_chain
 from synthkit.diffusion.gaussian import GaussianDiffusion, Model
 from synthkit.diffusion.prediction import predict_eps_x0
 from synthkit.networks.precision import Precision
@@ -46,20 +46,16 @@ def ddpm_sample(
     T = diffusion.num_timesteps
     if steps is not None and steps != T:
         raise ValueError(f"DDPM runs all {T} steps (got steps={steps}); use sampler='ddim'")
-    bg = check_sampling_args(cond, generator, image_channels, background)
-    n, _, *spatial = cond.shape
-    shape = (n, image_channels, *spatial)
-    x = torch.randn(shape, generator=generator, device=cond.device, dtype=torch.float32)
+    x, bg = start_chain(cond, generator, image_channels, background)
     betas = diffusion.betas
     for i, t in enumerate(range(T - 1, -1, -1)):
         _, x0 = predict_eps_x0(
             model, diffusion, x, t, cond, clip_x0=clip_x0, background=bg, autocast=autocast
         )
-        tt = torch.full((n,), t, dtype=torch.long, device=x.device)
+        tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
         mean, _ = diffusion.q_posterior(x0, x, tt)
         if t > 0:
-            z = torch.randn(shape, generator=generator, device=x.device, dtype=torch.float32)
-            x = mean + float(betas[t].sqrt()) * z
+            x = mean + float(betas[t].sqrt()) * noise_like(x, generator)
         else:
             x = mean
         if progress is not None:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,12 +42,10 @@ from synthkit.config import GanConfig, RunConfig
 from synthkit.errors import UsageError
 from synthkit.run import Generator
 from synthkit.training import checkpoint as ckpt
-from synthkit.training.configure import fit_config_to_cohort, same_architecture
 from synthkit.training.ema import EMA
-from synthkit.training.loop import Trainer, TrainingError, _default_progress, _gen_seed
+from synthkit.training.loop import Trainer, TrainingError, _gen_seed, run_trainer
 from synthkit.training.lr import set_lr
 from synthkit.training.rng import capture_rng, restore_rng
-from synthkit.training.runlog import RunLog
 
 GAN_TYPES = ("pix2pix", "discogan")
 
@@ -109,54 +106,20 @@ class GanTrainer(Trainer):
     """
 
     # ------------------------------------------------------------------ setup
+    weights_label = "GAN weights"
+
     def _setup(self, cohort: Any, cfg: RunConfig, resume: bool, cache_dir: str | Path | None) -> None:
-        from synthkit.cache import cache_cohort
-        from synthkit.io import discover_cohort
-        from synthkit.io.atomic import write_json
         from synthkit.networks.gan import build_gan
 
         if self.dist.distributed:
             raise UsageError("GAN baselines train in a single process; run them without torchrun")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise UsageError("--device cuda was requested but no CUDA GPU is available")
-        latest = ckpt.latest_checkpoint(self.run_dir)
-        cfg_path = self.run_dir / "config.json"
-        if not resume and (latest is not None or (self.run_dir / "model.safetensors").exists()):
-            raise UsageError("folder already holds a training run; pass --resume to continue it "
-                             "or choose another --out", self.run_dir)
-        if resume and latest is None:
-            self.note("no checkpoint to resume from; starting at step 0")
-        if not hasattr(cohort, "cases"):
-            cohort = discover_cohort(cohort)
-        cfg = fit_config_to_cohort(cfg, cohort)
-        check_gan_config(cfg)
-        if resume and latest is not None and cfg_path.exists():
-            old = RunConfig.load(cfg_path)
-            why = same_architecture(old, cfg)
-            if old.model_type != cfg.model_type:
-                why = f"the run is a {old.model_type} model, not {cfg.model_type}"
-            elif dataclasses.replace(old.gan, lr=cfg.gan.lr) != cfg.gan:
-                why = why or "the GAN settings differ from the run's config.json"
-            if why:
-                raise UsageError(f"cannot resume: {why}", cfg_path)
-        self.cfg = cfg
+        cohort, latest = self._open_run(cohort, cfg, resume)
+        cfg = self.cfg
         tc = cfg.train
+        self._prepare_data(cohort, cache_dir)
 
-        cache = Path(cache_dir) if cache_dir is not None else self.run_dir / "cache"
-        self.dataset = cache_cohort(cohort, cfg.preprocess, cache, progress=self.progress)
-        if len(self.dataset) == 0:
-            raise UsageError("no usable training cases in the cohort", cohort.root)
-        if self.dataset.images is None:
-            raise UsageError("the cohort has masks but no images to learn from", cohort.root)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.save(cfg_path)
-        self._write_intensity()
-        write_json(self.run_dir / "train_cohort.json",
-                   {"path": str(Path(cohort.root).resolve()), "cases": len(self.dataset)})
-
-        with torch.random.fork_rng(devices=[]):  # deterministic init, global RNG untouched
-            torch.manual_seed(tc.seed)
-            nets = build_gan(cfg.model_type, cfg.gan, cfg.model.image_channels, cfg.model.mask_classes)
+        nets = self._seeded_init(lambda: build_gan(cfg.model_type, cfg.gan, cfg.model.image_channels,
+                                                   cfg.model.mask_classes))
         self.nets = nets.to(self.device)
         self.model = self.nets  # what the base class calls "model": every trained weight
         self.gens = [n for k, n in self.nets.items() if k.startswith("g")]
@@ -167,33 +130,31 @@ class GanTrainer(Trainer):
         self.optimizer = torch.optim.Adam(groups, lr=self._lr(0), betas=tuple(cfg.gan.betas))
         self.scaler = None
         self.generator = torch.Generator(device=self.device).manual_seed(_gen_seed(tc.seed, 0))
-        self.start_step = 0
-        self.elapsed = 0.0
-        self.log = RunLog(self.run_dir / "log.jsonl")
-        if resume and latest is not None:
-            self._restore(latest)
-        else:
-            self.log.truncate_after(0)
+        self._start_or_resume(resume, latest)
+
+    def _fit_config(self, cfg: RunConfig, cohort: Any) -> RunConfig:
+        cfg = super()._fit_config(cfg, cohort)
+        check_gan_config(cfg)
+        return cfg
+
+    def _resume_mismatch(self, old: RunConfig, new: RunConfig) -> str:
+        why = super()._resume_mismatch(old, new)
+        if old.model_type != new.model_type:
+            return f"the run is a {old.model_type} model, not {new.model_type}"
+        if dataclasses.replace(old.gan, lr=new.gan.lr) != new.gan:
+            return why or "the GAN settings differ from the run's config.json"
+        return why
+
+    def _check_dataset(self, cohort: Any) -> None:
+        if self.dataset.images is None:
+            raise UsageError("the cohort has masks but no images to learn from", cohort.root)
 
     def _lr(self, step: int) -> float:
         return gan_lr_at(step, self.cfg.gan, self.cfg.train.steps)
 
-    def _restore(self, path: Path) -> None:
-        state = ckpt.load_checkpoint(path)
-        ckpt.check_state_dict(self.nets, state.model, path, "GAN weights")
-        ckpt.check_state_dict(self.ema.model, state.ema, path, "EMA weights")
-        self.nets.load_state_dict(state.model)
-        self.ema.load_state_dict(state.ema, state.ema_updates)
-        try:
-            self.optimizer.load_state_dict(state.optimizer)
-        except (ValueError, KeyError, RuntimeError) as e:
-            raise ckpt.CheckpointError(f"optimizer state does not fit the model ({e})", path) from None
+    def _restore_rng(self, state: ckpt.TrainingState) -> None:
         if 0 in state.rng:
             restore_rng(state.rng[0], {"train": self.generator})
-        self.start_step = state.step
-        self.elapsed = float(state.info.get("elapsed", 0.0))
-        self.log.truncate_after(self.start_step)
-        self.note(f"resuming from step {self.start_step} ({path.name})")
 
     def save_checkpoint(self, step: int) -> None:
         info = {"elapsed": self.elapsed, "world_size": 1, "model_type": self.cfg.model_type,
@@ -201,10 +162,7 @@ class GanTrainer(Trainer):
         state = ckpt.TrainingState(
             step=step, model=self.nets.state_dict(), ema=self.ema.state_dict(), ema_updates=self.ema.num_updates,
             optimizer=self.optimizer.state_dict(), rng={0: capture_rng({"train": self.generator})}, info=info)
-        ckpt.save_checkpoint(ckpt.checkpoint_path(self.run_dir, step), state)
-        ckpt.save_weights(self.run_dir / "model.safetensors", self.ema.state_dict(),
-                          {"step": step, "kind": "ema", "model_type": self.cfg.model_type})
-        ckpt.prune_checkpoints(self.run_dir, keep=2)
+        self._write_checkpoint(step, state, model_type=self.cfg.model_type)
 
     @torch.no_grad()
     def _preview(self, step: int) -> None:
@@ -281,44 +239,20 @@ class GanTrainer(Trainer):
         self.ema.update(self.nets["g"])
         return {"loss_g": float(loss_g.detach()), "loss_d": float(loss_d), **parts}
 
-    # ------------------------------------------------------------------ loop
-    def run(self, stop_at: int | None = None) -> Path:
-        """Train from the current step to ``train.steps`` (or stop at ``stop_at``, checkpointing)."""
-        tc = self.cfg.train
-        end = tc.steps if stop_at is None else min(stop_at, tc.steps)
-        task = None
-        if self.progress is not None:
-            task = self.progress.add_task(f"train {self.cfg.model_type}", total=tc.steps, completed=self.start_step)
-        batches = iter(self._loader())
-        self.nets.train()
-        step = self.start_step
-        try:
-            while step < end:
-                t0 = time.perf_counter()
-                losses = self.train_step(step, batches)
-                bad = [k for k, v in losses.items() if not math.isfinite(v)]
-                if bad:
-                    raise TrainingError(f"the GAN loss ({', '.join(bad)}) became non-finite at step {step + 1}; "
-                                        "try a lower --lr")
-                step += 1
-                dt = time.perf_counter() - t0
-                self.elapsed += dt
-                if step % max(1, tc.log_every) == 0 or step == end:
-                    self.log.write({"step": step, **losses, "lr": self._lr(step - 1), "time": round(self.elapsed, 4),
-                                    "images_per_s": tc.batch_size / max(dt, 1e-9),
-                                    "epoch": step * tc.batch_size / len(self.dataset)})
-                if step % max(1, tc.checkpoint_every) == 0 or step == end:
-                    self.save_checkpoint(step)
-                if tc.preview_every and step % tc.preview_every == 0:
-                    self._preview(step)
-                if task is not None:
-                    self.progress.update(task, completed=step, description=(
-                        f"train {self.cfg.model_type} G {losses['loss_g']:.3f} D {losses['loss_d']:.3f}"))
-        finally:
-            self.log.close()
-        self.start_step = step
-        return self.run_dir
+    # ------------------------------------------------------------------ loop (Trainer.run)
+    def _step_losses(self, step: int, batches) -> dict[str, float]:
+        losses = self.train_step(step, batches)
+        bad = [k for k, v in losses.items() if not math.isfinite(v)]
+        if bad:
+            raise TrainingError(f"the GAN loss ({', '.join(bad)}) became non-finite at step {step + 1}; "
+                                "try a lower --lr")
+        return losses
 
+    def _task_name(self) -> str:
+        return f"train {self.cfg.model_type}"
+
+    def _describe(self, step: int, losses: dict[str, float], images_per_s: float) -> str:
+        return f"train {self.cfg.model_type} G {losses['loss_g']:.3f} D {losses['loss_d']:.3f}"
 
 
 def train_gan(cohort: Any, run_dir: str | Path, cfg: RunConfig, *, resume: bool = False, device: str = "cpu",
@@ -326,17 +260,8 @@ def train_gan(cohort: Any, run_dir: str | Path, cfg: RunConfig, *, resume: bool 
               on_note: Callable[[str], None] | None = None) -> Path:
     """Train the GAN baseline ``cfg.model_type`` (``"pix2pix"`` or ``"discogan"``) on ``cohort``
     into ``run_dir``; returns ``run_dir``. Arguments as :func:`synthkit.training.train`."""
-    own = progress is True
-    bar = _default_progress() if own else (progress or None)
-    trainer = GanTrainer(cohort, run_dir, cfg, resume=resume, device=device, progress=bar,
-                         cache_dir=cache_dir, on_note=on_note)
-    try:
-        if own:
-            with bar:
-                return trainer.run()
-        return trainer.run()
-    finally:
-        trainer.close()
+    return run_trainer(GanTrainer, cohort, run_dir, cfg, resume=resume, device=device, progress=progress,
+                       cache_dir=cache_dir, on_note=on_note)
 
 
 # ---------------------------------------------------------------------- sampling

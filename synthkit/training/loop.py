@@ -80,59 +80,23 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def _setup(self, cohort: Any, cfg: RunConfig, resume: bool, cache_dir: str | Path | None) -> None:
-        from synthkit.cache import cache_cohort
         from synthkit.diffusion import GaussianDiffusion
-        from synthkit.io import discover_cohort
         from synthkit.networks import build_denoiser
 
         d = self.dist
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise UsageError("--device cuda was requested but no CUDA GPU is available")
-        latest = ckpt.latest_checkpoint(self.run_dir)
-        cfg_path = self.run_dir / "config.json"
-        if not resume and (latest is not None or (self.run_dir / "model.safetensors").exists()):
-            raise UsageError("folder already holds a training run; pass --resume to continue it "
-                             "or choose another --out", self.run_dir)
-        if resume and latest is None:
-            self.note("no checkpoint to resume from; starting at step 0")
-
-        if not hasattr(cohort, "cases"):
-            cohort = discover_cohort(cohort)
-        cfg = fit_config_to_cohort(cfg, cohort)
-        if resume and latest is not None and cfg_path.exists():
-            why = same_architecture(RunConfig.load(cfg_path), cfg)
-            if why:
-                raise UsageError(f"cannot resume: {why}", cfg_path)
-        self.cfg = cfg
+        cohort, latest = self._open_run(cohort, cfg, resume)
+        cfg = self.cfg
         tc = cfg.train
         if tc.batch_size < 1 or tc.grad_accum < 1 or tc.steps < 1:
             raise UsageError("--steps, --batch-size and --grad-accum must be at least 1")
-
-        cache = Path(cache_dir) if cache_dir is not None else self.run_dir / "cache"
         factor = cfg.model.downsample_factor
         if any(int(s) % factor for s in cfg.preprocess.target_shape):
             raise UsageError(f"--shape {' '.join(map(str, cfg.preprocess.target_shape))} must be divisible by "
                              f"{factor} for this model (it halves the volume {len(cfg.model.channel_mults) - 1} times)")
-        if d.is_main:  # rank 0 fills the cache; the others then only read it
-            self.dataset = cache_cohort(cohort, cfg.preprocess, cache, progress=self.progress)
-        barrier(d)
-        if not d.is_main:
-            self.dataset = cache_cohort(cohort, cfg.preprocess, cache)
-        if len(self.dataset) == 0:
-            raise UsageError("no usable training cases in the cohort", cohort.root)
-        if d.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            cfg.save(cfg_path)
-            self._write_intensity()
-            from synthkit.io.atomic import write_json
+        self._prepare_data(cohort, cache_dir)
 
-            # where the training data lives (for the privacy/memorization check); a folder path only
-            write_json(self.run_dir / "train_cohort.json",
-                       {"path": str(Path(cohort.root).resolve()), "cases": len(self.dataset)})
-
-        with torch.random.fork_rng(devices=[]):  # deterministic init, global RNG untouched
-            torch.manual_seed(tc.seed)
-            model = build_denoiser(cfg.model, cfg.model.image_channels, cfg.model.mask_classes)
+        model = self._seeded_init(lambda: build_denoiser(cfg.model, cfg.model.image_channels,
+                                                         cfg.model.mask_classes))
         self.model = model.to(self.device)
         self.ema = EMA(self.model, tc.ema_decay)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr_at(0, tc),
@@ -145,13 +109,7 @@ class Trainer:
         self.diffusion = GaussianDiffusion(cfg.diffusion)
         if hasattr(self.diffusion, "to"):
             self.diffusion = self.diffusion.to(self.device)
-        self.start_step = 0
-        self.elapsed = 0.0
-        self.log = RunLog(self.run_dir / "log.jsonl")
-        if resume and latest is not None:
-            self._restore(latest)
-        elif d.is_main:
-            self.log.truncate_after(0)
+        self._start_or_resume(resume, latest)
 
         self.ddp_model: torch.nn.Module = self.model
         if d.distributed:
@@ -159,6 +117,83 @@ class Trainer:
 
             ids = [d.local_rank] if self.device.startswith("cuda") else None
             self.ddp_model = DDP(self.model, device_ids=ids)
+
+    def _open_run(self, cohort: Any, cfg: RunConfig, resume: bool) -> tuple[Any, Path | None]:
+        """Device and run-folder checks, cohort discovery, the config fitted to the cohort
+        (:meth:`_fit_config`) and, on resume, checked against the run's ``config.json``
+        (:meth:`_resume_mismatch`). Sets ``self.cfg``; returns (cohort, latest checkpoint or None)."""
+        from synthkit.io import discover_cohort
+
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise UsageError("--device cuda was requested but no CUDA GPU is available")
+        latest = ckpt.latest_checkpoint(self.run_dir)
+        cfg_path = self.run_dir / "config.json"
+        if not resume and (latest is not None or (self.run_dir / "model.safetensors").exists()):
+            raise UsageError("folder already holds a training run; pass --resume to continue it "
+                             "or choose another --out", self.run_dir)
+        if resume and latest is None:
+            self.note("no checkpoint to resume from; starting at step 0")
+
+        if not hasattr(cohort, "cases"):
+            cohort = discover_cohort(cohort)
+        cfg = self._fit_config(cfg, cohort)
+        if resume and latest is not None and cfg_path.exists():
+            why = self._resume_mismatch(RunConfig.load(cfg_path), cfg)
+            if why:
+                raise UsageError(f"cannot resume: {why}", cfg_path)
+        self.cfg = cfg
+        return cohort, latest
+
+    def _fit_config(self, cfg: RunConfig, cohort: Any) -> RunConfig:
+        """The config with channels and mask classes taken from the cohort (subclasses also validate)."""
+        return fit_config_to_cohort(cfg, cohort)
+
+    def _resume_mismatch(self, old: RunConfig, new: RunConfig) -> str:
+        """Why a run saved with ``old`` cannot be resumed with ``new`` ("" if it can)."""
+        return same_architecture(old, new)
+
+    def _prepare_data(self, cohort: Any, cache_dir: str | Path | None) -> None:
+        """Preprocess/cache the cohort into ``self.dataset`` (default cache ``run_dir/cache``),
+        then, on rank 0, write ``config.json``, ``intensity.json`` and ``train_cohort.json``."""
+        from synthkit.cache import cache_cohort
+        from synthkit.io.atomic import write_json
+
+        d = self.dist
+        cache = Path(cache_dir) if cache_dir is not None else self.run_dir / "cache"
+        if d.is_main:  # rank 0 fills the cache; the others then only read it
+            self.dataset = cache_cohort(cohort, self.cfg.preprocess, cache, progress=self.progress)
+        barrier(d)
+        if not d.is_main:
+            self.dataset = cache_cohort(cohort, self.cfg.preprocess, cache)
+        if len(self.dataset) == 0:
+            raise UsageError("no usable training cases in the cohort", cohort.root)
+        self._check_dataset(cohort)
+        if d.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.cfg.save(self.run_dir / "config.json")
+            self._write_intensity()
+            # where the training data lives (for the privacy/memorization check); a folder path only
+            write_json(self.run_dir / "train_cohort.json",
+                       {"path": str(Path(cohort.root).resolve()), "cases": len(self.dataset)})
+
+    def _check_dataset(self, cohort: Any) -> None:
+        """Hook: raise UsageError if ``self.dataset`` cannot be trained on (before anything is written)."""
+
+    def _seeded_init(self, build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+        """``build()`` under an RNG seeded from ``train.seed`` (deterministic init, global RNG untouched)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.train.seed)
+            return build()
+
+    def _start_or_resume(self, resume: bool, latest: Path | None) -> None:
+        """Open the run log; restore ``latest`` when resuming, else start at step 0."""
+        self.start_step = 0
+        self.elapsed = 0.0
+        self.log = RunLog(self.run_dir / "log.jsonl")
+        if resume and latest is not None:
+            self._restore(latest)
+        elif self.dist.is_main:
+            self.log.truncate_after(0)
 
     def _write_intensity(self) -> None:
         """``intensity.json``: the cohort's median per-channel intensity bounds, used to map
@@ -177,9 +212,13 @@ class Trainer:
         write_json(self.run_dir / "intensity.json",
                    {"lo": lo, "hi": hi, "source": f"median over {len(los)} training cases"})
 
+    #: how the checkpoint's ``model`` weights are named in error messages
+    weights_label = "model weights"
+
     def _restore(self, path: Path) -> None:
+        """Load checkpoint ``path`` into model, EMA, optimizer, scaler and RNG; continue its step."""
         state = ckpt.load_checkpoint(path)
-        ckpt.check_state_dict(self.model, state.model, path, "model weights")
+        ckpt.check_state_dict(self.model, state.model, path, self.weights_label)
         ckpt.check_state_dict(self.ema.model, state.ema, path, "EMA weights")
         self.model.load_state_dict(state.model)
         self.ema.load_state_dict(state.ema, state.ema_updates)
@@ -189,6 +228,15 @@ class Trainer:
             raise ckpt.CheckpointError(f"optimizer state does not fit the model ({e})", path) from None
         if self.scaler is not None and state.scaler:
             self.scaler.load_state_dict(state.scaler)
+        self._restore_rng(state)
+        self.start_step = state.step
+        self.elapsed = float(state.info.get("elapsed", 0.0))
+        if self.dist.is_main:
+            self.log.truncate_after(self.start_step)
+            self.note(f"resuming from step {self.start_step} ({path.name})")
+
+    def _restore_rng(self, state: ckpt.TrainingState) -> None:
+        """This rank's training generator from the checkpoint (reseeded if it has none)."""
         rank = self.dist.rank
         if rank in state.rng:
             restore_rng(state.rng[rank], {"train": self.generator})
@@ -197,11 +245,6 @@ class Trainer:
             if self.dist.is_main or rank == len(state.rng):
                 self.note(f"checkpoint has no RNG state for rank {rank} (different world size); "
                           "reseeded, so the run will not repeat bit for bit")
-        self.start_step = state.step
-        self.elapsed = float(state.info.get("elapsed", 0.0))
-        if self.dist.is_main:
-            self.log.truncate_after(self.start_step)
-            self.note(f"resuming from step {self.start_step} ({path.name})")
 
     # ------------------------------------------------------------------ saving
     def save_checkpoint(self, step: int) -> None:
@@ -218,9 +261,14 @@ class Trainer:
             step=step, model=self.model.state_dict(), ema=self.ema.state_dict(),
             ema_updates=self.ema.num_updates, optimizer=self.optimizer.state_dict(), rng=rng,
             scaler=self.scaler.state_dict() if self.scaler is not None else None, info=info)
+        self._write_checkpoint(step, state)
+
+    def _write_checkpoint(self, step: int, state: ckpt.TrainingState, **meta: str) -> None:
+        """Write ``state`` as the step's checkpoint and the EMA weights as ``model.safetensors``
+        (metadata ``step``, ``kind`` and ``meta``); keep the two newest checkpoints."""
         ckpt.save_checkpoint(ckpt.checkpoint_path(self.run_dir, step), state)
         ckpt.save_weights(self.run_dir / "model.safetensors", self.ema.state_dict(),
-                          {"step": step, "kind": "ema"})
+                          {"step": step, "kind": "ema", **meta})
         ckpt.prune_checkpoints(self.run_dir, keep=2)
 
     def _preview(self, step: int) -> None:
@@ -273,6 +321,25 @@ class Trainer:
         self.ema.update(self.model)
         return float(total.item()) / tc.grad_accum
 
+    def _lr(self, step: int) -> float:
+        """Learning rate of 0-based step ``step``."""
+        return lr_at(step, self.cfg.train)
+
+    def _step_losses(self, step: int, batches) -> dict[str, float]:
+        """One training step; returns the logged loss terms (TrainingError if one is not finite)."""
+        loss = mean_scalar(self.train_step(step, batches), self.dist)
+        if not math.isfinite(loss):
+            raise TrainingError(f"the loss became {loss} at step {step + 1}; "
+                                "try a lower --lr or --precision fp32")
+        return {"loss": loss}
+
+    def _task_name(self) -> str:
+        return "train"
+
+    def _describe(self, step: int, losses: dict[str, float], images_per_s: float) -> str:
+        """The progress bar's text after ``step`` steps."""
+        return f"train loss {losses['loss']:.4f} lr {self._lr(step - 1):.1e} {images_per_s:.1f} img/s"
+
     def run(self, stop_at: int | None = None) -> Path:
         """Train from the current step to ``cfg.train.steps`` (or stop after ``stop_at`` steps,
         checkpointing there, as if interrupted). Returns the run folder."""
@@ -280,7 +347,7 @@ class Trainer:
         end = tc.steps if stop_at is None else min(stop_at, tc.steps)
         task = None
         if self.progress is not None and d.is_main:
-            task = self.progress.add_task("train", total=tc.steps, completed=self.start_step)
+            task = self.progress.add_task(self._task_name(), total=tc.steps, completed=self.start_step)
         images_per_step = tc.batch_size * tc.grad_accum * d.world_size
         batches = iter(self._loader())
         self.model.train()
@@ -288,15 +355,12 @@ class Trainer:
         try:
             while step < end:
                 t0 = time.perf_counter()
-                loss = mean_scalar(self.train_step(step, batches), d)
-                if not math.isfinite(loss):
-                    raise TrainingError(f"the loss became {loss} at step {step + 1}; "
-                                        "try a lower --lr or --precision fp32")
+                losses = self._step_losses(step, batches)
                 step += 1
                 dt = time.perf_counter() - t0
                 self.elapsed += dt
                 if d.is_main and (step % max(1, tc.log_every) == 0 or step == end):
-                    self.log.write({"step": step, "loss": loss, "lr": lr_at(step - 1, tc),
+                    self.log.write({"step": step, **losses, "lr": self._lr(step - 1),
                                     "time": round(self.elapsed, 4), "images_per_s": images_per_step / max(dt, 1e-9),
                                     "epoch": (step * images_per_step) / len(self.dataset)})
                 if (step % max(1, tc.checkpoint_every) == 0) or step == end:
@@ -305,8 +369,7 @@ class Trainer:
                     self._preview(step)
                 if task is not None:
                     self.progress.update(task, completed=step,
-                                         description=f"train loss {loss:.4f} lr {lr_at(step - 1, tc):.1e} "
-                                                     f"{images_per_step / max(dt, 1e-9):.1f} img/s")
+                                         description=self._describe(step, losses, images_per_step / max(dt, 1e-9)))
         finally:
             self.log.close()
         self.start_step = step
@@ -351,10 +414,18 @@ def train(cohort: Any, run_dir: str | Path, cfg: RunConfig | None = None, *, res
 
         return train_gan(cohort, run_dir, cfg, resume=resume, device=device, progress=progress,
                          cache_dir=cache_dir, on_note=on_note)
+    return run_trainer(Trainer, cohort, run_dir, cfg, resume=resume, device=device, progress=progress,
+                       cache_dir=cache_dir, on_note=on_note)
+
+
+def run_trainer(trainer_cls: type[Trainer], cohort: Any, run_dir: str | Path, cfg: RunConfig, *,
+                resume: bool, device: str, progress: Any, cache_dir: str | Path | None,
+                on_note: Callable[[str], None] | None) -> Path:
+    """Build ``trainer_cls`` (``progress`` as in :func:`train`), run it to the end, clean up."""
     own = progress is True
     bar = _default_progress() if own else (progress or None)
-    trainer = Trainer(cohort, run_dir, cfg, resume=resume, device=device, progress=bar,
-                      cache_dir=cache_dir, on_note=on_note)
+    trainer = trainer_cls(cohort, run_dir, cfg, resume=resume, device=device, progress=bar,
+                          cache_dir=cache_dir, on_note=on_note)
     try:
         if own:
             with bar:
