@@ -87,7 +87,10 @@ def stage_anonymize(ctx: Context) -> None:
         recorded = recorded_train_cohort(ctx.gen.run_dir)
         reference = recorded or ctx.out / "cohort"
         edge = min(32, *ctx.gen.preprocess.target_shape)
-        settings = AnonymizeSettings(sampler="ddim", steps=ctx.steps, seed=ctx.seed,
+        # Masks are patient-derived: generated from an unperturbed mask, a volume keeps that
+        # patient's exact head outline, which the memorization check rightly flags. The demo
+        # therefore warps each mask first (whole-mask affine + elastic deformation).
+        settings = AnonymizeSettings(sampler="ddim", steps=ctx.steps, seed=ctx.seed, perturb_masks="deform",
                                      check=CheckSettings(shape=(edge,) * 3, seed=ctx.seed))
         step = ctx.task("anonymize", len(ctx.cohort.cases))
         res = anonymize(ctx.out / "cohort", ctx.gen.run_dir, out, settings=settings, train_cohort=reference,
