@@ -231,33 +231,33 @@ class RunConfig:
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     # The published Med-DDPM configuration (40,226,433 parameters for 1 image + 2 mask channels).
-    "paper": dict(
-        base_channels=64,
-        channel_mults=(1, 1, 2, 3, 4),
-        num_res_blocks=1,
-        attention_levels=(False, False, False, True, False),
-        num_heads=1,
-        norm_groups=32,
-    ),
+    "paper": {
+        "base_channels": 64,
+        "channel_mults": (1, 1, 2, 3, 4),
+        "num_res_blocks": 1,
+        "attention_levels": (False, False, False, True, False),
+        "num_heads": 1,
+        "norm_groups": 32,
+    },
     # About 2.5M parameters (2,469,105 for 1+2 channels); one 32^3 denoiser call takes ~0.06 s
     # in bf16 on 2 CPU cores, so DDIM-50 samples a 32^3 volume in a few seconds.
-    "small": dict(
-        base_channels=16,
-        channel_mults=(1, 2, 3, 4),
-        num_res_blocks=1,
-        attention_levels=(False, False, False, True),
-        num_heads=1,
-        norm_groups=8,
-    ),
+    "small": {
+        "base_channels": 16,
+        "channel_mults": (1, 2, 3, 4),
+        "num_res_blocks": 1,
+        "attention_levels": (False, False, False, True),
+        "num_heads": 1,
+        "norm_groups": 8,
+    },
     # For unit tests: 16^3 volumes, 8-channel networks.
-    "tiny": dict(
-        base_channels=8,
-        channel_mults=(1, 2),
-        num_res_blocks=1,
-        attention_levels=(False, True),
-        num_heads=1,
-        norm_groups=4,
-    ),
+    "tiny": {
+        "base_channels": 8,
+        "channel_mults": (1, 2),
+        "num_res_blocks": 1,
+        "attention_levels": (False, True),
+        "num_heads": 1,
+        "norm_groups": 4,
+    },
 }
 
 

@@ -116,7 +116,7 @@ def test_move_identity_and_integer_shift_are_exact():
     m = head_mask()
     tum = m == 2
     c = np.argwhere(tum).mean(axis=0)
-    base = dict(shape=m.shape, spacing=(1.0, 1.0, 1.0), tumour_labels=(2,), head_labels=(1,))
+    base = {"shape": m.shape, "spacing": (1.0, 1.0, 1.0), "tumour_labels": (2,), "head_labels": (1,)}
     same = apply(m, MoveParams(**base, objects=(ObjectTransform(center=tuple(c)),)))
     assert np.array_equal(same, m)
     shift = np.array([-4, 3, 0])
@@ -126,14 +126,14 @@ def test_move_identity_and_integer_shift_are_exact():
 
 def test_move_rejects_params_that_leave_the_head():
     m = head_mask()
-    base = dict(shape=m.shape, spacing=(1.0, 1.0, 1.0), tumour_labels=(2,), head_labels=(1,))
+    base = {"shape": m.shape, "spacing": (1.0, 1.0, 1.0), "tumour_labels": (2,), "head_labels": (1,)}
     with pytest.raises(ConstraintViolation, match="outside the head"):
         apply(m, MoveParams(**base, objects=(ObjectTransform(center=(1.0, 1.0, 1.0)),)))
 
 
 def test_brats_nested_labels_move_as_one_object():
     m = brats_mask()
-    roles = dict(names={}, tumour=["1,2,3"], head=["4"])
+    roles = {"names": {}, "tumour": ["1,2,3"], "head": ["4"]}
     out, (p,) = run("move", m, seed=1, **roles)
     assert set(np.unique(out)) == {0, 1, 2, 3, 4}
     assert len(p.objects) == 1
@@ -205,7 +205,7 @@ def test_deform_identity_is_exact_and_volumes_scale():
     from synthkit.masks.deform import DeformParams
 
     m = head_mask()
-    base = dict(shape=m.shape, spacing=(1.0, 1.0, 1.0), tumour_labels=(2,), head_labels=(1,))
+    base = {"shape": m.shape, "spacing": (1.0, 1.0, 1.0), "tumour_labels": (2,), "head_labels": (1,)}
     ident = DeformParams(**base, center=(11.5, 11.5, 11.5), rotation_deg=(0, 0, 0), scale=1.0,
                          translation=(0, 0, 0))
     assert np.array_equal(apply(m, ident), m)

@@ -46,9 +46,9 @@ class SampleContext:
 
     def base_fields(self, labels: np.ndarray) -> dict[str, Any]:
         """The :class:`~synthkit.masks.params.OpParams` fields for this mask."""
-        return dict(
-            shape=tuple(int(s) for s in labels.shape),
-            spacing=tuple(float(s) for s in self.spacing),
-            tumour_labels=tuple(self.roles.tumour),
-            head_labels=tuple(self.roles.head),
-        )
+        return {
+            "shape": tuple(int(s) for s in labels.shape),
+            "spacing": tuple(float(s) for s in self.spacing),
+            "tumour_labels": tuple(self.roles.tumour),
+            "head_labels": tuple(self.roles.head),
+        }
