@@ -5,8 +5,7 @@ The public API is small and imported lazily (importing ``synthkit`` does not imp
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from synthkit._lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -49,10 +48,7 @@ _API: dict[str, str] = {
 __all__ = sorted(_API) + ["__version__"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _API:
-        return getattr(importlib.import_module(_API[name]), name)
-    raise AttributeError(f"module 'synthkit' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _API)
 
 
 def __dir__() -> list[str]:

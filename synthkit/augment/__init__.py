@@ -11,8 +11,7 @@ Submodules are imported on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from synthkit._lazy import lazy_getattr
 
 _API = {
     "ClassicAugmentConfig": "synthkit.augment.classic",
@@ -31,7 +30,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _API:
-        return getattr(importlib.import_module(_API[name]), name)
-    raise AttributeError(f"module 'synthkit.augment' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _API)

@@ -14,8 +14,7 @@ Submodules are imported on first use (nothing heavy at import time).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from synthkit._lazy import lazy_getattr
 
 _API = {
     "DemoSizes": "synthkit.demo.state",
@@ -26,7 +25,4 @@ _API = {
 __all__ = ["QUICK", "DemoSizes", "run_demo"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _API:
-        return getattr(importlib.import_module(_API[name]), name)
-    raise AttributeError(f"module 'synthkit.demo' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _API)

@@ -10,8 +10,7 @@ Names are imported lazily, so ``import synthkit.io.atomic`` stays cheap::
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from synthkit._lazy import lazy_getattr
 
 _API: dict[str, str] = {
     "Volume": "synthkit.io.volume",
@@ -52,10 +51,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _API:
-        return getattr(importlib.import_module(_API[name]), name)
-    raise AttributeError(f"module 'synthkit.io' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _API)
 
 
 def __dir__() -> list[str]:

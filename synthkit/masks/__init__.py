@@ -17,8 +17,7 @@ Names are imported lazily so ``import synthkit.masks`` stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from synthkit._lazy import lazy_getattr
 
 _API: dict[str, str] = {
     "OpParams": "synthkit.masks.params",
@@ -54,10 +53,7 @@ _API: dict[str, str] = {
 __all__ = sorted(_API)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _API:
-        return getattr(importlib.import_module(_API[name]), name)
-    raise AttributeError(f"module 'synthkit.masks' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _API)
 
 
 def __dir__() -> list[str]:

@@ -16,8 +16,7 @@ The non-colliding names below are exported lazily (torch loads only when one is 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from synthkit._lazy import lazy_getattr
 
 _API: dict[str, str] = {
     "frechet_distance": "synthkit.metrics.fid",
@@ -58,12 +57,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _API:
-        return getattr(importlib.import_module(_API[name]), name)
-    if name in _MODULES:
-        return importlib.import_module(f"synthkit.metrics.{name}")
-    raise AttributeError(f"module 'synthkit.metrics' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _API, _MODULES)
 
 
 def __dir__() -> list[str]:

@@ -10,8 +10,7 @@ Names are imported lazily (importing ``synthkit.privacy`` does not import torch)
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from synthkit._lazy import lazy_getattr
 
 _API: dict[str, str] = {
     "CheckSettings": "synthkit.privacy.check",
@@ -32,10 +31,7 @@ _API: dict[str, str] = {
 __all__ = sorted(_API)  # noqa: PLE0605  (lazy exports, as synthkit/__init__.py)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _API:
-        return getattr(importlib.import_module(_API[name]), name)
-    raise AttributeError(f"module 'synthkit.privacy' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _API)
 
 
 def __dir__() -> list[str]:

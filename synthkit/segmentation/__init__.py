@@ -12,8 +12,7 @@ Submodules are imported on first use (importing this package does not import tor
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from synthkit._lazy import lazy_getattr
 
 _API = {
     "UNet3D": "synthkit.segmentation.unet",
@@ -42,7 +41,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _API:
-        return getattr(importlib.import_module(_API[name]), name)
-    raise AttributeError(f"module 'synthkit.segmentation' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _API)

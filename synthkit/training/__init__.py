@@ -5,8 +5,7 @@ Heavy modules are imported lazily so ``import synthkit.training`` stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from synthkit._lazy import lazy_getattr
 
 _API = {
     "train": "synthkit.training.loop",
@@ -28,7 +27,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _API:
-        return getattr(importlib.import_module(_API[name]), name)
-    raise AttributeError(f"module 'synthkit.training' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _API)
