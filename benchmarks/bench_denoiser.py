@@ -32,24 +32,7 @@ from _common import (
 
 from synthkit.config import model_config
 from synthkit.networks import Denoiser3D, autocast_context, count_parameters
-from synthkit.networks.monai_compat import convert_monai_state_dict
-
-
-def monai_reference(cfg):
-    """MONAI's DiffusionModelUNet configured like ``cfg`` (identical function and params)."""
-    from monai.networks.nets import DiffusionModelUNet
-
-    chans = [cfg.base_channels * m for m in cfg.channel_mults]
-    return DiffusionModelUNet(
-        spatial_dims=3,
-        in_channels=cfg.in_channels,
-        out_channels=cfg.image_channels,
-        channels=chans,
-        attention_levels=cfg.attention_levels,
-        num_res_blocks=cfg.num_res_blocks,
-        num_head_channels=[c // cfg.num_heads for c in chans],
-        norm_num_groups=cfg.norm_groups,
-    )
+from synthkit.networks.monai_compat import convert_monai_state_dict, monai_reference
 
 
 def same_weights(cfg, seed: int = 0):

@@ -17,7 +17,7 @@ from synthkit.networks import (
     resolve_precision,
 )
 from synthkit.networks.embedding import timestep_embedding
-from synthkit.networks.monai_compat import convert_monai_state_dict
+from synthkit.networks.monai_compat import convert_monai_state_dict, monai_reference
 
 TINY_BRATS = {"image_channels": 4, "mask_classes": 4}
 
@@ -130,7 +130,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
 
 @pytest.mark.parametrize("timesteps", [(4, 180), (7, 7)])  # per-sample / shared (bias-folded)
 def test_matches_monai_diffusion_unet_with_mapped_weights(timesteps):
-    nets = pytest.importorskip("monai.networks.nets")
+    pytest.importorskip("monai.networks.nets")
     cfg = ModelConfig(
         image_channels=1,
         mask_classes=2,
@@ -141,17 +141,7 @@ def test_matches_monai_diffusion_unet_with_mapped_weights(timesteps):
         num_heads=2,
         norm_groups=4,
     )
-    chans = [cfg.base_channels * m for m in cfg.channel_mults]
-    ref = nets.DiffusionModelUNet(
-        spatial_dims=3,
-        in_channels=cfg.in_channels,
-        out_channels=cfg.image_channels,
-        channels=chans,
-        attention_levels=cfg.attention_levels,
-        num_res_blocks=cfg.num_res_blocks,
-        num_head_channels=[c // cfg.num_heads for c in chans],
-        norm_num_groups=cfg.norm_groups,
-    ).eval()
+    ref = monai_reference(cfg).eval()
     _randomise(ref, seed=1)
     ours = Denoiser3D(cfg).eval()
     ours.load_state_dict(convert_monai_state_dict(ref.state_dict()), strict=True)

@@ -14,6 +14,8 @@ import re
 
 import torch
 
+from synthkit.config import ModelConfig
+
 _RULES: list[tuple[str, str]] = [
     (r"^conv_in\.conv\.", "conv_in."),
     (r"^time_embed\.", "time_embed."),
@@ -57,3 +59,21 @@ def convert_monai_state_dict(monai_state: dict[str, torch.Tensor]) -> dict[str, 
     for key, parts in qkv.items():
         out[key] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
     return out
+
+
+def monai_reference(cfg: ModelConfig) -> torch.nn.Module:
+    """MONAI's ``DiffusionModelUNet`` configured like ``cfg``: the same function and parameter
+    count as :class:`~synthkit.networks.unet.Denoiser3D` (needs ``monai`` and ``einops``)."""
+    from monai.networks.nets import DiffusionModelUNet
+
+    chans = [cfg.base_channels * m for m in cfg.channel_mults]
+    return DiffusionModelUNet(
+        spatial_dims=3,
+        in_channels=cfg.in_channels,
+        out_channels=cfg.image_channels,
+        channels=chans,
+        attention_levels=cfg.attention_levels,
+        num_res_blocks=cfg.num_res_blocks,
+        num_head_channels=[c // cfg.num_heads for c in chans],
+        norm_num_groups=cfg.norm_groups,
+    )
