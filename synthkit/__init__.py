@@ -45,7 +45,7 @@ _API: dict[str, str] = {
     "run_demo": "synthkit.demo",
 }
 
-__all__ = sorted(_API) + ["__version__"]
+__all__ = [*sorted(_API), "__version__"]  # noqa: PLE0604 (the lazy names are the keys of _API)
 
 
 __getattr__ = lazy_getattr(__name__, _API)

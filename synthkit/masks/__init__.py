@@ -50,7 +50,7 @@ _API: dict[str, str] = {
     "replay_sidecar": "synthkit.masks.pipeline",
 }
 
-__all__ = sorted(_API)
+__all__ = [*sorted(_API)]  # noqa: PLE0604 (the lazy names are the keys of _API)
 
 
 __getattr__ = lazy_getattr(__name__, _API)

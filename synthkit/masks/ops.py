@@ -142,7 +142,7 @@ def chain_to_json(chain: Sequence[OpParams]) -> list[dict[str, Any]]:
 def chain_from_json(items: Any, where: str = "ops") -> list[OpParams]:
     """Inverse of :func:`chain_to_json`; ``ValueError`` on anything malformed."""
     if not isinstance(items, list):
-        raise ValueError(f"{where}: expected a list of operations")
+        raise ValueError(f"{where}: expected a list of operations")  # noqa: TRY004 (bad user JSON)
     out = []
     for i, item in enumerate(items):
         if not isinstance(item, dict) or set(item) != {"op", "params"}:

@@ -130,7 +130,7 @@ def to_dict(params: Any) -> dict[str, Any]:
 def from_dict(cls: type, data: dict[str, Any], where: str = "params") -> Any:
     """Rebuild a params dataclass from :func:`to_dict` output; unknown/missing keys are errors."""
     if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected an object, got {type(data).__name__}")
+        raise ValueError(f"{where}: expected an object, got {type(data).__name__}")  # noqa: TRY004 (bad user JSON, reported as a value error)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
