@@ -214,10 +214,12 @@ def test_self_check_needles_come_from_tags_names_and_headers(world):
     assert all(len(n) >= 5 for n in needles)
 
 
-def test_perturbed_masks_go_through_the_scrubber(cli, world, tmp_path):
+@pytest.mark.parametrize(("extra", "perturbed"), [((), True), (("--perturb-masks", "move"), True),
+                                                 (("--perturb-masks", "none"), False)])
+def test_masks_are_warped_by_default_and_go_through_the_scrubber(cli, world, tmp_path, extra, perturbed):
     _, _, _, cohort = world
     out, mapping = tmp_path / "out", tmp_path / "map.json"
-    res = cli(*_args(world, out, "--perturb-masks", "move", "--mapping", mapping))
+    res = cli(*_args(world, out, *extra, "--mapping", mapping))
     assert res.exit_code == 0, res.output
     pairs = json.loads(mapping.read_text())["mapping"]
     changed = 0
@@ -227,5 +229,15 @@ def test_perturbed_masks_go_through_the_scrubber(cli, world, tmp_path):
         b = np.asarray(nib.load(str(p)).dataobj)
         assert a.shape == b.shape and deid.nifti_header_problems(p) == []
         changed += int((a != b).sum() > 0)
-    assert changed == len(pairs)
+    assert changed == (len(pairs) if perturbed else 0)
+    entries = json.loads((out / "manifest.json").read_text())["cases"]
+    assert {e["perturbed_mask"] for e in entries} == {perturbed}
     assert deid.scan_for_identifiers(out, NEEDLES) == []
+
+
+def test_unknown_mask_operation_is_refused_before_any_case(cli, world, tmp_path):
+    out = tmp_path / "out"
+    res = cli(*_args(world, out, "--perturb-masks", "wobble"))
+    assert res.exit_code == 2
+    assert "wobble" in res.output and "Traceback" not in res.output
+    assert not (out / "imagesTr").exists()

@@ -22,8 +22,9 @@ def register(app: typer.Typer) -> None:
         sampler: Annotated[str, typer.Option(help="ddpm (all T steps) or ddim.")] = "ddpm",
         steps: Annotated[int | None, typer.Option(help="Sampling steps (DDIM; default: all T).")] = None,
         eta: Annotated[float, typer.Option(help="DDIM stochasticity.")] = 0.0,
-        perturb_masks: Annotated[str | None, typer.Option(help="Perturb each mask before generation with "
-                                 "synthkit.masks operations, e.g. 'move' or 'move+deform' (masks are patient-derived).")] = None,
+        perturb_masks: Annotated[str, typer.Option(help="Perturb each mask before generation with synthkit.masks "
+                                 "operations: 'deform' (a small whole-mask warp; masks are patient-derived), e.g. "
+                                 "'move+deform', or 'none' to keep the masks as they are.")] = "deform",
         privacy_gate: Annotated[bool, typer.Option("--privacy-gate/--no-privacy-gate", help="Regenerate (new seed) "
                                 "or drop volumes the memorization check flags as copies of training volumes.")] = True,
         max_retries: Annotated[int, typer.Option(help="New seeds tried for a flagged volume before it is dropped.")] = 3,
@@ -58,9 +59,14 @@ def register(app: typer.Typer) -> None:
             raise UsageError("--per-case must be >= 1 and --max-retries >= 0")
         if shape < 8 or not 0 < alpha < 0.5:
             raise UsageError("--shape must be >= 8 and --alpha in (0, 0.5)")
+        ops = None if perturb_masks.strip().lower() in ("", "none") else perturb_masks
+        if ops is not None:
+            from synthkit.masks import parse_op_specs
+
+            parse_op_specs(ops)  # an unknown operation is a usage error before any case runs
         settings = AnonymizeSettings(
             per_case=per_case, sampler=sampler, steps=steps, eta=eta, seed=seed, privacy_gate=privacy_gate,
-            max_retries=max_retries, perturb_masks=perturb_masks, dicom=dicom,
+            max_retries=max_retries, perturb_masks=ops, dicom=dicom,
             check=CheckSettings(shape=(shape,) * 3, alpha=alpha, use_features=features, seed=seed),
         )
         n = len(discover_cohort(cohort, need_images=False).cases)

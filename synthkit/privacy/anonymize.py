@@ -3,8 +3,9 @@
 For every case of the input cohort (any layout synthkit reads, DICOM included; only masks are
 used) and every ``k < per_case``:
 
-1. the case's mask, optionally perturbed with :mod:`synthkit.masks` (``perturb_masks``, e.g.
-   ``"move"`` or ``"move+deform"``), conditions the trained model, which generates an image;
+1. the case's mask, perturbed with :mod:`synthkit.masks` (``perturb_masks``: ``"deform"``, a
+   small whole-mask affine + elastic warp, by default; e.g. ``"move+deform"``; None keeps the
+   mask as it is), conditions the trained model, which generates an image;
 2. the memorization check (:mod:`synthkit.privacy.check`) compares it with the training cohort
    (its path recorded with the run, or given); with the privacy gate on, a flagged volume is
    regenerated with a new seed up to ``max_retries`` times and dropped if it stays flagged;
@@ -25,7 +26,8 @@ DICOM identifying tag values (:func:`synthkit.privacy.deid.scan_for_identifiers`
 
 Output ids depend only on ``seed`` and the position of the case in the sorted input cohort:
 ``seed`` is therefore the key that links outputs back to inputs; keep it private. (The masks
-themselves also link back unless perturbed.)
+themselves link back more directly when ``perturb_masks`` is None: a model that follows its
+mask reproduces the subject's exact head outline, and the gate then drops most volumes.)
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ class AnonymizeSettings:
     seed: int = 0
     privacy_gate: bool = True
     max_retries: int = 3
-    perturb_masks: str | None = None
+    perturb_masks: str | None = "deform"
     dicom: bool = False
     check: CheckSettings = field(default_factory=CheckSettings)
 
