@@ -108,7 +108,42 @@ def test_demo_outputs_carry_no_identifiers(demo, tiny_run):
     assert not re.search(r"patient|\d{4}-\d{2}-\d{2}", html, re.IGNORECASE)
     anon = sorted(p.name for p in (out / "anonymized" / "imagesTr").iterdir())
     assert len(anon) == TINY["n_cases"] and all(re.fullmatch(r"syn_[0-9a-f]{12}_0000\.nii\.gz", n) for n in anon)
-    assert "case_0" not in (out / "anonymized" / "manifest.json").read_text()
+    ids = sorted(p.name.removesuffix(".nii.gz") for p in (out / "cohort" / "labelsTr").iterdir())
+    assert ids and all(i.startswith("case_1") for i in ids)  # held-out subjects (1000+)
+    manifest = (out / "anonymized" / "manifest.json").read_text()
+    assert not any(i in manifest for i in ids)
+
+
+def test_demo_cohort_is_held_out_and_a_recorded_recipe_is_rebuilt_as_privacy_reference(tiny_run, tmp_path):
+    import shutil
+
+    from synthkit.demo.stages import HELD_OUT_FIRST, stage_cohort
+    from synthkit.demo.state import Context, DemoSizes
+    from synthkit.io.demo_cohort import write_demo_cohort
+    from synthkit.run import load
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "train_cohort.json").write_text(json.dumps({"demo_cohort": {"n": 5, "size": 16, "seed": 2, "first": 0}}))
+    out = tmp_path / "out"
+    (out / "img").mkdir(parents=True)
+    ctx = Context(out, 2, DemoSizes(**TINY), "cpu", None, lambda m: None, gen=load(run), steps=2)
+    stage_cohort(ctx, 16)
+    assert [c.case_id for c in ctx.cohort.cases] == [f"case_{HELD_OUT_FIRST + i}" for i in range(TINY["n_cases"])]
+    assert ctx.train_cohort == out / "training_cohort"
+    rebuilt = sorted(p.name for p in (out / "training_cohort" / "imagesTr").iterdir())
+    assert rebuilt == [f"case_{i:03d}_0000.nii.gz" for i in range(5)]
+    # the rebuilt reference is exactly what `synthkit cohort demo --n 5 --size 16 --seed 2` writes
+    ref = write_demo_cohort(tmp_path / "ref", n=5, size=16, seed=2)
+    name = "imagesTr/case_004_0000.nii.gz"
+    assert (ref.root / name).read_bytes() == (out / "training_cohort" / name).read_bytes()
+    # a run that records its training folder is checked against that folder; nothing is rebuilt
+    out2 = tmp_path / "out2"
+    (out2 / "img").mkdir(parents=True)
+    ctx2 = Context(out2, 2, DemoSizes(**TINY), "cpu", None, lambda m: None, gen=load(tiny_run), steps=2)
+    stage_cohort(ctx2, 16)
+    assert ctx2.train_cohort is not None and ctx2.train_cohort.name == "train"
+    assert not (out2 / "training_cohort").exists()
 
 
 def test_demo_is_deterministic_per_seed(demo, tiny_run, tmp_path):
@@ -171,5 +206,8 @@ def test_train_steps_trains_a_fresh_model_and_uses_it(cli, tiny_run, tmp_path):
     assert [s["stage"] for s in record["stages"]][:2] == ["cohort", "train"]
     assert record["model_source"] == "trained here for 2 steps"
     assert json.loads((out / "synthetic" / "manifest.json").read_text())["run"] == "model"
+    trained_on = json.loads((out / "model" / "train_cohort.json").read_text())["path"]
+    assert Path(trained_on).resolve() == (out / "training_cohort").resolve()
+    assert min(p.name for p in (out / "training_cohort" / "labelsTr").iterdir()) == "case_000.nii.gz"
     html = (out / "index.html").read_text()
     assert "--model RUN --train-steps 2" in html and "This stage failed" not in html

@@ -107,3 +107,15 @@ def test_rewrite_over_previous_demo_and_refuse_other_folders(tmp_path):
     with pytest.raises(UsageError, match="not a demo cohort"):
         write_demo_cohort(other, n=1, size=16)
     assert (other / "notes.txt").read_text() == "mine"
+
+
+def test_first_index_gives_the_same_subjects_and_disjoint_ranges(demo, tmp_path):
+    a, _, _, _ = demo
+    tail = write_demo_cohort(tmp_path / "tail", n=2, size=24, seed=3, first=1)
+    assert [c.case_id for c in tail.cases] == ["case_001", "case_002"]
+    name = "imagesTr/case_001_0000.nii.gz"
+    assert (tail.root / name).read_bytes() == (a.root / name).read_bytes()  # subject 1 in both
+    # rewriting the folder with another range removes the cases outside it
+    moved = write_demo_cohort(tmp_path / "tail", n=1, size=24, seed=3, first=5)
+    assert [c.case_id for c in moved.cases] == ["case_005"]
+    assert sorted(p.name for p in (tmp_path / "tail" / "labelsTr").iterdir()) == ["case_005.nii.gz"]

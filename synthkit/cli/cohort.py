@@ -81,12 +81,15 @@ def register(app: typer.Typer) -> None:
         n: Annotated[int, typer.Option("--n", min=1, help="Number of cases.")] = 20,
         size: Annotated[int, typer.Option("--size", min=8, help="Edge length of each cubic volume (voxels).")] = 48,
         seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same files).")] = 0,
+        first: Annotated[int, typer.Option("--first", min=0, help="Index of the first subject: subject i is "
+                         "the same in every cohort with this seed and size, so disjoint ranges give "
+                         "disjoint cohorts (e.g. training 0-63, held-out from 1000).")] = 0,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ) -> None:
         """Write a small synthetic demo cohort (head + tumour masks) to OUT."""
         from synthkit.io.demo_cohort import write_demo_cohort
 
         with make_progress(quiet) as progress:
-            made = write_demo_cohort(out, n=n, size=size, seed=seed, progress=progress)
+            made = write_demo_cohort(out, n=n, size=size, seed=seed, progress=progress, first=first)
         n_cases = len(made.cases) if made is not None and hasattr(made, "cases") else n
         console.print(f"wrote {n_cases} cases to {out}", markup=False, soft_wrap=True)

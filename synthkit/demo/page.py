@@ -164,7 +164,8 @@ def write_page(ctx: Any, record: dict[str, Any]) -> Path:
 
     # real vs synthetic
     s = st.get("sample")
-    sec.append("<h2>Real and synthetic, same masks</h2><p>Left: a real case of the demo cohort with its mask "
+    sec.append("<h2>Real and synthetic, same masks</h2><p>Left: a real case of the demo cohort (held out: "
+               "the model never saw it) with its mask "
                "outlined (yellow: head, red: tumour). Right: the image the model generated for that same mask. "
                "Slices go through the tumour.</p>")
     sec.append(_failed(s) or "".join(
@@ -215,8 +216,11 @@ def write_page(ctx: Any, record: dict[str, Any]) -> Path:
     sec.append("<h2>Shareable synthetic cohort</h2>")
     if a is not None and a.status == "ok":
         i = a.info
-        sec.append(f"<p><code>synthkit anonymize</code> generated one image per mask, checked every one against "
-                   f"{esc(i['reference'])} for copies (memorization check), and wrote the accepted ones under "
+        checked = (f"checked every one against {esc(i['reference'])} for copies (memorization check)"
+                   if i.get("reference") else "did NOT check them for copies (the model's training cohort "
+                   "is unknown)")
+        sec.append(f"<p><code>synthkit anonymize</code> warped each mask, generated one image per mask, {checked}, "
+                   f"and wrote the accepted ones under "
                    f"opaque ids with clean headers as an nnU-Net dataset in <a href=\"{esc(i['folder'])}/\">"
                    f"{esc(i['folder'])}/</a>: <b>{i['written']}</b> written, <b>{i['regenerated']}</b> "
                    f"regenerated with a new seed after a flag, <b>{i['dropped']}</b> dropped"

@@ -2,10 +2,13 @@
 
 Stages (each prints one line: what it did, where, how long):
 
-1. ``cohort``: the MNI152 demo cohort at the model's grid size, checked (fatal on failure);
+1. ``cohort``: the MNI152 demo cohort at the model's grid size, held-out subjects (from
+   index 1000: no model here was trained on them), checked (fatal on failure); plus the
+   model's training cohort when it has to be rebuilt from the recipe the run records (the
+   shipped model: subjects 0-63) or for ``train_steps``: the memorization check's reference;
 2. ``train`` (only with ``train_steps > 0``): a fresh model with the recipe of ``model``
    (its ``config.json``; the ``small`` preset at 32^3 when no model is installed), trained
-   for ``train_steps`` steps on the demo cohort and used instead (fatal on failure);
+   for ``train_steps`` steps on demo subjects 0..n-1 and used instead (fatal on failure);
 3. ``sample``: one synthetic volume per mask (DDIM, background held) plus several samples for
    one mask;
 4. ``anonymize``: the de-identified synthetic cohort through the privacy gate, with its
@@ -22,7 +25,8 @@ on. Everything random derives from ``seed``: same seed, same files.
 Output folder ``OUT``::
 
     index.html  demo.json  img/*.png  model_card.md
-    cohort/ (real demo cohort)   synthetic/  diversity/ (sample_masks outputs)
+    cohort/ (real demo cohort, held out)   [training_cohort/ (the model's training data)]
+    synthetic/  diversity/ (sample_masks outputs)
     anonymized/ (privacy_report.html)   baselines/{blurred,noise}/
     evaluation/ (index.html, metrics.json)   perturbed/ (augment.json)   [model/ (trained run)]
 """
@@ -44,7 +48,7 @@ __all__ = ["DEFAULT_MODEL", "QUICK", "DemoSizes", "run_demo"]
 DEFAULT_MODEL = "demo"
 MARKER = ".synthkit-demo"
 #: Sub-folders the demo writes (removed before a rerun into the same folder).
-OWNED = ("img", "cohort", "model", "synthetic", "diversity", "anonymized", "baselines", "evaluation", "perturbed")
+OWNED = ("img", "cohort", "training_cohort", "model", "synthetic", "diversity", "anonymized", "baselines", "evaluation", "perturbed")
 
 
 # ----------------------------------------------------------------------------- model
@@ -125,7 +129,7 @@ def run_demo(out: str | Path, *, model: str | Path = DEFAULT_MODEL, train_steps:
     ctx.stage_bar("starting", total=5 + (train_steps > 0))
     t0 = time.perf_counter()
     shape = tuple(int(s) for s in cfg.preprocess.target_shape)
-    stages.stage_cohort(ctx, max(shape))
+    stages.stage_cohort(ctx, max(shape), train_steps)
     if train_steps > 0:
         stages.stage_train(ctx, cfg, train_steps)
     ctx.steps = min(sizes.steps, ctx.gen.diffusion.num_timesteps)

@@ -11,15 +11,38 @@ from typing import Any
 from synthkit.demo.state import Context, stage
 from synthkit.errors import CohortError, UsageError
 
+#: The demo shows subjects from this index on (``case_1000``, ...): never seen in training. The
+#: shipped model was trained on subjects 0-63 and a model trained by the demo on 0..n-1.
+HELD_OUT_FIRST = 1000
+#: Key of a run's ``train_cohort.json`` that records a demo-cohort recipe instead of a path.
+RECIPE_KEY = "demo_cohort"
 
-def stage_cohort(ctx: Context, size: int) -> None:
+
+def training_recipe(run_dir: Path | None) -> dict[str, int] | None:
+    """The demo-cohort recipe (``n``, ``size``, ``seed``, ``first``) a run records as its
+    training data in ``train_cohort.json`` (the shipped demo model does), or None."""
+    if run_dir is None:
+        return None
+    try:
+        side = json.loads((Path(run_dir) / "train_cohort.json").read_text())
+        r = side[RECIPE_KEY]
+        return {k: int(r[k]) for k in ("n", "size", "seed", "first")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def stage_cohort(ctx: Context, size: int, train_steps: int = 0) -> None:
+    """The held-out demo cohort (``cohort/``) and, when it has to be rebuilt, the model's
+    training cohort (``training_cohort/``: the privacy reference, and the data of ``--train-steps``)."""
     from synthkit.demo.figures import case_png
     from synthkit.io.check import check_cohort
     from synthkit.io.demo_cohort import write_demo_cohort
+    from synthkit.privacy.anonymize import recorded_train_cohort
 
     with stage(ctx, "cohort", "Demo cohort", fatal=True) as st:
         root = ctx.out / "cohort"
-        cohort = write_demo_cohort(root, n=ctx.sizes.n_cases, size=size, seed=ctx.seed, progress=ctx.progress)
+        cohort = write_demo_cohort(root, n=ctx.sizes.n_cases, size=size, seed=ctx.seed, progress=ctx.progress,
+                                   first=HELD_OUT_FIRST)
         reports = check_cohort(cohort, progress=ctx.progress)
         ok = {r.id for r in reports if r.ok}
         if len(ok) < 4:
@@ -29,8 +52,24 @@ def stage_cohort(ctx: Context, size: int) -> None:
         st.info["pictures"] = [ctx.rel(case_png(c, c.case_id, ctx.out / "img" / f"real_{c.case_id}.png"))
                                for c in shown]
         st.info.update(n=len(cohort.cases), usable=len(ok), size=size, folder=ctx.rel(root))
-        st.summary = (f"{len(cohort.cases)} MNI152 cases at {size}^3, {len(ok)} usable (cohort check) "
+        st.summary = (f"{len(cohort.cases)} held-out MNI152 cases at {size}^3, {len(ok)} usable (cohort check) "
                       f"-> {ctx.rel(root)}/")
+
+        run_dir = ctx.gen.run_dir if ctx.gen is not None else None
+        recipe = training_recipe(run_dir)
+        train_root = ctx.out / "training_cohort"
+        if train_steps > 0:  # the demo trains its own model on subjects 0..n-1
+            recipe = {"n": ctx.sizes.n_cases, "size": size, "seed": ctx.seed, "first": 0}
+        elif run_dir is not None and recorded_train_cohort(run_dir) is not None:
+            ctx.train_cohort, recipe = recorded_train_cohort(run_dir), None
+        if recipe is not None:
+            write_demo_cohort(train_root, n=recipe["n"], size=recipe["size"], seed=recipe["seed"],
+                              first=recipe["first"], progress=ctx.progress)
+            ctx.train_cohort = train_root
+            last = recipe["first"] + recipe["n"] - 1
+            st.info["training"] = (f"subjects {recipe['first']}-{last} of seed {recipe['seed']} at "
+                                   f"{recipe['size']}^3, rebuilt in {ctx.rel(train_root)}/")
+            st.summary += f"; the model's training cohort ({recipe['n']} cases) -> {ctx.rel(train_root)}/"
 
 
 def stage_train(ctx: Context, cfg: Any, train_steps: int) -> None:
@@ -40,7 +79,9 @@ def stage_train(ctx: Context, cfg: Any, train_steps: int) -> None:
     with stage(ctx, "train", "Training", fatal=True) as st:
         t = dataclasses.replace(cfg.train, steps=train_steps, checkpoint_every=train_steps, preview_every=0,
                                 seed=ctx.seed)
-        run = Path(train(ctx.out / "cohort", ctx.out / "model", dataclasses.replace(cfg, train=t),
+        if ctx.train_cohort is None:
+            raise UsageError("no training cohort was built")
+        run = Path(train(ctx.train_cohort, ctx.out / "model", dataclasses.replace(cfg, train=t),
                          device=ctx.device, progress=ctx.progress, on_note=ctx.say))
         ctx.gen = load(run, ctx.device)
         st.info.update(steps=train_steps, preset=cfg.preset, folder=ctx.rel(run))
@@ -79,21 +120,19 @@ def stage_sample(ctx: Context) -> None:
 
 
 def stage_anonymize(ctx: Context) -> None:
-    from synthkit.privacy.anonymize import AnonymizeSettings, anonymize, recorded_train_cohort
+    from synthkit.privacy.anonymize import AnonymizeSettings, anonymize
     from synthkit.privacy.check import CheckSettings
 
     with stage(ctx, "anonymize", "Anonymized cohort") as st:
         out = ctx.out / "anonymized"
-        recorded = recorded_train_cohort(ctx.gen.run_dir)
-        reference = recorded or ctx.out / "cohort"
         edge = min(32, *ctx.gen.preprocess.target_shape)
         # Masks are patient-derived: generated from an unperturbed mask, a volume keeps that
-        # patient's exact head outline, which the memorization check rightly flags. The demo
-        # therefore warps each mask first (whole-mask affine + elastic deformation).
+        # patient's exact head outline. Like `synthkit anonymize` by default, the demo warps each
+        # mask first (whole-mask affine + elastic deformation).
         settings = AnonymizeSettings(sampler="ddim", steps=ctx.steps, seed=ctx.seed, perturb_masks="deform",
                                      check=CheckSettings(shape=(edge,) * 3, seed=ctx.seed))
         step = ctx.task("anonymize", len(ctx.cohort.cases))
-        res = anonymize(ctx.out / "cohort", ctx.gen.run_dir, out, settings=settings, train_cohort=reference,
+        res = anonymize(ctx.out / "cohort", ctx.gen.run_dir, out, settings=settings, train_cohort=ctx.train_cohort,
                         device=ctx.device, on_case=step, on_note=ctx.say)
         if not res.written and not res.dropped:
             raise CohortError(f"no case could be anonymized ({res.failed[0][1] if res.failed else 'no cases'})")
@@ -103,9 +142,10 @@ def stage_anonymize(ctx: Context) -> None:
         st.info["rule"] = _flag_rule(manifest, cases)
         st.info.update(written=len(res.written), dropped=len(res.dropped), failed=len(res.failed),
                        regenerated=regenerated, folder=ctx.rel(out), report=ctx.rel(out / "privacy_report.html"),
-                       reference="the model's recorded training cohort" if recorded is not None else
-                       "this demo cohort (the model's training cohort is not on this machine; the shipped "
-                       "model was trained on demo cohort cases made by the same generator)")
+                       reference=None if ctx.train_cohort is None else
+                       f"the model's training cohort ({ctx.rel(ctx.train_cohort)}/)" if
+                       ctx.train_cohort.resolve().is_relative_to(ctx.out.resolve()) else
+                       "the model's recorded training cohort")
         st.summary = (f"{len(res.written)} de-identified synthetic volumes, {regenerated} regenerated and "
                       f"{len(res.dropped)} dropped by the privacy gate -> {ctx.rel(out)}/ "
                       f"(report: {ctx.rel(out / 'privacy_report.html')})")
@@ -146,7 +186,7 @@ def stage_evaluate(ctx: Context) -> None:
         ext = ev.make_extractor(None, 10, seed=ctx.seed, device=ctx.device)
         grid = ev.grid_of(real_dir)
         load = lambda p, name: ev.load_set(p, ext, grid, name=name, progress=ctx.progress)
-        real = load(real_dir, "real (demo cohort)")
+        real = load(real_dir, "real (held-out demo cases)")
         sets = [load(ctx.out / "synthetic", "Med-DDPM (this model)"), load(blur, "baseline: blurred real"),
                 load(noise, "baseline: noise in mask")]
         result = ev.evaluate(real, sets, ext, seed=ctx.seed, n_boot=ctx.sizes.n_boot,

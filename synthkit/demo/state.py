@@ -62,6 +62,7 @@ class Context:
     progress: Any
     say: Callable[[str], None]
     cohort: Any = None
+    train_cohort: Path | None = None  # the model's training cohort (privacy reference; None: unknown)
     gen: Any = None
     steps: int = 0
     stages: dict[str, Stage] = field(default_factory=dict)

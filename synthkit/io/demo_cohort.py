@@ -239,8 +239,8 @@ def _subject(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarra
 _CASE_FILE = re.compile(r"^case_(\d{3,})(_0000)?\.nii\.gz$")
 
 
-def _clear_previous(out: Path, n: int) -> None:
-    """Allow writing over an earlier demo cohort (its surplus cases are removed), nothing else.
+def _clear_previous(out: Path, keep: range) -> None:
+    """Allow writing over an earlier demo cohort (cases outside ``keep`` are removed), nothing else.
 
     Raises :class:`UsageError` when ``out`` holds anything a demo cohort would not.
     """
@@ -259,7 +259,7 @@ def _clear_previous(out: Path, n: int) -> None:
                     raise UsageError(
                         "folder is not empty and not a demo cohort; choose another", out
                     )
-                if int(m.group(1)) >= n:
+                if int(m.group(1)) not in keep:
                     stale.append(f)
             continue
         raise UsageError("folder is not empty and not a demo cohort; choose another", out)
@@ -273,23 +273,27 @@ def write_demo_cohort(
     size: int = 48,
     seed: int = 0,
     progress: Callable[[int, int], None] | Any = None,
+    first: int = 0,
 ):
     """Write ``n`` synthetic subjects as an nnU-Net raw dataset under ``out``; return the Cohort.
 
     Files: ``imagesTr/case_XXX_0000.nii.gz`` (T1, float32), ``labelsTr/case_XXX.nii.gz``
     (0 background, 1 head, 2 tumour), ``dataset.json``. Volumes are ``(size, size, size)`` at
     ``224 / size`` mm isotropic. ``progress``: ``None``, a callable ``(done, total)`` or a rich
-    ``Progress``. Same ``seed`` -> identical arrays. ``out`` may be an earlier demo cohort
-    (overwritten; surplus cases removed); any other non-empty folder is a :class:`UsageError`.
+    ``Progress``. Same ``seed`` -> identical arrays. ``first``: index of the first subject;
+    subject ``i`` (``case_{i:03d}``) is the same in every cohort made with the same seed and
+    size, so disjoint ranges give disjoint cohorts (training vs held-out). ``out`` may be an
+    earlier demo cohort (overwritten; cases outside the new range removed); any other non-empty
+    folder is a :class:`UsageError`.
     """
     from synthkit.io.cohort import discover_cohort
     from synthkit.io.nifti import write_nifti
     from synthkit.io.nnunet import write_nnunet_dataset_json
 
-    if n < 1 or size < 8:
-        raise ValueError("write_demo_cohort needs n >= 1 and size >= 8")
+    if n < 1 or size < 8 or first < 0:
+        raise ValueError("write_demo_cohort needs n >= 1, size >= 8 and first >= 0")
     out = Path(out)
-    _clear_previous(out, n)
+    _clear_previous(out, range(first, first + n))
     (out / "imagesTr").mkdir(parents=True, exist_ok=True)
     (out / "labelsTr").mkdir(parents=True, exist_ok=True)
     if progress is not None and hasattr(progress, "add_task"):
@@ -299,11 +303,11 @@ def write_demo_cohort(
         step = lambda i: progress(i + 1, n)
     else:
         step = lambda i: None
-    for i in range(n):
+    for k, i in enumerate(range(first, first + n)):
         img, lab, aff = _subject(np.random.default_rng([seed, i]), size)
         cid = f"case_{i:03d}"
         write_nifti(out / "imagesTr" / f"{cid}_0000.nii.gz", img, aff)
         write_nifti(out / "labelsTr" / f"{cid}.nii.gz", lab, aff, is_label=True)
-        step(i)
+        step(k)
     write_nnunet_dataset_json(out, ("T1",), dict(LABELS), n, ".nii.gz")
     return discover_cohort(out)
