@@ -39,7 +39,9 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=16, help="demo cases (masks) to sample and compare")
     ap.add_argument("--steps", type=int, default=30, help="DDIM steps")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--every", type=int, default=1, help="use every k-th snapshot")
+    ap.add_argument("--every", type=int, default=1, help="use every k-th snapshot (the last one always)")
+    ap.add_argument("--first", type=int, default=1000,
+                    help="first demo subject to evaluate on (default 1000: held out; the demo model saw 0-63)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "quality_curve")
     args = ap.parse_args()
 
@@ -50,7 +52,8 @@ def main() -> int:
         shutil.rmtree(work)
     work.mkdir(parents=True)
     real = work / "real"
-    run([*SYNTHKIT, "cohort", "demo", str(real), "--n", str(args.n), "--size", str(size), "--seed", "0"])
+    run([*SYNTHKIT, "cohort", "demo", str(real), "--n", str(args.n), "--size", str(size), "--seed", "0",
+         "--first", str(args.first), "--quiet"])
 
     from synthkit.metrics.baselines import blurred, noise_in_mask
 
@@ -58,7 +61,7 @@ def main() -> int:
     noise_in_mask(real, work / "baseline_noise", seed=args.seed)
 
     snaps = sorted(args.snapshots.glob("ema_step_*.safetensors")) if args.snapshots else []
-    snaps = snaps[:: args.every] if snaps else []
+    snaps = (snaps[:: args.every] + ([snaps[-1]] if (len(snaps) - 1) % args.every else [])) if snaps else []
     if not snaps:
         snaps = [args.run / "model.safetensors"]
     rows = []
@@ -93,13 +96,14 @@ def main() -> int:
     baselines = {s["name"]: {"fid": s["fid"]["value"], "mmd": s["mmd"]["value"]} for s in sets[len(rows):]}
     floor = res.get("real", {}).get("fid_floor")
     doc = {"what": "demo model quality vs training steps (EMA weights, DDIM sampling)",
-           "n_cases": args.n, "size": size, "ddim_steps": args.steps, "seed": args.seed,
+           "cases": f"demo subjects {args.first}-{args.first + args.n - 1} (seed 0)", "n_cases": args.n, "size": size, "ddim_steps": args.steps, "seed": args.seed,
            "extractor": res["settings"].get("extractor"), "warning": res.get("warning"),
            "rows": out_rows, "baselines": baselines, "real_fid_floor": floor}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
 
     lines = [f"# Demo model: quality vs training steps ({args.n} masks, {size}^3, DDIM-{args.steps})", "",
+             f"Evaluated on demo subjects {args.first}-{args.first + args.n - 1} (held out from training).", "",
              "| step | 3D-FID | MMD | MS-SSIM (paired) | MSE (paired) |", "|--:|--:|--:|--:|--:|"]
     for r in out_rows:
         lines.append(f"| {r['step']} | {r['fid']:.4f} ± {r['fid_std']:.4f} | {r['mmd']:.4f} ± {r['mmd_std']:.4f} "
@@ -118,17 +122,25 @@ def main() -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, grid = plt.subplots(2, 2, figsize=(12, 8))
+    axes = grid.ravel()
     steps = [r["step"] for r in out_rows]
-    for ax, key in zip(axes, ("fid", "mmd"), strict=True):
+    for ax, key in zip(axes[:2], ("fid", "mmd"), strict=True):
         ax.errorbar(steps, [r[key] for r in out_rows], yerr=[r[key + "_std"] for r in out_rows],
                     marker="o", label="demo model (EMA)")
         for (name, b), style in zip(baselines.items(), ("--", ":"), strict=False):
             ax.axhline(b[key], linestyle=style, color="grey", label=name)
+        if key == "fid" and floor:
+            ax.axhline(floor["value"], linestyle="-.", color="green", label="real vs real (split halves)")
         ax.set_xlabel("training step")
         ax.set_ylabel(key.upper() + " (lower is better)")
         ax.set_yscale("log")
         ax.legend(fontsize=8)
+    for ax, key, label in ((axes[2], "mse_paired", "MSE to the real case (lower is better)"),
+                           (axes[3], "ms_ssim_paired", "MS-SSIM to the real case (higher is better)")):
+        ax.plot(steps, [r[key] for r in out_rows], marker="o")
+        ax.set_xlabel("training step")
+        ax.set_ylabel(label)
     fig.suptitle("synthkit demo model: quality vs training budget (random MedicalNet extractor)")
     fig.tight_layout()
     fig.savefig(args.out.with_suffix(".png"), dpi=100)
