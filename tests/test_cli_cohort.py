@@ -101,8 +101,8 @@ def test_masks_only(cli, tmp_path):
 def test_demo_calls_write_demo_cohort(cli, tmp_path, monkeypatch):
     calls = {}
 
-    def fake_write_demo_cohort(out, n=20, size=48, seed=0, progress=None):
-        calls.update(out=Path(out), n=n, size=size, seed=seed, has_progress=progress is not None)
+    def fake_write_demo_cohort(out, n=20, size=48, seed=0, progress=None, first=0):
+        calls.update(out=Path(out), n=n, size=size, seed=seed, first=first, has_progress=progress is not None)
         make_nnunet(Path(out), [f"demo_{i:03d}" for i in range(n)], channels=("T1",))
         from synthkit.io.cohort import discover_cohort
 
@@ -112,8 +112,8 @@ def test_demo_calls_write_demo_cohort(cli, tmp_path, monkeypatch):
     fake.write_demo_cohort = fake_write_demo_cohort
     monkeypatch.setitem(sys.modules, "synthkit.io.demo_cohort", fake)
     out = tmp_path / "demo"
-    result = cli("cohort", "demo", out, "--n", "3", "--size", "16", "--seed", "7", "--quiet")
+    result = cli("cohort", "demo", out, "--n", "3", "--size", "16", "--seed", "7", "--first", "5", "--quiet")
     assert result.exit_code == 0, result.output
-    assert calls == {"out": out, "n": 3, "size": 16, "seed": 7, "has_progress": True}
+    assert calls == {"out": out, "n": 3, "size": 16, "seed": 7, "first": 5, "has_progress": True}
     assert f"wrote 3 cases to {out}" in result.output
     assert cli("cohort", "check", out, "--quiet").exit_code == 0
