@@ -56,12 +56,13 @@ def stage_cohort(ctx: Context, size: int, train_steps: int = 0) -> None:
                       f"-> {ctx.rel(root)}/")
 
         run_dir = ctx.gen.run_dir if ctx.gen is not None else None
+        recorded = recorded_train_cohort(run_dir) if run_dir is not None else None
         recipe = training_recipe(run_dir)
         train_root = ctx.out / "training_cohort"
         if train_steps > 0:  # the demo trains its own model on subjects 0..n-1
             recipe = {"n": ctx.sizes.n_cases, "size": size, "seed": ctx.seed, "first": 0}
-        elif run_dir is not None and recorded_train_cohort(run_dir) is not None:
-            ctx.train_cohort, recipe = recorded_train_cohort(run_dir), None
+        elif recorded is not None:  # a recorded folder wins over a recipe
+            ctx.train_cohort, recipe = recorded, None
         if recipe is not None:
             write_demo_cohort(train_root, n=recipe["n"], size=recipe["size"], seed=recipe["seed"],
                               first=recipe["first"], progress=ctx.progress)
