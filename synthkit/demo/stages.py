@@ -67,9 +67,6 @@ def stage_cohort(ctx: Context, size: int, train_steps: int = 0) -> None:
             write_demo_cohort(train_root, n=recipe["n"], size=recipe["size"], seed=recipe["seed"],
                               first=recipe["first"], progress=ctx.progress)
             ctx.train_cohort = train_root
-            last = recipe["first"] + recipe["n"] - 1
-            st.info["training"] = (f"subjects {recipe['first']}-{last} of seed {recipe['seed']} at "
-                                   f"{recipe['size']}^3, rebuilt in {ctx.rel(train_root)}/")
             st.summary += f"; the model's training cohort ({recipe['n']} cases) -> {ctx.rel(train_root)}/"
 
 
@@ -127,10 +124,8 @@ def stage_anonymize(ctx: Context) -> None:
     with stage(ctx, "anonymize", "Anonymized cohort") as st:
         out = ctx.out / "anonymized"
         edge = min(32, *ctx.gen.preprocess.target_shape)
-        # Masks are patient-derived: generated from an unperturbed mask, a volume keeps that
-        # patient's exact head outline. Like `synthkit anonymize` by default, the demo warps each
-        # mask first (whole-mask affine + elastic deformation).
-        settings = AnonymizeSettings(sampler="ddim", steps=ctx.steps, seed=ctx.seed, perturb_masks="deform",
+        # AnonymizeSettings' default warps each mask first (masks are patient-derived; see anonymize)
+        settings = AnonymizeSettings(sampler="ddim", steps=ctx.steps, seed=ctx.seed,
                                      check=CheckSettings(shape=(edge,) * 3, seed=ctx.seed))
         step = ctx.task("anonymize", len(ctx.cohort.cases))
         res = anonymize(ctx.out / "cohort", ctx.gen.run_dir, out, settings=settings, train_cohort=ctx.train_cohort,
