@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from synthkit.demo.stages import HELD_OUT_FIRST
+
 HERE = Path(__file__).resolve().parent
 SYNTHKIT = [sys.executable, "-m", "synthkit"]
 
@@ -39,16 +41,12 @@ def run(cmd: list[str]) -> float:
 
 def recipe(prediction: str, steps: int) -> dict:
     """The demo model's training config with ``prediction`` and ``steps`` replaced."""
-    cfg = json.loads((_demo_dir() / "config.json").read_text())
+    from synthkit.run import resolve_run
+
+    cfg = json.loads((resolve_run("demo") / "config.json").read_text())
     cfg["diffusion"]["prediction"] = prediction
     cfg["train"].update(steps=steps, checkpoint_every=steps, preview_every=0, lr_final=cfg["train"]["lr"])
     return cfg
-
-
-def _demo_dir() -> Path:
-    import synthkit
-
-    return Path(synthkit.__file__).parent / "assets" / "models" / "demo"
 
 
 def main() -> int:
@@ -70,7 +68,7 @@ def main() -> int:
     train, real = work / "train", work / "real"
     run([*SYNTHKIT, "cohort", "demo", str(train), "--n", str(args.n_train), "--size", "32", "--seed", "0", "--quiet"])
     run([*SYNTHKIT, "cohort", "demo", str(real), "--n", str(args.n), "--size", "32", "--seed", "0",
-         "--first", "1000", "--quiet"])
+         "--first", str(HELD_OUT_FIRST), "--quiet"])
 
     samplers = [("ddim", args.ddim_steps)] + ([] if args.quick else [("ddpm", 250)])
     sets, rows = [], []
@@ -114,14 +112,14 @@ def main() -> int:
 
     doc = {"what": "epsilon vs v prediction at the same training budget (demo recipe, EMA weights)",
            "train_steps": args.steps, "n_train": args.n_train, "n_eval": args.n,
-           "eval_cases": f"demo subjects 1000-{1000 + args.n - 1} (held out)", "seed": args.seed,
+           "eval_cases": f"demo subjects {HELD_OUT_FIRST}-{HELD_OUT_FIRST + args.n - 1} (held out)", "seed": args.seed,
            "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
            "extractor": res["settings"].get("extractor"), "warning": res.get("warning"),
            "real_fid_floor": (res.get("real") or {}).get("fid_floor"), "rows": rows}
     args.out.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
     lines = [f"# Epsilon vs v prediction, {args.steps} training steps each (demo recipe, 32^3)", "",
              (f"Trained on demo subjects 0-{args.n_train - 1}; evaluated on {args.n} held-out subjects "
-             f"(1000-{1000 + args.n - 1}); EMA weights; one sample per mask, seed {args.seed}."), "",
+             f"({HELD_OUT_FIRST}-{HELD_OUT_FIRST + args.n - 1}); EMA weights; one sample per mask, seed {args.seed}."), "",
              ("| prediction | sampler | final L1 (last 100) | 3D-FID | MMD | MSE (paired) | MS-SSIM (paired) "
              "| train s | sample s |"), "|---|---|--:|--:|--:|--:|--:|--:|--:|"]
     for r in rows:

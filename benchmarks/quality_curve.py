@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from synthkit.demo.stages import HELD_OUT_FIRST
+
 HERE = Path(__file__).resolve().parent
 SYNTHKIT = [sys.executable, "-m", "synthkit"]
 
@@ -40,8 +42,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=30, help="DDIM steps")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--every", type=int, default=1, help="use every k-th snapshot (the last one always)")
-    ap.add_argument("--first", type=int, default=1000,
-                    help="first demo subject to evaluate on (default 1000: held out; the demo model saw 0-63)")
+    ap.add_argument("--first", type=int, default=HELD_OUT_FIRST,
+                    help=f"first demo subject to evaluate on (default {HELD_OUT_FIRST}: held out; the demo model saw 0-63)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "quality_curve")
     args = ap.parse_args()
 
