@@ -11,7 +11,15 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[dev]"
+	echo "$(TORCH)" > $(VENV)/constraints.txt
+	$(PY) -m pip install -q -c $(VENV)/constraints.txt -e ".[dev]"
+	# deepbet ships the pretrained 3D brain-MRI networks behind `--features deepbet`; only its model
+	# files are used, so it is installed without its GUI dependencies (customtkinter, fill_voids).
+	$(PY) -m pip install -q --no-deps "deepbet==1.0.2"
+	# nnunetv2 (tests: nnU-Net's own dataset integrity check) pulls timm -> torchvision, whose wheel
+	# is built against the CUDA torch and fails to import with the pinned CPU build; nothing we run
+	# imports either, so they are removed again.
+	$(PY) -m pip uninstall -q -y torchvision timm
 	touch $(STAMP)
 
 venv: $(STAMP)
