@@ -102,7 +102,7 @@ def register(app: typer.Typer) -> None:
         """List the operations and their options."""
         import dataclasses
 
-        from synthkit.masks.params import get_operation, operations
+        from synthkit.masks.ops import get_operation, operations
 
         for name in operations():
             op = get_operation(name)

@@ -22,8 +22,8 @@ from synthkit._lazy import lazy_getattr
 _API: dict[str, str] = {
     "OpParams": "synthkit.masks.params",
     "ObjectTransform": "synthkit.masks.params",
-    "operations": "synthkit.masks.params",
-    "get_operation": "synthkit.masks.params",
+    "operations": "synthkit.masks.ops",
+    "get_operation": "synthkit.masks.ops",
     "LabelRoles": "synthkit.masks.labels",
     "resolve_roles": "synthkit.masks.labels",
     "SampleContext": "synthkit.masks.context",

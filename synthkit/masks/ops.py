@@ -19,18 +19,37 @@ from typing import Any
 import numpy as np
 
 from synthkit.errors import UsageError
+
+# The built-in operations: importing a module registers its ``OPERATION``. A new operation is
+# one module (``synthkit/masks/<name>.py`` ending in ``OPERATION = register(Operation(...))``,
+# importing only params / constraints / geometry / objects, never this module) plus its name here.
+from synthkit.masks import deform, move, place, remove, transplant  # noqa: F401
 from synthkit.masks.constraints import ConstraintViolation, MaskOpError
 from synthkit.masks.context import SampleContext
-from synthkit.masks.params import (
-    OpParams,
-    from_dict,
-    get_operation,
-    op_name,
-    parse_options,
-    to_dict,
-)
+from synthkit.masks.params import Operation, OpParams, from_dict, parse_options, registered, to_dict
 
 DEFAULT_MAX_TRIES = 20
+
+
+def get_operation(name: str) -> Operation:
+    """The operation called ``name``; ``UsageError`` listing the known names otherwise."""
+    try:
+        return registered()[name]
+    except KeyError:
+        raise UsageError(f"unknown mask operation {name!r}; choose from {', '.join(operations())}") from None
+
+
+def operations() -> list[str]:
+    """The names of the registered operations, sorted."""
+    return sorted(registered())
+
+
+def op_name(params: OpParams) -> str:
+    """The name of the operation whose parameter class ``params`` is."""
+    for op in registered().values():
+        if type(params) is op.params_cls:
+            return op.name
+    raise TypeError(f"{type(params).__name__} is not a registered operation's parameters")
 
 
 @dataclass(frozen=True)

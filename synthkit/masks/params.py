@@ -1,4 +1,4 @@
-"""Operation parameters and the operation registry.
+"""Operation parameters and the operation registry (a leaf: imports no operation).
 
 Every mask operation is a pair (torchio's "deterministic twin" design):
 
@@ -80,34 +80,18 @@ _REGISTRY: dict[str, Operation] = {}
 
 
 def register(op: Operation) -> Operation:
+    """Add ``op`` to the registry (each operation module calls this once, at import)."""
+    known = _REGISTRY.get(op.name)
+    if known is not None and known.sample.__module__ != op.sample.__module__:
+        raise ValueError(f"mask operation {op.name!r} is registered twice")
     _REGISTRY[op.name] = op
     return op
 
 
-def get_operation(name: str) -> Operation:
-    """The operation called ``name``; ``UsageError`` listing the known names otherwise."""
-    _load_builtin()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UsageError(f"unknown mask operation {name!r}; choose from {', '.join(operations())}") from None
-
-
-def operations() -> list[str]:
-    _load_builtin()
-    return sorted(_REGISTRY)
-
-
-def _load_builtin() -> None:
-    # Importing the modules registers them (kept lazy to avoid import cycles).
-    from synthkit.masks import deform, move, place, remove, transplant  # noqa: F401
-
-
-def op_name(params: OpParams) -> str:
-    for op in _REGISTRY.values():
-        if type(params) is op.params_cls:
-            return op.name
-    raise TypeError(f"{type(params).__name__} is not a registered operation's parameters")
+def registered() -> dict[str, Operation]:
+    """The operations registered so far, by name. Use :func:`synthkit.masks.ops.get_operation`
+    (which imports the built-in operations first) rather than this."""
+    return dict(_REGISTRY)
 
 
 # --- JSON round trip --------------------------------------------------------------------
