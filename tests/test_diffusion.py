@@ -286,3 +286,43 @@ def test_sampler_argument_errors(model):
         sample(model, d, cond, generator=g, image_channels=1, background=torch.ones(2, 1, 4, 4, 4))
     with pytest.raises(TypeError, match="Generator"):
         sample(model, d, cond, generator=0, image_channels=1)  # type: ignore[arg-type]
+
+
+# -- batched generators --------------------------------------------------------------------
+class _Counting(torch.nn.Module):
+    """Wraps a denoiser and records the batch size of every call."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net, self.batches = net, []
+
+    def forward(self, x, t):
+        self.batches.append(int(x.shape[0]))
+        return self.net(x, t)
+
+
+@pytest.mark.parametrize(("sampler", "steps", "eta"), SAMPLER_CASES)
+def test_generator_list_matches_batch_one_calls_with_one_network_call_per_step(model, sampler, steps, eta):
+    d = GaussianDiffusion(DiffusionConfig(timesteps=T_TEST))
+    cond = _cond(3)
+    cond[1, :, :2] = 0  # three different masks
+    cond[2, 1] = 0
+    counted = _Counting(model)
+    kw = {"sampler": sampler, "steps": steps, "eta": eta, "image_channels": 1}
+    seeds = (11, 12, 13)
+    batch = sample(counted, d, cond, generator=[torch.Generator().manual_seed(s) for s in seeds], **kw)
+    n = steps or T_TEST
+    assert counted.batches == [3] * n  # the network runs once per step for the whole batch
+    singles = [sample(model, d, cond[i : i + 1], generator=torch.Generator().manual_seed(s), **kw)
+               for i, s in enumerate(seeds)]
+    torch.testing.assert_close(batch, torch.cat(singles), rtol=0, atol=1e-4)
+    assert not torch.allclose(singles[0], singles[1])
+
+
+def test_generator_list_must_have_one_generator_per_volume(model):
+    d = GaussianDiffusion(DiffusionConfig(timesteps=T_TEST))
+    gens = [torch.Generator().manual_seed(0)]
+    with pytest.raises(ValueError, match="one per volume"):
+        sample(model, d, _cond(2), sampler="ddim", steps=2, generator=gens, image_channels=1)
+    with pytest.raises(TypeError, match="Generator"):
+        sample(model, d, _cond(2), sampler="ddim", steps=2, generator=[gens[0], 3], image_channels=1)  # type: ignore[list-item]

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import torch
 
-from synthkit.diffusion._checks import noise_like, start_chain
+from synthkit.diffusion._checks import Generators, noise_like, start_chain
 from synthkit.diffusion.gaussian import GaussianDiffusion, Model
 from synthkit.diffusion.prediction import predict_eps_x0
 from synthkit.networks.precision import Precision
@@ -31,7 +31,7 @@ def ddpm_sample(
     *,
     steps: int | None = None,
     eta: float = 0.0,
-    generator: torch.Generator,
+    generator: Generators,
     image_channels: int,
     clip_x0: bool = True,
     background: torch.Tensor | None = None,

@@ -7,6 +7,7 @@ from typing import Literal
 
 import torch
 
+from synthkit.diffusion._checks import Generators
 from synthkit.diffusion.ddim import ddim_sample
 from synthkit.diffusion.ddpm import ddpm_sample
 from synthkit.diffusion.gaussian import GaussianDiffusion, Model
@@ -23,7 +24,7 @@ def sample(
     sampler: Literal["ddpm", "ddim"] = "ddpm",
     steps: int | None = None,
     eta: float = 0.0,
-    generator: torch.Generator,
+    generator: Generators,
     image_channels: int,
     clip_x0: bool = True,
     background: torch.Tensor | None = None,
@@ -40,8 +41,13 @@ def sample(
         sampler: ``"ddpm"`` (all T steps, sigma_t^2 = beta_t as in the paper) or ``"ddim"``.
         steps: DDIM steps (default T); DDPM accepts only None or T.
         eta: DDIM stochasticity (0 = deterministic given x_T); unused by DDPM.
-        generator: the only source of randomness (on the same device as ``cond``); the same
-            seed gives bit-identical output on the same machine and thread count.
+        generator: the only source of randomness (on the same device as ``cond``): one
+            ``torch.Generator`` for the whole batch, or a sequence of N, one per volume, so that
+            volume ``i``'s x_T and noise come only from generator ``i`` (the network is still
+            called once per step for the whole batch). The same seed(s) give bit-identical
+            output on the same machine, thread count and batch size; with per-volume generators
+            a volume matches its batch-1 run to ~1e-5 (kernels may round differently at other
+            batch sizes).
         image_channels: C_img of the output.
         clip_x0: clamp each predicted x0 to [-1, 1].
         background: optional (N, 1, D, H, W) bool/float, True (> 0.5) outside the head; the
