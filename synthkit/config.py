@@ -7,13 +7,12 @@ not be silently ignored). Presets (``tiny``, ``small``, ``paper``) are named con
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from synthkit import _codec
 from synthkit.errors import SynthkitError
 
 T = TypeVar("T")
@@ -23,53 +22,15 @@ class ConfigError(SynthkitError):
     """A configuration file or dictionary does not describe a valid config."""
 
 
-def _convert(tp: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected an object, got {type(value).__name__}")
-        return from_dict(tp, value, where)
-    if origin is tuple and value is not None:
-        args = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(args[0], v, where) for v in value)
-        return tuple(_convert(a, v, where) for a, v in zip(args, value, strict=False))
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        if value is None:
-            return None
-        for a in typing.get_args(tp):
-            if a is type(None):
-                continue
-            try:
-                return _convert(a, value, where)
-            except (ConfigError, TypeError, ValueError):
-                continue
-        return value
-    if origin is dict and isinstance(value, dict):
-        return dict(value)
-    return value
-
-
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
-    """Build dataclass ``cls`` from a dict, refusing unknown keys."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected an object")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} for {cls.__name__}")
-    kwargs = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()}
-    try:
-        return cls(**kwargs)
-    except TypeError as e:
-        raise ConfigError(f"{where}: {e}") from None
+    """Build dataclass ``cls`` from a dict, refusing unknown keys and wrong types
+    (:class:`ConfigError`; the rules are :func:`synthkit._codec.from_dict`'s)."""
+    return _codec.from_dict(cls, data, where, ConfigError)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
-    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+    """Plain-JSON form of a config dataclass (tuples become lists)."""
+    return _codec.to_dict(cfg)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,6 @@ of the case's mask, with its original affine, and intensities back to ``[lo, hi]
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from synthkit import _codec
 from synthkit.config import PreprocessConfig
 from synthkit.errors import CohortError, UsageError
 from synthkit.io.volume import Volume, grid_mismatch, spacing_from_affine
@@ -67,34 +67,16 @@ class GridRecord:
     version: int = RECORD_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        return _lists(dataclasses.asdict(self))
+        return _codec.to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GridRecord:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown GridRecord key(s): {', '.join(unknown)}")
-        kw = {k: _tuples(v) for k, v in data.items()}
-        return cls(**kw)
+        """Inverse of :meth:`to_dict`; ``ValueError`` for unknown keys or wrong types."""
+        return _codec.from_dict(cls, data, "GridRecord", ValueError)
 
     @property
     def output_spacing(self) -> tuple[float, float, float]:
         return spacing_from_affine(np.asarray(self.output_affine))
-
-
-def _lists(o: Any) -> Any:
-    if isinstance(o, dict):
-        return {k: _lists(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_lists(v) for v in o]
-    return o
-
-
-def _tuples(o: Any) -> Any:
-    if isinstance(o, list):
-        return tuple(_tuples(v) for v in o)
-    return o
 
 
 @dataclass

@@ -6,10 +6,10 @@ Every mask operation is a pair (torchio's "deterministic twin" design):
   ``numpy.random.Generator``;
 * ``apply(labels, params) -> labels`` is a pure, deterministic function of the parameters.
 
-``Params`` are frozen dataclasses that serialise to plain JSON (``to_dict`` / ``params_from_dict``)
+``Params`` are frozen dataclasses that serialise to plain JSON (``to_dict`` / ``from_dict``)
 and carry everything ``apply`` needs: the grid they were drawn for (shape, spacing), the label
 roles (tumour labels, head labels) and the operation's own numbers. Replaying a sidecar is
-``apply(mask, params_from_dict(d))``: bit-identical output.
+``apply(mask, from_dict(cls, d))``: bit-identical output.
 
 Sampling *options* (``--ops move:max_rotation_deg=20``) are a second small frozen dataclass per
 operation, parsed from ``key=value`` strings by :func:`parse_options`.
@@ -26,7 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from synthkit import _codec
+from synthkit._codec import to_dict
 from synthkit.errors import UsageError
+
+__all__ = ["ObjectTransform", "OpParams", "Operation", "from_dict", "parse_options", "register",
+           "registered", "to_dict"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,66 +99,12 @@ def registered() -> dict[str, Operation]:
     return dict(_REGISTRY)
 
 
-# --- JSON round trip --------------------------------------------------------------------
-
-def to_dict(params: Any) -> dict[str, Any]:
-    """Plain-JSON form of a params dataclass (tuples become lists, numpy scalars Python)."""
-
-    def conv(v: Any) -> Any:
-        if dataclasses.is_dataclass(v) and not isinstance(v, type):
-            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
-        if isinstance(v, (tuple, list)):
-            return [conv(x) for x in v]
-        if isinstance(v, np.generic):
-            return v.item()
-        return v
-
-    return conv(params)
-
+# --- JSON round trip (the one dataclass codec, synthkit._codec) ----------------------------
 
 def from_dict(cls: type, data: dict[str, Any], where: str = "params") -> Any:
-    """Rebuild a params dataclass from :func:`to_dict` output; unknown/missing keys are errors."""
-    if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected an object, got {type(data).__name__}")  # noqa: TRY004 (bad user JSON, reported as a value error)
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - names
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {sorted(unknown)} for {cls.__name__}")
-    kw = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
-    try:
-        return cls(**kw)
-    except TypeError as e:
-        raise ValueError(f"{where}: {e}") from None
-
-
-def _coerce(tp: Any, v: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if v is None and type(None) in args:
-            return None
-        tp = next(a for a in args if a is not type(None))
-        return _coerce(tp, v, where)
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, v, where)
-    if origin is tuple:
-        if not isinstance(v, (list, tuple)):
-            raise ValueError(f"{where}: expected a list, got {v!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(args[0], x, where) for x in v)
-        return tuple(_coerce(a, x, where) for a, x in zip(args, v, strict=True))
-    if tp is float:
-        return float(v)
-    if tp is int:
-        if isinstance(v, bool) or int(v) != v:
-            raise ValueError(f"{where}: expected an integer, got {v!r}")
-        return int(v)
-    if tp is bool:
-        if not isinstance(v, bool):
-            raise ValueError(f"{where}: expected true/false, got {v!r}")
-        return v
-    return v
+    """Rebuild a params dataclass from :func:`to_dict` output; ``ValueError`` for unknown or
+    missing keys and wrong types."""
+    return _codec.from_dict(cls, data, where, ValueError)
 
 
 def parse_options(cls: type, items: dict[str, str], op: str) -> Any:
