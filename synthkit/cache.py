@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 from synthkit.config import PreprocessConfig, to_dict
 from synthkit.errors import CohortError, SynthkitError
 from synthkit.io.atomic import write_bytes, write_json
+from synthkit.io.hashing import update_from_file
 from synthkit.preprocess import GridRecord, Preprocessed, one_hot, preprocess_case
 from synthkit.progress import progress_hook
 
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
-_CHUNK = 1 << 20
 
 
 class CachedCohort(Dataset):
@@ -101,9 +101,7 @@ def _hash_path(h: Any, path: Path) -> None:
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for f in files:
         h.update(f.name.encode() if path.is_dir() else b"\0")
-        with open(f, "rb") as fh:
-            while chunk := fh.read(_CHUNK):
-                h.update(chunk)
+        update_from_file(h, f)
         h.update(b"\1")
 
 
