@@ -248,3 +248,85 @@ def gan_config(preset: str, **overrides: Any) -> GanConfig:
     kw = dict(GAN_PRESETS[preset])
     kw.update(overrides)
     return GanConfig(**kw)
+
+
+# --------------------------------------------------------------------------- autoencoder (latent Med-DDPM)
+
+
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    """The KL autoencoder of latent diffusion (see synthkit.networks.autoencoder).
+
+    ``channels[i]``: width at level ``i`` (level ``i`` works at 1/2**i of the input size), so
+    the latent grid is 1/2**(len(channels) - 1) of the image per axis (4x for three levels);
+    ``latent_channels``: channels of the latent. Every width must be divisible by ``norm_groups``.
+    """
+
+    image_channels: int = 1
+    latent_channels: int = 4
+    channels: tuple[int, ...] = (32, 64, 128)
+    num_res_blocks: int = 1
+    norm_groups: int = 8
+
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** (len(self.channels) - 1)
+
+
+@dataclass(frozen=True)
+class AutoencoderRunConfig:
+    """An autoencoder run folder's ``config.json``. ``crop``: edge of the random training crops;
+    ``kl_weight``: weight of the KL term next to the L1 reconstruction loss; ``scale_factor``:
+    1 / std of the posterior means of training volumes (None until measured; it brings latents to
+    unit variance for diffusion). ``train`` reuses :class:`TrainConfig` (Adam, lr schedule, EMA,
+    checkpoints); its ``grad_accum``/``num_workers`` are not used."""
+
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    preprocess: PreprocessConfig = field(default_factory=lambda: PreprocessConfig(target_shape=(128, 128, 128)))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        steps=2000, batch_size=2, lr=5e-4, lr_final=1e-4, lr_drop_fraction=0.75, checkpoint_every=100,
+        preview_every=200))
+    data: DataConfig = field(default_factory=DataConfig)
+    crop: int = 64
+    kl_weight: float = 1e-6
+    scale_factor: float | None = None
+    preset: str = "custom"
+    synthkit_version: str = "0.1.0"
+    kind: Literal["autoencoder"] = "autoencoder"
+
+    def save(self, path: str | Path) -> Path:
+        from synthkit.io.atomic import write_json
+
+        return write_json(path, to_dict(self))
+
+    @classmethod
+    def load(cls, path: str | Path) -> AutoencoderRunConfig:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError("no such config file", path) from None
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"not a valid JSON config ({e})", path) from None
+        if not isinstance(data, dict) or data.get("kind") != "autoencoder":
+            raise ConfigError("not an autoencoder run's config (no \"kind\": \"autoencoder\")", path)
+        return from_dict(cls, data, where=str(path))
+
+
+AUTOENCODER_PRESETS: dict[str, dict[str, Any]] = {
+    # For unit tests: 16^3 volumes.
+    "tiny": {"channels": (8, 8, 16), "latent_channels": 4, "num_res_blocks": 1, "norm_groups": 4},
+    # The issue's throwaway model (0.73M parameters): cheap, ~22 dB after 250 steps.
+    "small": {"channels": (16, 32, 64), "latent_channels": 4, "num_res_blocks": 1, "norm_groups": 8},
+    # The demo-latent autoencoder.
+    "demo": {"channels": (32, 64, 128), "latent_channels": 4, "num_res_blocks": 1, "norm_groups": 8},
+}
+
+
+def autoencoder_config(preset: str, image_channels: int = 1, **overrides: Any) -> AutoencoderConfig:
+    """The named autoencoder preset (unknown preset -> ConfigError)."""
+    if preset not in AUTOENCODER_PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(AUTOENCODER_PRESETS)}")
+    kw = dict(AUTOENCODER_PRESETS[preset])
+    kw.update(overrides)
+    return AutoencoderConfig(image_channels=image_channels, **kw)

@@ -8,6 +8,7 @@ import typer
 from synthkit.cli import (
     anonymize,
     augment,
+    autoencoder,
     cohort,
     demo,
     evaluate,
@@ -28,7 +29,7 @@ app = typer.Typer(
 )
 
 # Order here is the order in --help.
-for _module in (cohort, train, sample, masks, augment, evaluate, privacy, anonymize, segbench, demo):
+for _module in (cohort, train, autoencoder, sample, masks, augment, evaluate, privacy, anonymize, segbench, demo):
     _module.register(app)
 
 

@@ -1,0 +1,150 @@
+"""`synthkit autoencoder train COHORT --out AE` and `synthkit autoencoder eval AE COHORT`: the KL
+autoencoder of latent Med-DDPM. The work is done by synthkit.training.autoencoder*."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from synthkit.cli._common import command_group, console, err_console, handle_errors, make_progress
+
+
+def build_ae_config(*, out: Path, resume: bool, preset: str | None, **flags):
+    """The AutoencoderRunConfig: with ``--resume`` the run's config.json, else the defaults (preset
+    ``demo``, 128^3); then every flag that was given overrides it."""
+    import dataclasses
+
+    from synthkit.config import AutoencoderRunConfig, autoencoder_config
+    from synthkit.errors import UsageError
+
+    if resume and (out / "config.json").exists():
+        cfg = AutoencoderRunConfig.load(out / "config.json")
+    else:
+        cfg = AutoencoderRunConfig()
+        preset = preset or "demo"
+    if preset is not None:
+        cfg = dataclasses.replace(cfg, autoencoder=autoencoder_config(preset, cfg.autoencoder.image_channels),
+                                  preset=preset)
+    train_keys = ("steps", "batch_size", "lr", "lr_final", "seed", "precision", "checkpoint_every",
+                  "preview_every", "ema_decay")
+    train = dataclasses.replace(cfg.train, **{k: flags[k] for k in train_keys if flags.get(k) is not None})
+    if train.precision not in ("fp32", "bf16"):
+        raise UsageError(f"--precision must be fp32 or bf16, not {train.precision!r}")
+    top = {k: flags[k] for k in ("crop", "kl_weight") if flags.get(k) is not None}
+    pre = cfg.preprocess
+    if flags.get("shape") is not None:
+        pre = dataclasses.replace(pre, target_shape=tuple(int(s) for s in flags["shape"]))
+    return dataclasses.replace(cfg, train=train, preprocess=pre, **top)
+
+
+def _print_eval(report: dict) -> None:
+    from rich.table import Table
+
+    has_clean = "psnr_ceiling" in report["mean"]
+    t = Table(title=f"autoencoder reconstruction inside the head ({report['shape']})")
+    t.add_column("case")
+    t.add_column("PSNR dB", justify="right")
+    t.add_column("SSIM", justify="right")
+    if has_clean:
+        t.add_column("PSNR vs clean", justify="right")
+        t.add_column("ceiling dB", justify="right")
+    rows = [*report["cases"], {"case_id": "mean", **report["mean"]}]
+    for r in rows:
+        cells = [r["case_id"], f"{r['psnr']:.2f}", f"{r['ssim']:.4f}"]
+        if has_clean:
+            cells += [f"{r['psnr_clean']:.2f}", f"{r['psnr_ceiling']:.2f}"]
+        t.add_row(*cells)
+    console.print(t)
+
+
+def register(app: typer.Typer) -> None:
+    sub = command_group(app, "autoencoder",
+                        "The autoencoder of latent Med-DDPM: [bold]train[/] it on a cohort, [bold]eval[/] its reconstructions.")
+
+    @sub.command("train")
+    @handle_errors
+    def train(
+        cohort: Annotated[Path, typer.Argument(help="Cohort folder (nnU-Net raw, flat, BraTS or DICOM).")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Autoencoder run folder to write.")],
+        preset: Annotated[str | None, typer.Option(help="Size: tiny, small or demo (default).")] = None,
+        shape: Annotated[tuple[int, int, int] | None, typer.Option(help="Grid D H W the cohort is preprocessed to (default 128 128 128).")] = None,
+        crop: Annotated[int | None, typer.Option(help="Edge of the random training crops (default 64).")] = None,
+        steps: Annotated[int | None, typer.Option(help="Optimizer steps in total.")] = None,
+        batch_size: Annotated[int | None, typer.Option(help="Crops per step.")] = None,
+        lr: Annotated[float | None, typer.Option(help="Adam learning rate (default 5e-4).")] = None,
+        lr_final: Annotated[float | None, typer.Option(help="Learning rate of the last quarter (default 1e-4).")] = None,
+        kl_weight: Annotated[float | None, typer.Option(help="Weight of the KL term (default 1e-6).")] = None,
+        ema_decay: Annotated[float | None, typer.Option(help="EMA decay of the saved weights.")] = None,
+        seed: Annotated[int | None, typer.Option(help="Seed for initialisation, crops and posterior noise.")] = None,
+        resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
+        precision: Annotated[str | None, typer.Option(help="fp32 (default) or bf16 (fast only with native bf16).")] = None,
+        checkpoint_every: Annotated[int | None, typer.Option(help="Write a resumable checkpoint every K steps.")] = None,
+        preview_every: Annotated[int | None, typer.Option(help="Write a preview PNG every K steps (0: never).")] = None,
+        threads: Annotated[int | None, typer.Option(help="CPU threads for torch (default: torch's choice).")] = None,
+        device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+        cache_dir: Annotated[Path | None, typer.Option(help="Preprocessing cache (default AE/cache).")] = None,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    ) -> None:
+        """Train the KL autoencoder (4x per axis) on random crops of COHORT into --out."""
+        import torch
+
+        from synthkit.errors import UsageError
+        from synthkit.training.autoencoder import AutoencoderTrainer
+
+        if device not in ("cpu", "cuda"):
+            raise UsageError(f"--device must be cpu or cuda, not {device!r}")
+        if threads is not None:
+            if threads < 1:
+                raise UsageError("--threads must be at least 1")
+            torch.set_num_threads(threads)
+        cfg = build_ae_config(out=out, resume=resume, preset=preset, shape=shape, crop=crop, steps=steps,
+                              batch_size=batch_size, lr=lr, lr_final=lr_final, kl_weight=kl_weight,
+                              ema_decay=ema_decay, seed=seed, precision=precision,
+                              checkpoint_every=checkpoint_every, preview_every=preview_every)
+
+        def note(msg: str) -> None:
+            if not quiet:
+                err_console.print(f"synthkit: {msg}", markup=False)
+
+        with make_progress(quiet) as progress:
+            trainer = AutoencoderTrainer(cohort, out, cfg, resume=resume, device=device, progress=progress,
+                                         cache_dir=cache_dir, on_note=note)
+            trainer.run()
+        if not quiet:
+            err_console.print(f"synthkit: trained {trainer.start_step} steps; weights in {out / 'model.safetensors'} "
+                              f"(latent scale factor {trainer.cfg.scale_factor:.4g})", markup=False)
+
+    @sub.command("eval")
+    @handle_errors
+    def evaluate(
+        ae: Annotated[Path, typer.Argument(help="Autoencoder run folder (from 'synthkit autoencoder train').")],
+        cohort: Annotated[Path, typer.Argument(help="Cohort to reconstruct (held-out cases).")],
+        json_path: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON here.")] = None,
+        clean: Annotated[Path | None, typer.Option(help="Noise-free copy of COHORT ('synthkit cohort demo --clean-copy'): "
+                                                        "also report the noise ceiling.")] = None,
+        precision: Annotated[str, typer.Option(help="fp32 or bf16.")] = "fp32",
+        threads: Annotated[int | None, typer.Option(help="CPU threads for torch.")] = None,
+        device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+        cache_dir: Annotated[Path | None, typer.Option(help="Preprocessing cache (default: a temporary folder).")] = None,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")] = False,
+    ) -> None:
+        """PSNR and SSIM inside the head of every case of COHORT reconstructed by the autoencoder AE."""
+        import torch
+
+        from synthkit.errors import UsageError
+        from synthkit.io.atomic import write_json
+        from synthkit.training.autoencoder_eval import evaluate_autoencoder
+
+        if threads is not None:
+            if threads < 1:
+                raise UsageError("--threads must be at least 1")
+            torch.set_num_threads(threads)
+        with make_progress(quiet) as progress:
+            report = evaluate_autoencoder(ae, cohort, clean=clean, device=device, precision=precision,
+                                          cache_dir=cache_dir, progress=progress)
+        if json_path is not None:
+            write_json(json_path, report)
+        if not quiet:
+            _print_eval(report)

@@ -1,0 +1,157 @@
+"""A KL-regularised 3D convolutional autoencoder for latent diffusion (LDM: Rombach et al. 2022,
+"High-Resolution Image Synthesis with Latent Diffusion Models", Sec. 3.1 and App. G; MAISI's
+VAE is the same design for CT).
+
+Shapes, for ``channels = (c0, c1, c2)`` (``L = len(channels)``, factor ``f = 2**(L-1)``, 4 here)::
+
+    x        (N, C_img, D, H, W)              D, H, W divisible by f; intensities in [-1, 1]
+    encode   -> mean, logvar (N, C_lat, D/f, H/f, W/f) each   (a diagonal Gaussian posterior)
+    decode   z (N, C_lat, D/f, H/f, W/f) -> (N, C_img, D, H, W)
+
+Encoder: 3^3 conv to ``c0``; per level ``i``: ``num_res_blocks`` residual blocks at width
+``channels[i]``, then (except at the last level) a stride-2 3^3 conv; one more residual block;
+GroupNorm + SiLU; 3^3 conv to ``2 * C_lat`` (mean and log-variance). The decoder mirrors it with
+nearest-neighbour x2 upsampling + 3^3 conv. No attention and no padding tricks: the network is
+fully convolutional, so it trains on random crops and runs on any grid divisible by ``f``.
+
+The KL term is ``0.5 * (mean^2 + exp(logvar) - 1 - logvar)`` averaged over latent elements
+(Kingma & Welling 2014); training weights it lightly so the latent keeps detail. Latents are
+brought to unit variance for diffusion by a scale factor recorded with the weights (LDM's
+``scale_factor = 1 / std(z)``), applied outside this module.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from synthkit.config import AutoencoderConfig
+from synthkit.networks.conv import Conv3d
+from synthkit.networks.norm import GroupNormSiLU
+from synthkit.networks.resample import Downsample, Upsample
+
+LOGVAR_RANGE = (-30.0, 20.0)  # clamp as LDM does, so exp() stays finite
+
+
+class AEResBlock(nn.Module):
+    """``x + conv(silu(gn(conv(silu(gn(x))))))`` with a 1^3 skip conv when widths differ; the
+    second conv starts at zero so a fresh block is the identity (up to the skip projection).
+
+    forward(x: (N, C_in, D, H, W)) -> (N, C_out, D, H, W)
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, norm_groups: int):
+        super().__init__()
+        self.norm1 = GroupNormSiLU(norm_groups, in_channels)
+        self.conv1 = Conv3d(in_channels, out_channels, 3, padding=1)
+        self.norm2 = GroupNormSiLU(norm_groups, out_channels)
+        self.conv2 = Conv3d(out_channels, out_channels, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+        self.skip: nn.Module = nn.Identity() if in_channels == out_channels else Conv3d(in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv2(self.norm2(self.conv1(self.norm1(x))))
+        return h.add_(self.skip(x).to(h.dtype))
+
+
+class Encoder(nn.Module):
+    """forward(x: (N, C_img, D, H, W)) -> (N, 2 * C_lat, D/f, H/f, W/f) (mean, logvar stacked)."""
+
+    def __init__(self, cfg: AutoencoderConfig):
+        super().__init__()
+        ch, g = cfg.channels, cfg.norm_groups
+        self.conv_in = Conv3d(cfg.image_channels, ch[0], 3, padding=1)
+        layers: list[nn.Module] = []
+        width = ch[0]
+        for i, c in enumerate(ch):
+            for _ in range(cfg.num_res_blocks):
+                layers.append(AEResBlock(width, c, g))
+                width = c
+            if i < len(ch) - 1:
+                layers.append(Downsample(width))
+        layers.append(AEResBlock(width, width, g))
+        self.body = nn.Sequential(*layers)
+        self.norm_out = GroupNormSiLU(g, width)
+        self.conv_out = Conv3d(width, 2 * cfg.latent_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_out(self.norm_out(self.body(self.conv_in(x))))
+
+
+class Decoder(nn.Module):
+    """forward(z: (N, C_lat, D/f, H/f, W/f)) -> (N, C_img, D, H, W)."""
+
+    def __init__(self, cfg: AutoencoderConfig):
+        super().__init__()
+        ch, g = tuple(reversed(cfg.channels)), cfg.norm_groups
+        self.conv_in = Conv3d(cfg.latent_channels, ch[0], 3, padding=1)
+        layers: list[nn.Module] = [AEResBlock(ch[0], ch[0], g)]
+        width = ch[0]
+        for i, c in enumerate(ch):
+            for _ in range(cfg.num_res_blocks):
+                layers.append(AEResBlock(width, c, g))
+                width = c
+            if i < len(ch) - 1:
+                layers.append(Upsample(width))
+        self.body = nn.Sequential(*layers)
+        self.norm_out = GroupNormSiLU(g, width)
+        self.conv_out = Conv3d(width, cfg.image_channels, 3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.conv_out(self.norm_out(self.body(self.conv_in(z))))
+
+
+class Autoencoder3D(nn.Module):
+    """The KL autoencoder (see the module docstring). ``factor``: downsampling per axis."""
+
+    def __init__(self, cfg: AutoencoderConfig):
+        super().__init__()
+        if not cfg.channels or any(c % cfg.norm_groups for c in cfg.channels):
+            raise ValueError(f"every width in channels {cfg.channels} must be divisible by norm_groups "
+                             f"{cfg.norm_groups}")
+        self.cfg = cfg
+        self.factor = 2 ** (len(cfg.channels) - 1)
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+
+    def _check(self, x: torch.Tensor, what: str, channels: int) -> None:
+        if x.ndim != 5 or x.shape[1] != channels:
+            raise ValueError(f"{what} must be (N, {channels}, D, H, W), got shape {tuple(x.shape)}")
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` (N, C_img, D, H, W) -> ``(mean, logvar)``, each (N, C_lat, D/f, H/f, W/f),
+        in x's dtype (float32 under autocast too)."""
+        self._check(x, "x", self.cfg.image_channels)
+        if any(int(s) % self.factor for s in x.shape[2:]):
+            raise ValueError(f"spatial size {tuple(x.shape[2:])} must be divisible by {self.factor}")
+        moments = self.encoder(x).to(x.dtype)
+        mean, logvar = moments.chunk(2, dim=1)
+        return mean, logvar.clamp(*LOGVAR_RANGE)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """``z`` (N, C_lat, d, h, w) -> (N, C_img, f*d, f*h, f*w) in z's dtype."""
+        self._check(z, "z", self.cfg.latent_channels)
+        return self.decoder(z).to(z.dtype)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None,
+                sample: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Reconstruct ``x``: returns ``(recon (N, C_img, D, H, W), mean, logvar)``. With
+        ``sample`` the latent is ``mean + exp(logvar / 2) * eps`` (``eps`` from ``generator``),
+        else the posterior mean."""
+        mean, logvar = self.encode(x)
+        z = mean
+        if sample:
+            eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+            z = mean + torch.exp(0.5 * logvar) * eps
+        return self.decode(z), mean, logvar
+
+
+def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, exp(logvar)) || N(0, 1)) averaged over all elements (a scalar, float32)."""
+    mean, logvar = mean.float(), logvar.float()
+    return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
+
+
+def build_autoencoder(cfg: AutoencoderConfig) -> Autoencoder3D:
+    return Autoencoder3D(cfg)
