@@ -92,7 +92,11 @@ def test_dicom_series_round_trips_geometry_and_is_deidentified(tmp_path, oblique
     back = read_dicom_series(tmp_path / "s")
     np.testing.assert_allclose(back.affine, aff, atol=1e-4)
     ds = pydicom.dcmread(files[0])
-    np.testing.assert_allclose(back.data[0], vol, atol=float(ds.RescaleSlope))
+    assert "RescaleSlope" not in ds and "RescaleIntercept" not in ds  # no Modality LUT on MR
+    m = deid.value_mapping(vol)
+    rw = ds.RealWorldValueMappingSequence[0]
+    assert (float(rw.RealWorldValueSlope), float(rw.RealWorldValueIntercept)) == (m.slope, m.intercept)
+    np.testing.assert_allclose(back.data[0] * m.slope + m.intercept, vol, atol=m.slope)
     assert ds.PatientIdentityRemoved == "YES"
     code = ds.DeidentificationMethodCodeSequence[0]
     assert (code.CodeValue, code.CodingSchemeDesignator) == ("113100", "DCM")
@@ -106,6 +110,45 @@ def test_dicom_series_round_trips_geometry_and_is_deidentified(tmp_path, oblique
     uids = {pydicom.dcmread(f).SOPInstanceUID for f in files}
     assert len(uids) == 4
     assert len({pydicom.dcmread(f).SeriesInstanceUID for f in files}) == 1
+
+
+def test_integer_volumes_are_stored_unchanged(tmp_path):
+    import pydicom
+
+    vol = np.arange(60, dtype=np.float32).reshape(5, 4, 3) * 7
+    assert deid.value_mapping(vol).identity and not deid.value_mapping(vol).signed
+    assert deid.value_mapping(vol - 100).identity and deid.value_mapping(vol - 100).signed
+    assert not deid.value_mapping(vol + 0.5).identity
+    files = deid.write_dicom_series(tmp_path / "s", vol - 100, np.eye(4), rng=np.random.default_rng(0))
+    ds = pydicom.dcmread(files[1])
+    assert ds.PixelRepresentation == 1
+    np.testing.assert_array_equal(ds.pixel_array, (vol - 100)[:, :, 1].T)
+
+
+def _dciodvfy_errors(path):
+    import shutil
+    import subprocess
+
+    exe = shutil.which("dciodvfy")
+    if exe is None:
+        pytest.skip("dciodvfy (Debian/Ubuntu package dicom3tools) is not on PATH: DICOM conformance not checked")
+    res = subprocess.run([exe, str(path)], capture_output=True, text=True, timeout=60)
+    lines = (res.stdout + res.stderr).splitlines()
+    return [ln for ln in lines if "Error" in ln], lines
+
+
+@pytest.mark.parametrize("modality", ["MR", "CT"])
+def test_exported_series_passes_dciodvfy_without_errors(tmp_path, modality):
+    rng = np.random.default_rng(2)
+    vol = rng.normal(300.0, 80.0, size=(12, 10, 3)).astype(np.float32)  # not integers: scaled
+    aff = np.diag([0.9, 1.1, 2.5, 1.0])
+    aff[:3, 3] = [-5.0, 7.0, 3.0]
+    files = deid.write_dicom_series(tmp_path / "s", vol, aff, rng=rng, series_description="synthetic T1",
+                                    modality=modality, patient_id="syn_0123456789ab")
+    for f in files:
+        errors, lines = _dciodvfy_errors(f)
+        assert errors == [], "\n".join(lines)
+        assert any(ln.strip() == f"{modality}Image" for ln in lines)  # the IOD it was checked against
 
 
 def test_dicom_is_reproducible_per_seed_and_refuses_bad_input(tmp_path):

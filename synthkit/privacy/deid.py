@@ -9,17 +9,14 @@ that looks for identifiers in every output path and byte.
   aux file, intent name, db name, extensions; gzip without file name or time stamp), then
   re-read and verified (:func:`nifti_header_problems`). Masks are patient-derived too and
   take the same path.
-* **DICOM** (:func:`write_dicom_series`) is built from scratch, never copied from a source
-  file: new UIDs from :func:`pydicom.uid.generate_uid` fed only random tokens, empty type-2
-  patient and study attributes, no dates, times, institution or device, PatientIdentityRemoved
-  ``YES``, DeidentificationMethod and its code sequence (113100, DCM, "Basic Application
-  Confidentiality Profile"), SyntheticData ``YES``, geometry converted from RAS to LPS.
+* **DICOM** (:func:`write_dicom_series`, from :mod:`synthkit.privacy.dicom_export`) is built
+  from scratch under the PS3.15 Basic Profile and passes dicom3tools' ``dciodvfy`` without
+  errors (integer pixels with a Real World Value Mapping, no Modality LUT on MR).
 """
 
 from __future__ import annotations
 
 import gzip
-import io
 import os
 import zlib
 from dataclasses import dataclass
@@ -29,9 +26,15 @@ from typing import Literal
 import numpy as np
 
 from synthkit.errors import SynthkitError, UsageError
+from synthkit.privacy.dicom_export import (  # noqa: F401  (re-exported: the DICOM writer's old home)
+    BASIC_PROFILE_CODE,
+    DicomStudy,
+    ValueMapping,
+    value_mapping,
+    write_dicom_series,
+)
 
 ID_PREFIX = "syn_"
-BASIC_PROFILE_CODE = ("113100", "DCM", "Basic Application Confidentiality Profile")
 _CLEAN_FIELDS = ("descrip", "aux_file", "intent_name", "db_name")
 
 
@@ -121,143 +124,6 @@ def write_deidentified_nifti(path: str | Path, data: np.ndarray, affine: np.ndar
         out.unlink(missing_ok=True)
         raise DeidError("written NIfTI is not clean: " + "; ".join(problems), out)
     return out
-
-
-# --------------------------------------------------------------------------- DICOM
-def _ds(x: float) -> str:
-    """A DICOM DS string (at most 16 characters)."""
-    for digits in range(10, 3, -1):
-        s = f"{x:.{digits}g}"
-        if len(s) <= 16:
-            return s
-    return f"{x:.3e}"
-
-
-def _uid(rng: np.random.Generator) -> str:
-    from pydicom.uid import generate_uid
-
-    return str(generate_uid(entropy_srcs=[rng.bytes(16).hex()]))
-
-
-def _rescale(vol: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """int16 stored values and (slope, intercept) so that stored * slope + intercept ~ vol."""
-    lo, hi = float(vol.min()), float(vol.max())
-    if np.all(np.mod(vol, 1) == 0) and lo >= -32768 and hi <= 32767:
-        return vol.astype(np.int16), 1.0, 0.0
-    intercept = float(_ds((hi + lo) / 2))
-    slope = float(_ds(max((hi - lo) / 65000.0, 1e-12)))
-    stored = np.clip(np.rint((vol - intercept) / slope), -32768, 32767).astype(np.int16)
-    return stored, slope, intercept
-
-
-@dataclass(frozen=True)
-class DicomStudy:
-    """UIDs shared by every series of one synthetic case (one study, one frame of reference)."""
-
-    study_uid: str
-    frame_uid: str
-
-    @classmethod
-    def new(cls, rng: np.random.Generator) -> DicomStudy:
-        return cls(_uid(rng), _uid(rng))
-
-
-def write_dicom_series(
-    folder: str | Path,
-    volume: np.ndarray,
-    affine: np.ndarray,
-    *,
-    rng: np.random.Generator,
-    study: DicomStudy | None = None,
-    series_number: int = 1,
-    series_description: str = "synthetic",
-    modality: Literal["MR", "CT"] = "MR",
-) -> list[Path]:
-    """Write one single-channel volume (D, H, W) or (1, D, H, W) as one DICOM series.
-
-    Voxel ``(i, j, k)`` becomes column ``i``, row ``j`` of slice ``k`` (the convention of
-    :func:`synthkit.io.read_dicom_series`, which reads the series back to the same volume and
-    RAS affine). ``affine`` (4, 4) maps voxels to RAS mm; DICOM gets ``diag(-1, -1, 1) @ RAS``
-    (LPS). The in-plane axes must be orthogonal. Files are ``IM000001.dcm``... in ``folder``;
-    every UID comes from ``rng``, so equal seeds write equal bytes. Returns the file paths.
-    """
-    import pydicom
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.sequence import Sequence
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage
-
-    from synthkit.io.atomic import write_bytes
-
-    vol = np.asarray(volume, dtype=np.float64)
-    if vol.ndim == 4 and vol.shape[0] == 1:
-        vol = vol[0]
-    if vol.ndim != 3:
-        raise ValueError(f"write_dicom_series expects one channel (D, H, W), got {vol.shape}")
-    if not np.all(np.isfinite(vol)):
-        raise ValueError("volume holds NaN/Inf")
-    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(affine, dtype=np.float64)
-    col_step, row_step, slice_step, origin = lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3]
-    dx, dy = float(np.linalg.norm(col_step)), float(np.linalg.norm(row_step))
-    iop = np.concatenate([col_step / dx, row_step / dy])
-    if abs(float(iop[:3] @ iop[3:])) > 1e-4:
-        raise ValueError("the affine's first two axes are not orthogonal; DICOM cannot store that plane")
-    study = study or DicomStudy.new(rng)
-    series_uid = _uid(rng)
-    stored, slope, intercept = _rescale(vol)
-    sop_class = MRImageStorage if modality == "MR" else CTImageStorage
-    thickness = float(np.linalg.norm(slice_step))
-    folder = Path(folder)
-    paths = []
-    for k in range(vol.shape[2]):
-        meta = FileMetaDataset()
-        sop_uid = _uid(rng)
-        meta.MediaStorageSOPClassUID = sop_class
-        meta.MediaStorageSOPInstanceUID = sop_uid
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = sop_class, sop_uid
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study.study_uid, series_uid, study.frame_uid
-        # patient and study: type-2 attributes present but empty (PS3.15 action Z), no dates
-        for kw in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-                   "ReferringPhysicianName", "StudyID", "AccessionNumber", "Manufacturer",
-                   "PositionReferenceIndicator"):
-            setattr(ds, kw, "")
-        ds.PatientIdentityRemoved = "YES"
-        ds.DeidentificationMethod = "synthkit synthetic image; PS3.15 Basic Profile"
-        code = Dataset()
-        code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = BASIC_PROFILE_CODE
-        ds.DeidentificationMethodCodeSequence = Sequence([code])
-        ds.SyntheticData = "YES"
-        ds.BurnedInAnnotation = "NO"
-        ds.ImageType = ["DERIVED", "SECONDARY"]
-        ds.Modality = modality
-        ds.SeriesNumber = series_number
-        ds.SeriesDescription = series_description[:64]
-        ds.InstanceNumber = k + 1
-        if modality == "MR":
-            ds.ScanningSequence, ds.SequenceVariant, ds.MRAcquisitionType = "RM", "NONE", "3D"
-            ds.ScanOptions = ""
-        else:
-            ds.KVP = ""
-        # geometry (Image Plane module)
-        ds.ImageOrientationPatient = [_ds(v) for v in iop]
-        ds.ImagePositionPatient = [_ds(v) for v in origin + k * slice_step]
-        ds.PixelSpacing = [_ds(dy), _ds(dx)]  # (row spacing, column spacing)
-        ds.SliceThickness = _ds(thickness)
-        ds.SpacingBetweenSlices = _ds(thickness)
-        # pixels: rows = j, columns = i
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.Rows, ds.Columns = int(vol.shape[1]), int(vol.shape[0])
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.RescaleSlope, ds.RescaleIntercept = _ds(slope), _ds(intercept)
-        if modality == "CT":
-            ds.RescaleType = "HU"
-        ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()
-        buf = io.BytesIO()
-        pydicom.dcmwrite(buf, ds, enforce_file_format=True)
-        paths.append(write_bytes(folder / f"IM{k + 1:06d}.dcm", buf.getvalue()))
-    return paths
 
 
 # --------------------------------------------------------------------------- scanning
