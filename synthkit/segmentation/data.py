@@ -4,13 +4,13 @@ Every case (training or test) goes through the same label-independent preparatio
 test grid never depends on the reference segmentation:
 
 1. **orientation**: voxel axes permuted/flipped (exactly) to the closest RAS orientation
-   (:func:`nibabel.orientations.io_orientation`), so cohorts stored in different axis orders
+   (:func:`synthkit.preprocess.grid.to_ras`), so cohorts stored in different axis orders
    line up;
 2. **intensity**: per channel, clipped to its 0.5th-99.5th percentile over the whole volume and
    mapped linearly to ``[-1, 1]``;
-3. **grid**: the whole volume resampled to ``shape`` (trilinear for images, nearest neighbour
-   for labels; ``align_corners=False``, i.e. voxel centres of the two grids are aligned at the
-   volume borders). No crop around the labels (as :func:`synthkit.preprocess.preprocess_case`
+3. **grid**: the whole volume resampled to ``shape`` with :func:`synthkit.preprocess.grid.resize`
+   (trilinear for images, nearest neighbour for labels; the outer edges of the two grids are
+   aligned, as torch's ``align_corners=False``). No crop around the labels (as :func:`synthkit.preprocess.preprocess_case`
    does around the head): cropping on the reference of a *test* case would leak it.
 
 Predictions are evaluated on this grid against the reference resampled the same way (nearest
@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from synthkit.errors import SynthkitError, UsageError
+from synthkit.preprocess.grid import resize, to_ras
 
 CLIP_PERCENTILES = (0.5, 99.5)
 
@@ -85,14 +85,6 @@ def resolve_label(label: str | int | Sequence[int], labels: dict[str, int], wher
     return values
 
 
-def _reorient(arr: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """``arr`` (C, D, H, W) with voxel axes permuted/flipped to the closest RAS orientation."""
-    from nibabel.orientations import apply_orientation, io_orientation
-
-    ornt = io_orientation(affine)
-    return np.stack([apply_orientation(c, ornt) for c in arr])
-
-
 def normalize_intensity(image: np.ndarray, percentiles: tuple[float, float] = CLIP_PERCENTILES) -> np.ndarray:
     """Per channel: clip to the given percentiles and map linearly to [-1, 1]. (C, ...) -> (C, ...)."""
     out = np.empty(image.shape, dtype=np.float32)
@@ -119,17 +111,12 @@ def prepare_case(
         labels = labels[None]
     if image.shape[1:] != labels.shape[1:]:
         raise ValueError(f"image grid {image.shape[1:]} != label grid {labels.shape[1:]}")
-    img = _reorient(np.asarray(image, dtype=np.float32), image_affine)
-    lab = _reorient(np.isin(labels, label_values).astype(np.uint8), label_affine)
-    img = normalize_intensity(img)
-    size = tuple(int(s) for s in shape)
-    x = torch.from_numpy(np.ascontiguousarray(img))[None]
-    if tuple(x.shape[2:]) != size:
-        x = F.interpolate(x, size=size, mode="trilinear", align_corners=False)
-    y = torch.from_numpy(np.ascontiguousarray(lab)).float()[None]
-    if tuple(y.shape[2:]) != size:
-        y = F.interpolate(y, size=size, mode="nearest-exact")
-    return x[0].clamp_(-1.0, 1.0).contiguous(), (y[0, 0] > 0.5).contiguous()
+    img = to_ras(np.asarray(image, dtype=np.float32), image_affine)
+    lab = to_ras(np.isin(labels, label_values), label_affine)
+    size = (int(shape[0]), int(shape[1]), int(shape[2]))
+    x = torch.from_numpy(np.ascontiguousarray(resize(normalize_intensity(img), size), dtype=np.float32))
+    y = torch.from_numpy(np.ascontiguousarray(resize(lab, size, label=True)[0]))
+    return x.clamp_(-1.0, 1.0).contiguous(), y
 
 
 def load_segmentation_set(

@@ -36,8 +36,9 @@ from scipy import ndimage
 
 from synthkit import _codec
 from synthkit.config import PreprocessConfig
-from synthkit.errors import CohortError, UsageError
+from synthkit.errors import CohortError
 from synthkit.io.volume import Volume, grid_mismatch, spacing_from_affine
+from synthkit.preprocess.grid import apply_ornt, reorient, resample, undo_ornt
 
 RECORD_VERSION = 1
 
@@ -117,104 +118,6 @@ def one_hot(
     return np.stack([arr == v for v in mask_labels], axis=axis).astype(np.float32)
 
 
-def parse_orientation(code: str) -> np.ndarray:
-    """``"RAS"``/``"LPS"``/... -> nibabel orientation array ``(3, 2)``; UsageError if invalid."""
-    import nibabel.orientations as nio
-
-    code = str(code).upper()
-    letters = set(code)
-    valid = len(code) == 3 and all(
-        sum(c in letters for c in pair) == 1 for pair in ("LR", "PA", "IS")
-    )
-    if not valid:
-        raise UsageError(f"orientation {code!r} is not three axis codes like 'RAS' or 'LPS'")
-    return nio.axcodes2ornt(tuple(code))
-
-
-def reorient(
-    arr: np.ndarray, affine: np.ndarray, orientation: str = "RAS"
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Permute/flip the last three axes of ``arr`` (``(..., D, H, W)``) to ``orientation``.
-
-    Exact (no interpolation). Returns ``(array, new_affine, ornt)``; an oblique affine stays
-    oblique, its axes are matched to the closest world axes.
-    """
-    import nibabel.orientations as nio
-
-    ornt = nio.ornt_transform(nio.io_orientation(affine), parse_orientation(orientation))
-    out, new_aff = _apply_ornt(arr, affine, ornt)
-    return out, new_aff, ornt
-
-
-def _apply_ornt(
-    arr: np.ndarray, affine: np.ndarray, ornt: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    import nibabel.orientations as nio
-
-    shape = arr.shape[-3:]
-    lead = arr.ndim - 3
-    out = arr
-    for ax, flip in enumerate(ornt[:, 1]):
-        if flip == -1:
-            out = np.flip(out, axis=lead + ax)
-    order = list(range(lead)) + [lead + int(a) for a in np.argsort(ornt[:, 0])]
-    out = np.ascontiguousarray(np.transpose(out, order))
-    new_aff = affine @ nio.inv_ornt_aff(ornt, shape)
-    return out, new_aff
-
-
-def _undo_ornt(arr: np.ndarray, ornt: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`_apply_ornt` on the last three axes."""
-    lead = arr.ndim - 3
-    # _apply_ornt puts input axis a at output position ornt[a, 0]
-    out = np.transpose(arr, list(range(lead)) + [lead + int(ornt[a, 0]) for a in range(3)])
-    for ax, flip in enumerate(ornt[:, 1]):
-        if flip == -1:
-            out = np.flip(out, axis=lead + ax)
-    return np.ascontiguousarray(out)
-
-
-def _resample(
-    arr: np.ndarray,
-    scale: np.ndarray,
-    offset: np.ndarray,
-    shape: tuple[int, ...],
-    *,
-    order: int,
-    cval: float,
-) -> np.ndarray:
-    """Sample ``arr`` ``(D, H, W)`` at ``scale * p + offset`` for every output index ``p``.
-
-    The transform is diagonal, so (tri)linear (``order=1``) and nearest-neighbour
-    (``order=0``) interpolation are done axis by axis (separable, exact same result as the
-    3D interpolation, and much faster). A voxel covers its whole cell: points up to half a
-    voxel outside the input take the edge value; farther out, ``cval``. Scale 1 with an
-    integer offset is an exact copy. Returns float32 for ``order=1``, ``arr.dtype`` for 0.
-    """
-    out = arr if order == 0 else arr.astype(np.float32, copy=False)
-    for ax in range(3):
-        n = arr.shape[ax]
-        q = scale[ax] * np.arange(shape[ax], dtype=np.float64) + offset[ax]
-        valid = (q >= -0.5 - 1e-6) & (q <= n - 0.5 + 1e-6)
-        qc = np.clip(q, 0.0, n - 1.0)
-        if order == 0:
-            out = np.take(out, np.floor(qc + 0.5).astype(np.intp), axis=ax)
-        else:
-            i0 = np.minimum(np.floor(qc).astype(np.intp), max(n - 2, 0))
-            i1 = np.minimum(i0 + 1, n - 1)
-            w = (qc - i0).astype(np.float32)
-            bshape = [1, 1, 1]
-            bshape[ax] = -1
-            w = w.reshape(bshape)
-            a = np.take(out, i0, axis=ax)
-            out = a + (np.take(out, i1, axis=ax) - a) * w if np.any(w) else a
-        if not valid.all():
-            idx: list[Any] = [slice(None)] * 3
-            idx[ax] = ~valid
-            out[tuple(idx)] = cval
-    return np.ascontiguousarray(out)
-
-
 def _brain_from_image(ch0: np.ndarray, threshold: float, upper_pct: float) -> np.ndarray:
     """Brain/head voxels: above ``threshold`` of the robust range of the first channel."""
     lo = float(ch0.min())
@@ -242,26 +145,24 @@ def _head_box(fg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # ----------------------------------------------------------------------------- forward
 
 
-def preprocess_case(image: Volume | None, mask: Volume, cfg: PreprocessConfig) -> Preprocessed:
-    """Preprocess one case (see the module docstring for the steps).
-
-    ``image``: ``(C, D, H, W)`` on the same grid as ``mask`` ``(1, D, H, W)``, or ``None`` for
-    a mask-only case (then no intensity bounds are recorded and ``brain_label`` is not added:
-    the mask must carry it already). Raises :class:`CohortError` for grids that disagree,
-    label values not covered by ``cfg.mask_labels`` or non-finite intensities.
-    """
+def _checked_arrays(image: Volume | None, mask: Volume) -> tuple[np.ndarray | None, np.ndarray]:
+    """(image ``(C, D, H, W)`` float32 or None, labels ``(D, H, W)`` int16), grids checked."""
     if mask.data.shape[0] != 1:
         raise CohortError(f"mask must have one channel, got {mask.data.shape[0]}")
     labels = np.asarray(mask.data[0]).astype(np.int16, copy=False)
-    img: np.ndarray | None = None
-    if image is not None:
-        why = grid_mismatch(image.spatial_shape, image.affine, mask.spatial_shape, mask.affine)
-        if why is not None:
-            raise CohortError(f"image and mask are not on the same grid ({why})")
-        img = np.asarray(image.data, dtype=np.float32)
-        if not np.isfinite(img.sum(dtype=np.float64)) and not np.all(np.isfinite(img)):
-            raise CohortError("image holds NaN/Inf voxels")
+    if image is None:
+        return None, labels
+    why = grid_mismatch(image.spatial_shape, image.affine, mask.spatial_shape, mask.affine)
+    if why is not None:
+        raise CohortError(f"image and mask are not on the same grid ({why})")
+    img = np.asarray(image.data, dtype=np.float32)
+    if not np.isfinite(img.sum(dtype=np.float64)) and not np.all(np.isfinite(img)):
+        raise CohortError("image holds NaN/Inf voxels")
+    return img, labels
 
+
+def _final_labels(labels: np.ndarray, img: np.ndarray | None, cfg: PreprocessConfig) -> np.ndarray:
+    """Step 1: ``label_map``, then ``brain_label``; every value left must be in ``mask_labels``."""
     labels = remap_labels(labels, cfg.label_map)
     if cfg.brain_label is not None and img is not None:
         brain = _brain_from_image(img[0], cfg.brain_threshold, cfg.clip_percentiles[1])
@@ -273,40 +174,36 @@ def preprocess_case(image: Volume | None, mask: Volume, cfg: PreprocessConfig) -
             f"label value(s) {unknown} are not in mask_labels {tuple(cfg.mask_labels)}; "
             "set mask_labels or label_map"
         )
+    return labels
 
-    # 2. orientation (exact)
-    original_shape = tuple(int(s) for s in labels.shape)
-    labels_r, aff_r, ornt = reorient(labels, mask.affine, cfg.orientation)
-    img_r = _apply_ornt(img, mask.affine, ornt)[0] if img is not None else None
 
-    # 3. intensity bounds inside the head
-    fg = labels_r > 0
-    if not fg.any() and img_r is not None:
-        fg = np.any(img_r != 0, axis=0)
-    if not fg.any():
-        fg = np.ones(labels_r.shape, bool)
+def _normalise(img: np.ndarray, fg: np.ndarray, percentiles: tuple[float, float]
+               ) -> tuple[np.ndarray, list[float], list[float]]:
+    """Step 3: per channel, clip to the percentiles inside ``fg`` and map to [-1, 1]; (img, lo, hi)."""
+    p_lo, p_hi = percentiles
+    norm = np.empty_like(img)
     lo: list[float] = []
     hi: list[float] = []
-    if img_r is not None:
-        p_lo, p_hi = cfg.clip_percentiles
-        norm = np.empty_like(img_r)
-        for c in range(img_r.shape[0]):
-            vals = img_r[c][fg]
-            a, b = (float(v) for v in np.percentile(vals, [p_lo, p_hi]))
-            if b <= a:
-                b = a + 1.0
-            lo.append(a)
-            hi.append(b)
-            ch = norm[c]
-            np.subtract(img_r[c], a, out=ch)
-            np.multiply(ch, 2.0 / (b - a), out=ch)
-            np.subtract(ch, 1.0, out=ch)
-            np.clip(ch, -1.0, 1.0, out=ch)
-        img_r = norm
+    for c in range(img.shape[0]):
+        a, b = (float(v) for v in np.percentile(img[c][fg], [p_lo, p_hi]))
+        if b <= a:
+            b = a + 1.0
+        lo.append(a)
+        hi.append(b)
+        ch = norm[c]
+        np.subtract(img[c], a, out=ch)
+        np.multiply(ch, 2.0 / (b - a), out=ch)
+        np.subtract(ch, 1.0, out=ch)
+        np.clip(ch, -1.0, 1.0, out=ch)
+    return norm, lo, hi
 
-    # 4. output grid centred on the head box
+
+def _output_grid(fg: np.ndarray, affine: np.ndarray, cfg: PreprocessConfig
+                 ) -> tuple[np.ndarray, np.ndarray, float, bool]:
+    """Step 4: (index scale, index offset, zoom, truncated) of the output grid, centred on the
+    head box of ``fg``; an axis that needs no resampling gets scale 1 and an integer offset."""
     target = np.asarray(cfg.target_shape, dtype=np.int64)
-    spacing = np.asarray(spacing_from_affine(aff_r))
+    spacing = np.asarray(spacing_from_affine(affine))
     b0, b1 = _head_box(fg)
     box = b1 - b0 + 1.0
     zoom = 1.0
@@ -320,47 +217,68 @@ def preprocess_case(image: Volume | None, mask: Volume, cfg: PreprocessConfig) -
     scale = out_spacing / spacing
     exact = np.isclose(scale, 1.0, rtol=0, atol=1e-9)
     scale = np.where(exact, 1.0, scale)
-    centre_in = (b0 + b1) / 2.0
-    centre_out = (target - 1) / 2.0
-    offset = centre_in - scale * centre_out
+    offset = (b0 + b1) / 2.0 - scale * (target - 1) / 2.0
     offset = np.where(exact, np.round(offset), offset)
+    return scale, offset, zoom, truncated
 
-    shape_out = tuple(int(t) for t in target)
-    labels_o = _resample(labels_r, scale, offset, shape_out, order=0, cval=0)
+
+def _rows(m: np.ndarray) -> tuple[tuple[float, ...], ...]:
+    return tuple(tuple(float(v) for v in row) for row in np.asarray(m))
+
+
+def preprocess_case(image: Volume | None, mask: Volume, cfg: PreprocessConfig) -> Preprocessed:
+    """Preprocess one case (see the module docstring for the steps).
+
+    ``image``: ``(C, D, H, W)`` on the same grid as ``mask`` ``(1, D, H, W)``, or ``None`` for
+    a mask-only case (then no intensity bounds are recorded and ``brain_label`` is not added:
+    the mask must carry it already). Raises :class:`CohortError` for grids that disagree,
+    label values not covered by ``cfg.mask_labels`` or non-finite intensities.
+    """
+    img, labels = _checked_arrays(image, mask)
+    labels = _final_labels(labels, img, cfg)
+
+    # 2. orientation (exact)
+    labels_r, aff_r, ornt = reorient(labels, mask.affine, cfg.orientation)
+    img_r = apply_ornt(img, mask.affine, ornt)[0] if img is not None else None
+
+    # 3. intensity bounds inside the head
+    fg = labels_r > 0
+    if not fg.any() and img_r is not None:
+        fg = np.any(img_r != 0, axis=0)
+    if not fg.any():
+        fg = np.ones(labels_r.shape, bool)
+    lo: list[float] = []
+    hi: list[float] = []
+    if img_r is not None:
+        img_r, lo, hi = _normalise(img_r, fg, cfg.clip_percentiles)
+
+    # 4. output grid centred on the head box
+    scale, offset, zoom, truncated = _output_grid(fg, aff_r, cfg)
+    shape_out = tuple(int(t) for t in cfg.target_shape)
+    labels_o = resample(labels_r, scale, offset, shape_out, order=0, cval=0)
     img_o = None
     if img_r is not None:
-        img_o = np.stack(
-            [
-                _resample(img_r[c], scale, offset, shape_out, order=1, cval=-1.0)
-                for c in range(img_r.shape[0])
-            ]
-        )
+        img_o = np.stack([resample(c, scale, offset, shape_out, order=1, cval=-1.0) for c in img_r])
     m = np.eye(4)
     m[:3, :3] = np.diag(scale)
     m[:3, 3] = offset
-    aff_o = aff_r @ m
 
     record = GridRecord(
-        original_shape=original_shape,  # type: ignore[arg-type]
-        original_affine=tuple(tuple(float(v) for v in row) for row in np.asarray(mask.affine)),
+        original_shape=tuple(int(s) for s in labels.shape),  # type: ignore[arg-type]
+        original_affine=_rows(mask.affine),
         ornt=tuple((float(a), float(f)) for a, f in ornt),
         reoriented_shape=tuple(int(s) for s in labels_r.shape),  # type: ignore[arg-type]
         index_scale=tuple(float(s) for s in scale),  # type: ignore[arg-type]
         index_offset=tuple(float(o) for o in offset),  # type: ignore[arg-type]
         output_shape=shape_out,  # type: ignore[arg-type]
-        output_affine=tuple(tuple(float(v) for v in row) for row in aff_o),
+        output_affine=_rows(aff_r @ m),
         lo=tuple(lo),
         hi=tuple(hi),
         zoom=zoom,
         truncated=truncated,
     )
-    return Preprocessed(
-        image=torch.from_numpy(np.ascontiguousarray(img_o, dtype=np.float32))
-        if img_o is not None
-        else None,
-        labels=torch.from_numpy(labels_o.astype(np.int64)),
-        record=record,
-    )
+    image_t = None if img_o is None else torch.from_numpy(np.ascontiguousarray(img_o, dtype=np.float32))
+    return Preprocessed(image=image_t, labels=torch.from_numpy(labels_o.astype(np.int64)), record=record)
 
 
 # ----------------------------------------------------------------------------- inverse
@@ -392,11 +310,11 @@ def to_original_grid(
     out = []
     for c in range(arr.shape[0]):
         if is_label:
-            ch = _resample(
+            ch = resample(
                 np.asarray(arr[c]).astype(np.int16), inv_scale, inv_offset, shape_r, order=0, cval=0
             )
         else:
-            ch = _resample(
+            ch = resample(
                 np.asarray(arr[c], dtype=np.float32),
                 inv_scale,
                 inv_offset,
@@ -411,7 +329,7 @@ def to_original_grid(
                     )
                 lo, hi = record.lo[c], record.hi[c]
                 ch = ((ch + 1.0) * 0.5 * (hi - lo) + lo).astype(np.float32)
-        out.append(_undo_ornt(ch, ornt))
+        out.append(undo_ornt(ch, ornt))
     data = np.stack(out)
     assert tuple(data.shape[1:]) == tuple(record.original_shape)
     return Volume(data=data, affine=np.asarray(record.original_affine, dtype=np.float64))
