@@ -163,3 +163,124 @@ def test_dicom_is_reproducible_per_seed_and_refuses_bad_input(tmp_path):
         deid.write_dicom_series(tmp_path / "d", vol, sheared, rng=np.random.default_rng(0))
     with pytest.raises(ValueError):
         deid.write_dicom_series(tmp_path / "e", np.zeros((2, 3, 3, 3)), np.eye(4), rng=np.random.default_rng(0))
+
+
+# --------------------------------------------------------------------------- the complete scan
+SHORT_PID = "4821"  # a 4-character PatientID: searched as a token, never as bytes
+
+
+def _identifying_dicom_cohort(root):
+    """Two DICOM series; PatientID is 4 characters; one value only in the LAST file of a series."""
+    import pydicom
+
+    from synthkit.io import discover_cohort, write_nnunet_dataset_json
+    from synthkit.io.demo_cohort import phantom
+
+    for n, cid in enumerate(["subjA", "subjB"]):
+        img, msk = phantom(12, seed=n)
+        files = deid.write_dicom_series(root / "images" / cid, img.data[0] * 1000, img.affine,
+                                        rng=np.random.default_rng(n))
+        for k, f in enumerate(files):
+            ds = pydicom.dcmread(f)
+            ds.PatientName, ds.PatientID, ds.PatientBirthDate = "ROE^JANE", SHORT_PID, "19700102"
+            if k == len(files) - 1:
+                ds.OperatorsName = "KILDARE^JAMES"  # PN only in the last slice
+                ds.StationName = "MRSCAN7"  # SH only in the last slice
+            ds.save_as(f)
+        m = nib.Nifti1Image(msk.data[0].astype(np.uint8), img.affine)
+        m.header["descrip"] = b"ward 12 bed 9"
+        (root / "masks").mkdir(parents=True, exist_ok=True)
+        nib.save(m, str(root / "masks" / f"{cid}.nii.gz"))
+    write_nnunet_dataset_json(root, ("MR",), {"background": 0, "head": 1, "tumour": 2}, 2)
+    return discover_cohort(root)
+
+
+def test_needles_come_from_every_file_and_every_text_vr(tmp_path):
+    needles = deid.identifier_needles(_identifying_dicom_cohort(tmp_path / "in"))
+    low = {n.lower() for n in needles}
+    for want in (SHORT_PID, "ROE^JANE", "ROE", "JANE", "19700102", "KILDARE", "JAMES", "MRSCAN7",
+                 "subjA", "subjB", "ward 12 bed 9"):
+        assert want.lower() in low, want
+    assert not {"images", "masks", "imagestr", "dcm", "mr"} & low  # layout words, coded concepts, short values
+    assert not any(n.startswith("1.2.840.10008.") for n in needles)  # standard UIDs (same in every file)
+    assert any(n.startswith("1.2.") and len(n) > 20 for n in needles)  # instance UIDs are needles
+    assert "ROE" not in deid.identifier_needles(_identifying_dicom_cohort(tmp_path / "in2"), exclude=["roe"])
+
+
+def _clean_output(out, rng):
+    """What an anonymize output looks like: ids, numbers, images, DICOM, an HTML report."""
+    import base64
+    import json
+
+    vol = np.zeros((8, 8, 8), np.float32)
+    vol.ravel()[:4] = np.frombuffer(b" 4821 4821 4821 ", dtype=np.float32)  # the bytes, in image data
+    deid.write_deidentified_nifti(out / "imagesTr" / "syn_0a1b2c3d4e5f_0000.nii.gz", vol, np.eye(4))
+    deid.write_dicom_series(out / "dicom" / "syn_0a1b2c3d4e5f" / "0000", vol + 5, np.eye(4), rng=rng,
+                            patient_id="syn_0a1b2c3d4e5f")
+    payload = base64.b64encode(b"\xfb\xef" + b"\xe3\x6f\x36\xdb" * 3).decode()  # contains '/4821' runs? no
+    payload = "ab+" + SHORT_PID + "/cd" + payload  # base64 data that happens to hold the digits
+    (out / "privacy_report.html").write_text(f"<p>similarity 0.{SHORT_PID}, shift [1, 0, -1]</p>"
+                                            f"<img src='data:image/png;base64,{payload}'>")
+    (out / "manifest.json").write_text(json.dumps({"seed": 1234821, "similarity": float(f"0.{SHORT_PID}"),
+                                                   "id": "syn_0a1b2c3d4e5f", "code": f"PAT{SHORT_PID}"}))
+
+
+def test_short_patient_id_found_when_planted_and_not_in_a_clean_output(tmp_path):
+    import json
+
+    import pydicom
+
+    needles = deid.identifier_needles(_identifying_dicom_cohort(tmp_path / "in"))
+    clean = tmp_path / "clean"
+    _clean_output(clean, np.random.default_rng(99))
+    assert deid.scan_for_identifiers(clean, needles) == []
+
+    planted = {  # one plant per place a short id can hide
+        "json": lambda o: (o / "manifest.json").write_text(json.dumps({"source": SHORT_PID})),
+        "path": lambda o: (o / "imagesTr" / f"syn_{SHORT_PID}_0000.nii.gz").write_bytes(b""),
+        "gz-text": lambda o: (o / "notes.txt.gz").write_bytes(gzip.compress(f"case {SHORT_PID}.".encode(), mtime=0)),
+        "utf16": lambda o: (o / "log.txt").write_bytes(f"id={SHORT_PID}".encode("utf-16")),
+    }
+    for name, plant in planted.items():
+        out = tmp_path / name
+        _clean_output(out, np.random.default_rng(99))
+        plant(out)
+        hits = deid.scan_for_identifiers(out, needles)
+        assert [h.needle for h in hits] == [SHORT_PID], (name, hits)
+    out = tmp_path / "dicom-value"
+    _clean_output(out, np.random.default_rng(99))
+    f = next((out / "dicom").rglob("*.dcm"))
+    ds = pydicom.dcmread(f)
+    ds.PatientID = SHORT_PID
+    ds.save_as(f)
+    hits = deid.scan_for_identifiers(out, needles)
+    assert [(h.needle, h.part) for h in hits] == [(SHORT_PID, "dicom")]
+
+
+def test_long_numeric_needles_do_not_match_inside_longer_numbers(tmp_path):
+    (tmp_path / "a.json").write_text('{"steps": 1197001021, "d": "x19700102y"}')
+    hits = deid.scan_for_identifiers(tmp_path, ["19700102"])
+    assert [(h.path.name, h.where) for h in hits] == [("a.json", "content")]  # only inside x...y
+    (tmp_path / "a.json").write_text('{"steps": 1197001021}')
+    assert deid.scan_for_identifiers(tmp_path, ["19700102", "ab"]) == []  # 'ab': below MIN_NEEDLE
+
+
+@pytest.mark.parametrize("oblique", [False, True])
+def test_canonical_affine_drops_position_and_obliquity(oblique):
+    import nibabel.orientations as nio
+
+    aff = np.diag([-0.9375, 0.9375, 1.2, 1.0])
+    aff[:3, 3] = [117.3, -98.2, 41.7]
+    if oblique:
+        c, s = np.cos(0.2), np.sin(0.2)
+        aff[:3, :3] = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ aff[:3, :3]
+    aff = aff[:, [1, 2, 0, 3]]  # voxel axes permuted (e.g. a sagittal acquisition)
+    shape = (20, 30, 40)
+    out = deid.canonical_affine(aff, shape)
+    assert nio.aff2axcodes(out) == nio.aff2axcodes(aff)
+    assert np.count_nonzero(out[:3, :3]) == 3  # a signed permutation times the spacing
+    np.testing.assert_allclose(np.abs(out[:3, :3]).sum(axis=0), [0.94, 1.2, 0.94])
+    np.testing.assert_allclose(out @ np.r_[(np.array(shape) - 1) / 2, 1.0], [0, 0, 0, 1], atol=1e-12)
+    assert not np.allclose(out, aff)
+    with pytest.raises(ValueError):
+        deid.canonical_affine(np.eye(3), shape)

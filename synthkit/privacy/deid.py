@@ -1,6 +1,6 @@
 """De-identification of what synthkit writes: fresh opaque case ids, scrubbed NIfTI files,
-DICOM export under the PS3.15 Basic Application Level Confidentiality Profile, and a scanner
-that looks for identifiers in every output path and byte.
+DICOM export under the PS3.15 Basic Application Level Confidentiality Profile, an output geometry
+that is not the source's, and a scanner that looks for identifiers in every output path and byte.
 
 * **Case ids** come from a seeded generator (:func:`fresh_case_ids`): ``syn_`` + 12 hex digits,
   no trace of the input names. Which output came from which input is written only on request
@@ -16,12 +16,7 @@ that looks for identifiers in every output path and byte.
 
 from __future__ import annotations
 
-import gzip
-import os
-import zlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
@@ -32,6 +27,13 @@ from synthkit.privacy.dicom_export import (  # noqa: F401  (re-exported: the DIC
     ValueMapping,
     value_mapping,
     write_dicom_series,
+)
+from synthkit.privacy.identifiers import (  # noqa: F401  (re-exported: the scanner's old home)
+    LONG_NEEDLE,
+    MIN_NEEDLE,
+    Hit,
+    identifier_needles,
+    scan_for_identifiers,
 )
 
 ID_PREFIX = "syn_"
@@ -126,50 +128,33 @@ def write_deidentified_nifti(path: str | Path, data: np.ndarray, affine: np.ndar
     return out
 
 
-# --------------------------------------------------------------------------- scanning
-@dataclass(frozen=True)
-class Hit:
-    """``needle`` found in ``path``: in its name (``where="path"``) or bytes (``"content"``;
-    ``offset`` into the decompressed bytes for .gz files)."""
+# --------------------------------------------------------------------------- geometry
+def canonical_affine(affine: np.ndarray, shape: tuple[int, ...], *, spacing_decimals: int = 2) -> np.ndarray:
+    """An output affine that does not repeat the source scan's exact geometry.
 
-    path: Path
-    where: Literal["path", "content"]
-    needle: str
-    offset: int = -1
+    Each voxel axis is mapped to the world axis it is closest to (nibabel's
+    ``io_orientation``; signed axis permutation, so the anatomical orientation is kept), voxel
+    sizes are rounded to ``spacing_decimals`` decimals (0.01 mm), and the origin is put so that
+    the centre of the ``shape`` (D, H, W[, ...]: the first three entries are used) grid lies at
+    world (0, 0, 0). The scanner position and any obliquity are dropped; the voxel data are
+    not touched (an oblique scan is relabelled, not resampled). Returns a (4, 4) float64.
+    """
+    import nibabel.orientations as nio
 
-
-def _decompressed(raw: bytes) -> bytes | None:
-    if raw[:2] != b"\x1f\x8b":
-        return None
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error):
-        return None
-
-
-def scan_for_identifiers(folder: str | Path, needles: list[str] | tuple[str, ...]) -> list[Hit]:
-    """Every occurrence of any ``needle`` (case-insensitive) in the paths below ``folder``
-    (relative, every component) and in every file's bytes, gzip files decompressed (the raw
-    bytes are searched too). Needles are searched as UTF-8 and as UTF-16-LE."""
-    root = Path(folder)
-    wanted = [n for n in needles if n]
-    hits: list[Hit] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            rel = str((Path(dirpath) / name).relative_to(root)).lower()
-            hits += [Hit(Path(dirpath) / name, "path", n) for n in wanted if n.lower() in rel]
-        for name in filenames:
-            p = Path(dirpath) / name
-            if p.is_symlink() or not p.is_file():
-                continue
-            raw = p.read_bytes()
-            blobs = [raw] + [b for b in (_decompressed(raw),) if b is not None]
-            for n in wanted:
-                forms = {n.lower().encode("utf-8"), n.lower().encode("utf-16-le")}
-                for blob in blobs:
-                    low = blob.lower()
-                    found = [low.find(f) for f in forms if low.find(f) >= 0]
-                    if found:
-                        hits.append(Hit(p, "content", n, min(found)))
-                        break
-    return hits
+    a = np.asarray(affine, dtype=np.float64)
+    if a.shape != (4, 4) or not np.all(np.isfinite(a)):
+        raise ValueError(f"affine must be a finite (4, 4) matrix, got shape {a.shape}")
+    spacing = np.sqrt((a[:3, :3] ** 2).sum(axis=0))
+    if np.any(spacing <= 0):
+        raise ValueError("affine has a zero-length voxel axis")
+    step = 10.0 ** -spacing_decimals
+    spacing = np.maximum(np.round(spacing, spacing_decimals), step)
+    ornt = nio.io_orientation(a)
+    lin = np.zeros((3, 3))
+    for axis, (world, sign) in enumerate(ornt):
+        lin[int(world), axis] = sign * spacing[axis]
+    centre = (np.asarray(shape[:3], dtype=np.float64) - 1) / 2
+    out = np.eye(4)
+    out[:3, :3] = lin
+    out[:3, 3] = -lin @ centre
+    return out
