@@ -84,12 +84,16 @@ def register(app: typer.Typer) -> None:
         first: Annotated[int, typer.Option("--first", min=0, help="Index of the first subject: subject i is "
                          "the same in every cohort with this seed and size, so disjoint ranges give "
                          "disjoint cohorts (e.g. training 0-63, held-out from 1000).")] = 0,
+        clean_copy: Annotated[Path | None, typer.Option("--clean-copy", help="Also write the cohort without its "
+                              "Rician noise to this folder (for the noise ceiling of 'autoencoder eval --clean').",
+                              show_default=False)] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ) -> None:
         """Write a small synthetic demo cohort (head + tumour masks) to OUT."""
         from synthkit.io.demo_cohort import write_demo_cohort
 
         with make_progress(quiet) as progress:
-            made = write_demo_cohort(out, n=n, size=size, seed=seed, progress=progress, first=first)
+            made = write_demo_cohort(out, n=n, size=size, seed=seed, progress=progress, first=first,
+                                     **({"clean_copy": clean_copy} if clean_copy is not None else {}))
         n_cases = len(made.cases) if made is not None and hasattr(made, "cases") else n
         console.print(f"wrote {n_cases} cases to {out}", markup=False, soft_wrap=True)

@@ -169,8 +169,9 @@ def _add_tumour(
     labels[box][lesion] = 2
 
 
-def _subject(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One subject: image ``(size,)*3`` float32, labels uint8, output affine ``(4, 4)``."""
+def _subject(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One subject: image ``(size,)*3`` float32, labels uint8, output affine ``(4, 4)``, and the
+    image without its Rician noise (same scale; for measuring the noise ceiling)."""
     base = _base()
     t1 = base["t1"].copy()
     # grey/white contrast differs between subjects (white-matter weight from the T1 itself)
@@ -229,11 +230,13 @@ def _subject(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarra
     )
     img = img * np.exp(bias)
     sigma = rng.uniform(0.01, 0.03)
+    clean = img
     img = np.sqrt(
         (img + rng.normal(0, sigma, img.shape)) ** 2 + rng.normal(0, sigma, img.shape) ** 2
     )
-    img = (img * rng.uniform(600, 1400)).astype(np.float32)
-    return img, lab.astype(np.uint8), out_aff
+    scale = rng.uniform(600, 1400)
+    img = (img * scale).astype(np.float32)
+    return img, lab.astype(np.uint8), out_aff, (clean * scale).astype(np.float32)
 
 
 _CASE_FILE = re.compile(r"^case_(\d{3,})(_0000)?\.nii\.gz$")
@@ -274,6 +277,7 @@ def write_demo_cohort(
     seed: int = 0,
     progress: Callable[[int, int], None] | Any = None,
     first: int = 0,
+    clean_copy: str | Path | None = None,
 ):
     """Write ``n`` synthetic subjects as an nnU-Net raw dataset under ``out``; return the Cohort.
 
@@ -284,7 +288,9 @@ def write_demo_cohort(
     subject ``i`` (``case_{i:03d}``) is the same in every cohort made with the same seed and
     size, so disjoint ranges give disjoint cohorts (training vs held-out). ``out`` may be an
     earlier demo cohort (overwritten; cases outside the new range removed); any other non-empty
-    folder is a :class:`UsageError`.
+    folder is a :class:`UsageError`. ``clean_copy``: also write the same cohort without the
+    Rician noise there (same layout and labels; the noisy files are unchanged), to measure the
+    noise ceiling of reconstruction metrics.
     """
     from synthkit.io.cohort import discover_cohort
     from synthkit.io.nifti import write_nifti
@@ -293,9 +299,13 @@ def write_demo_cohort(
     if n < 1 or size < 8 or first < 0:
         raise ValueError("write_demo_cohort needs n >= 1, size >= 8 and first >= 0")
     out = Path(out)
-    _clear_previous(out, range(first, first + n))
-    (out / "imagesTr").mkdir(parents=True, exist_ok=True)
-    (out / "labelsTr").mkdir(parents=True, exist_ok=True)
+    outs = [out] if clean_copy is None else [out, Path(clean_copy)]
+    if len(outs) == 2 and outs[1].resolve() == out.resolve():
+        raise UsageError("the clean copy must go to another folder", outs[1])
+    for o in outs:
+        _clear_previous(o, range(first, first + n))
+        (o / "imagesTr").mkdir(parents=True, exist_ok=True)
+        (o / "labelsTr").mkdir(parents=True, exist_ok=True)
     if progress is not None and hasattr(progress, "add_task"):
         task = progress.add_task("demo cohort", total=n)
         step = lambda i: progress.advance(task)
@@ -304,10 +314,12 @@ def write_demo_cohort(
     else:
         step = lambda i: None
     for k, i in enumerate(range(first, first + n)):
-        img, lab, aff = _subject(np.random.default_rng([seed, i]), size)
+        img, lab, aff, clean = _subject(np.random.default_rng([seed, i]), size)
         cid = f"case_{i:03d}"
-        write_nifti(out / "imagesTr" / f"{cid}_0000.nii.gz", img, aff)
-        write_nifti(out / "labelsTr" / f"{cid}.nii.gz", lab, aff, is_label=True)
+        for o, im in zip(outs, (img, clean), strict=False):
+            write_nifti(o / "imagesTr" / f"{cid}_0000.nii.gz", im, aff)
+            write_nifti(o / "labelsTr" / f"{cid}.nii.gz", lab, aff, is_label=True)
         step(k)
-    write_nnunet_dataset_json(out, ("T1",), dict(LABELS), n, ".nii.gz")
+    for o in outs:
+        write_nnunet_dataset_json(o, ("T1",), dict(LABELS), n, ".nii.gz")
     return discover_cohort(out)
