@@ -145,7 +145,7 @@ def register(app: typer.Typer) -> None:
         """Train a mask-conditioned diffusion model (Med-DDPM), or a GAN baseline, on COHORT into the run folder --out."""
         from synthkit.errors import UsageError
         from synthkit.training.ddp import init_distributed
-        from synthkit.training.loop import Trainer
+        from synthkit.training.trainer import Trainer
 
         if device not in ("cpu", "cuda"):
             raise UsageError(f"--device must be cpu or cuda, not {device!r}")

@@ -9,8 +9,9 @@ from synthkit._lazy import lazy_getattr
 
 _API = {
     "train": "synthkit.training.loop",
-    "Trainer": "synthkit.training.loop",
-    "TrainingError": "synthkit.training.loop",
+    "Trainer": "synthkit.training.trainer",
+    "TrainingError": "synthkit.training.trainer",
+    "run_trainer": "synthkit.training.trainer",
     "EMA": "synthkit.training.ema",
     "lr_at": "synthkit.training.lr",
     "save_checkpoint": "synthkit.training.checkpoint",
@@ -23,7 +24,7 @@ _API = {
 
 __all__ = [
     "EMA", "Trainer", "TrainingError", "TrainingState", "fit_config_to_cohort", "load_checkpoint",
-    "load_weights", "lr_at", "save_checkpoint", "save_weights", "train",
+    "load_weights", "lr_at", "run_trainer", "save_checkpoint", "save_weights", "train",
 ]
 
 

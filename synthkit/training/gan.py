@@ -43,9 +43,10 @@ from synthkit.errors import UsageError
 from synthkit.run import Generator
 from synthkit.training import checkpoint as ckpt
 from synthkit.training.ema import EMA
-from synthkit.training.loop import Trainer, TrainingError, _gen_seed, run_trainer
 from synthkit.training.lr import set_lr
 from synthkit.training.rng import capture_rng, restore_rng
+from synthkit.training.rng import generator_seed as _gen_seed
+from synthkit.training.trainer import Trainer, TrainingError, run_trainer
 
 GAN_TYPES = ("pix2pix", "discogan")
 

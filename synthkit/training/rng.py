@@ -14,6 +14,11 @@ import numpy as np
 import torch
 
 
+def generator_seed(seed: int, rank: int) -> int:
+    """The seed of rank ``rank``'s training ``torch.Generator`` for run seed ``seed``."""
+    return (int(seed) * 1_000_003 + rank * 7_919 + 17) % 2**63
+
+
 def capture_rng(generators: dict[str, torch.Generator] | None = None) -> dict[str, torch.Tensor]:
     """All RNG states as ``{name: tensor}`` (names are stable keys for a checkpoint)."""
     out: dict[str, torch.Tensor] = {"torch_cpu": torch.get_rng_state().clone()}
