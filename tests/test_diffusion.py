@@ -326,3 +326,34 @@ def test_generator_list_must_have_one_generator_per_volume(model):
         sample(model, d, _cond(2), sampler="ddim", steps=2, generator=gens, image_channels=1)
     with pytest.raises(TypeError, match="Generator"):
         sample(model, d, _cond(2), sampler="ddim", steps=2, generator=[gens[0], 3], image_channels=1)  # type: ignore[list-item]
+
+
+# -- pinned outputs of the fused DDPM/DDIM loops (before the scheduler refactor) -------------
+# (prediction, sampler kwargs, sum, sum of |x|, x[1, 0, 2, 3, 4]) for the seeded tiny network,
+# two masks, T = 10, generator seed 5, computed with the pre-refactor code (commit 5d09263).
+# On that machine the refactored sampler reproduced them bit for bit (sha256 of the output);
+# the tolerance only allows for other CPUs' convolution kernels rounding differently.
+PINNED = [
+    ("epsilon", {"sampler": "ddpm"}, -101.14368555741385, 722.580213141162, -0.6197035312652588),
+    ("epsilon", {"sampler": "ddim", "steps": 4, "eta": 1.0}, -79.97338506486267, 739.1001049457118,
+     0.7605507969856262),
+    ("epsilon", {"sampler": "ddim", "steps": 3, "background": True}, -615.9129427913576, 1022.0868884082884, -1.0),
+    ("v", {"sampler": "ddim", "steps": 4}, -74.83253349130973, 497.6649036849849, -0.560290515422821),
+    ("v", {"sampler": "ddim", "eta": 0.5}, -101.89144607121125, 580.8242485192604, -0.9693679213523865),
+    ("v", {"sampler": "ddpm", "background": True, "clip_x0": False}, -636.1156793846749, 866.9266081168316, -1.0),
+    ("v", {"sampler": "ddim", "steps": 4, "clip_x0": False}, -74.83135143760592, 497.6735551143065,
+     -0.5601361393928528),
+]
+
+
+@pytest.mark.parametrize(("prediction", "kw", "total", "total_abs", "voxel"), PINNED)
+def test_ddpm_ddim_outputs_match_numbers_pinned_before_the_refactor(model, prediction, kw, total, total_abs, voxel):
+    d = GaussianDiffusion(DiffusionConfig(timesteps=T_TEST, prediction=prediction))
+    cond = _cond()
+    kw = dict(kw)
+    if kw.pop("background", False):
+        kw["background"] = cond.sum(1, keepdim=True) == 0
+    x = sample(model, d, cond, generator=torch.Generator().manual_seed(5), image_channels=1, **kw)
+    assert x.double().sum().item() == pytest.approx(total, rel=2e-5)
+    assert x.double().abs().sum().item() == pytest.approx(total_abs, rel=2e-5)
+    assert x[1, 0, 2, 3, 4].item() == pytest.approx(voxel, abs=1e-4)

@@ -1,24 +1,36 @@
-"""Gaussian diffusion for Med-DDPM: schedules, the training loss and the samplers.
+"""Gaussian diffusion for Med-DDPM: schedules, the training loss, schedulers and one sampling loop.
 
-The network knows nothing about noise; :class:`GaussianDiffusion` is tensor maths only; each
-sampler is a plain loop in its own file; :func:`sample` dispatches between them.
+The network knows nothing about noise; :class:`GaussianDiffusion` and the schedulers
+(:class:`DDPMScheduler`, :class:`DDIMScheduler`, :class:`DPMSolverPPScheduler`, each with a
+``step()``) are tensor maths only; :func:`sample` is the one loop that calls the network and a
+scheduler picked by name from :data:`SAMPLERS`.
 """
 
-from synthkit.diffusion.ddim import ddim_sample, ddim_timesteps
-from synthkit.diffusion.ddpm import ddpm_sample
+from synthkit.diffusion.ddim import DDIMScheduler, ddim_timesteps
+from synthkit.diffusion.ddpm import DDPMScheduler
+from synthkit.diffusion.dpm_solver import DPMSolverPPScheduler
 from synthkit.diffusion.gaussian import GaussianDiffusion
-from synthkit.diffusion.sampling import SAMPLERS, sample
+from synthkit.diffusion.registry import SAMPLERS, Sampler, make_scheduler
+from synthkit.diffusion.sampling import sample
 from synthkit.diffusion.schedule import cosine_alpha_bar, cosine_betas, linear_betas, make_betas
+from synthkit.diffusion.scheduler import Denoised, Scheduler, SchedulerOutput, spaced_timesteps
 
 __all__ = [
     "SAMPLERS",
+    "DDIMScheduler",
+    "DDPMScheduler",
+    "DPMSolverPPScheduler",
+    "Denoised",
     "GaussianDiffusion",
+    "Sampler",
+    "Scheduler",
+    "SchedulerOutput",
     "cosine_alpha_bar",
     "cosine_betas",
-    "ddim_sample",
     "ddim_timesteps",
-    "ddpm_sample",
     "linear_betas",
     "make_betas",
+    "make_scheduler",
     "sample",
+    "spaced_timesteps",
 ]

@@ -13,51 +13,38 @@ exactly ancestral sampling with ``sigma_t^2 = beta~_t``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
-from synthkit.diffusion._checks import Generators, noise_like, start_chain
-from synthkit.diffusion.gaussian import GaussianDiffusion, Model
-from synthkit.diffusion.prediction import predict_eps_x0
-from synthkit.networks.precision import Precision
+from synthkit.diffusion._checks import Generators, noise_like
+from synthkit.diffusion.scheduler import Denoised, Scheduler, SchedulerOutput
 
 
-@torch.no_grad()
-def ddpm_sample(
-    model: Model,
-    diffusion: GaussianDiffusion,
-    cond: torch.Tensor,
-    *,
-    steps: int | None = None,
-    eta: float = 0.0,
-    generator: Generators,
-    image_channels: int,
-    clip_x0: bool = True,
-    background: torch.Tensor | None = None,
-    progress: Callable[[int, int], None] | None = None,
-    autocast: Precision | None = None,
-) -> torch.Tensor:
-    """Ancestral sampling over all T steps. See :func:`synthkit.diffusion.sample` for the
-    arguments; ``steps`` must be None or T (use DDIM for fewer) and ``eta`` is unused.
+class DDPMScheduler(Scheduler):
+    """All T steps, ``sigma_t^2 = beta_t``; ``eta`` is unused."""
 
-    Returns (N, image_channels, D, H, W) float32 in [-1, 1].
-    """
-    T = diffusion.num_timesteps
-    if steps is not None and steps != T:
-        raise ValueError(f"DDPM runs all {T} steps (got steps={steps}); use sampler='ddim'")
-    x, bg = start_chain(cond, generator, image_channels, background)
-    betas = diffusion.betas
-    for i, t in enumerate(range(T - 1, -1, -1)):
-        _, x0 = predict_eps_x0(
-            model, diffusion, x, t, cond, clip_x0=clip_x0, background=bg, autocast=autocast
-        )
-        tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-        mean, _ = diffusion.q_posterior(x0, x, tt)
+    name = "DDPM"
+
+    def set_timesteps(self, steps: int | None) -> None:
+        """DDPM visits every step ``T-1..0``; ``steps`` must be None or T."""
+        T = self.diffusion.num_timesteps
+        if steps is not None and steps != T:
+            raise ValueError(f"DDPM runs all {T} steps (got steps={steps}); use sampler='ddim' or 'dpmpp'")
+        self._set_grid(list(range(T - 1, -1, -1)))
+
+    def step(
+        self,
+        model_output: Denoised,
+        t: int,
+        sample: torch.Tensor,
+        generator: Generators | None = None,
+    ) -> SchedulerOutput:
+        """``x_{t-1} = mu(x0_hat, x_t) + sqrt(beta_t) z`` (no noise at ``t = 0``)."""
+        x0 = model_output.x0
+        self.position(t)
+        tt = torch.full((sample.shape[0],), t, dtype=torch.long, device=sample.device)
+        x, _ = self.diffusion.q_posterior(x0, sample, tt)
         if t > 0:
-            x = mean + float(betas[t].sqrt()) * noise_like(x, generator)
-        else:
-            x = mean
-        if progress is not None:
-            progress(i + 1, T)
-    return x.clamp(-1.0, 1.0)
+            if generator is None:
+                raise ValueError("DDPM steps draw noise: pass a generator")
+            x = x + float(self.diffusion.betas[t].sqrt()) * noise_like(sample, generator)
+        return SchedulerOutput(x, x0)

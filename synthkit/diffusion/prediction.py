@@ -1,6 +1,8 @@
-"""One denoiser evaluation during sampling: model call, (eps, x0), clipping, background hold.
+"""One denoiser evaluation during sampling: model call, (eps, x0), clamp, background hold.
 
-Shared by every sampler so that they differ only in how they step from ``x_t`` to ``x_{t-1}``.
+This is where the x0 post-processing lives, before any scheduler sees the prediction: every
+scheduler then steps with the same clamped / held x0 (and the eps recomputed from it), so they
+differ only in how they move from ``x_t`` to the next step.
 """
 
 from __future__ import annotations
@@ -8,12 +10,13 @@ from __future__ import annotations
 import torch
 
 from synthkit.diffusion.gaussian import GaussianDiffusion, Model
+from synthkit.diffusion.scheduler import Denoised
 from synthkit.networks.precision import Precision, autocast_context
 
 BACKGROUND_VALUE = -1.0
 
 
-def predict_eps_x0(
+def denoise(
     model: Model,
     diffusion: GaussianDiffusion,
     x_t: torch.Tensor,
@@ -23,8 +26,8 @@ def predict_eps_x0(
     clip_x0: bool = True,
     background: torch.Tensor | None = None,
     autocast: Precision | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Predict (eps, x0) at integer step ``t`` for the whole batch.
+) -> Denoised:
+    """Predict (eps, x0) at integer step ``t`` for the whole batch with ONE network call.
 
     Args:
         x_t: (N, C_img, D, H, W) float32.
@@ -33,8 +36,9 @@ def predict_eps_x0(
         background: (N, 1, D, H, W) bool, True outside the head: x0 is held at -1 there.
         autocast: precision of the model call (``None``/"fp32", "bf16", "auto"); maths is fp32.
     Returns:
-        eps, x0: both (N, C_img, D, H, W) float32. When x0 was changed (clip, background), eps is
-        recomputed from it so that the pair stays consistent with ``x_t``.
+        Denoised(eps, x0), both (N, C_img, D, H, W) float32, from the network output read as
+        ``diffusion.cfg.prediction`` ("epsilon" or "v"). When x0 was changed (clip,
+        background), eps is recomputed from it so that the pair stays consistent with ``x_t``.
     """
     tt = torch.full((x_t.shape[0],), t, dtype=torch.long, device=x_t.device)
     with autocast_context(x_t.device, autocast):
@@ -49,4 +53,4 @@ def predict_eps_x0(
         changed = True
     if changed:
         eps = diffusion.eps_from_x0(x_t, tt, x0)
-    return eps, x0
+    return Denoised(eps, x0)

@@ -1,27 +1,33 @@
-"""``sample()``: one entry point for every sampler (all share one signature)."""
+"""``sample()``: the one sampling loop, shared by every scheduler.
+
+    x_T ~ N(0, I)                                  (per-volume generators allowed)
+    for t in scheduler.timesteps:
+        eps, x0 = denoise(model(cat(x_t, cond), t))  (prediction type, clamp, background hold)
+        x_t = scheduler.step((eps, x0), t, x_t, generator).prev_sample
+        progress(i, n)
+    return clamp(x, -1, 1)
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
 
 import torch
 
-from synthkit.diffusion._checks import Generators
-from synthkit.diffusion.ddim import ddim_sample
-from synthkit.diffusion.ddpm import ddpm_sample
+from synthkit.diffusion._checks import Generators, start_chain
 from synthkit.diffusion.gaussian import GaussianDiffusion, Model
+from synthkit.diffusion.prediction import denoise
+from synthkit.diffusion.registry import make_scheduler
 from synthkit.networks.precision import Precision
 
-SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {"ddpm": ddpm_sample, "ddim": ddim_sample}
 
-
+@torch.no_grad()
 def sample(
     model: Model,
     diffusion: GaussianDiffusion,
     cond: torch.Tensor,
     *,
-    sampler: Literal["ddpm", "ddim"] = "ddpm",
+    sampler: str = "ddpm",
     steps: int | None = None,
     eta: float = 0.0,
     generator: Generators,
@@ -31,16 +37,20 @@ def sample(
     progress: Callable[[int, int], None] | None = None,
     autocast: Precision | None = None,
 ) -> torch.Tensor:
-    """Generate images for the given masks (Med-DDPM Algorithm 2, or DDIM).
+    """Generate images for the given masks (Med-DDPM Algorithm 2, DDIM or DPM-Solver++).
 
     Args:
-        model: denoiser ``(N, C_img + K, D, H, W), (N,) -> (N, C_img, D, H, W)``; it is put in
-            eval mode for the call and restored afterwards.
+        model: denoiser ``(N, C_img + K, D, H, W), (N,) -> (N, C_img, D, H, W)`` predicting eps
+            or v (``diffusion.cfg.prediction``); it is put in eval mode for the call and
+            restored afterwards. Called once per step for the whole batch.
         diffusion: the schedule the model was trained with.
         cond: (N, K, D, H, W) one-hot masks, background dropped, on the sampling device.
-        sampler: ``"ddpm"`` (all T steps, sigma_t^2 = beta_t as in the paper) or ``"ddim"``.
-        steps: DDIM steps (default T); DDPM accepts only None or T.
-        eta: DDIM stochasticity (0 = deterministic given x_T); unused by DDPM.
+        sampler: a key of :data:`~synthkit.diffusion.registry.SAMPLERS`: ``"ddpm"`` (all T
+            steps, sigma_t^2 = beta_t as in the paper), ``"ddim"`` or ``"dpmpp"``
+            (DPM-Solver++(2M), Lu et al. 2022: 10-25 steps).
+        steps: model calls; DDIM default T, DPM-Solver++ default 25, DDPM only None or T.
+        eta: DDIM stochasticity (0 = deterministic given x_T); unused by DDPM; must be 0 for
+            DPM-Solver++.
         generator: the only source of randomness (on the same device as ``cond``): one
             ``torch.Generator`` for the whole batch, or a sequence of N, one per volume, so that
             volume ``i``'s x_T and noise come only from generator ``i`` (the network is still
@@ -58,25 +68,19 @@ def sample(
     Returns:
         (N, C_img, D, H, W) float32 in [-1, 1].
     """
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    scheduler = make_scheduler(sampler, diffusion, steps=steps, eta=eta)  # fresh state per call
+    x, bg = start_chain(cond, generator, image_channels, background)
     was_training = getattr(model, "training", False)
     if isinstance(model, torch.nn.Module):
         model.eval()
     try:
-        return SAMPLERS[sampler](
-            model,
-            diffusion,
-            cond,
-            steps=steps,
-            eta=eta,
-            generator=generator,
-            image_channels=image_channels,
-            clip_x0=clip_x0,
-            background=background,
-            progress=progress,
-            autocast=autocast,
-        )
+        total = len(scheduler.timesteps)
+        for i, t in enumerate(scheduler.timesteps):
+            pred = denoise(model, diffusion, x, t, cond, clip_x0=clip_x0, background=bg, autocast=autocast)
+            x = scheduler.step(pred, t, x, generator).prev_sample
+            if progress is not None:
+                progress(i + 1, total)
     finally:
         if isinstance(model, torch.nn.Module) and was_training:
             model.train()
+    return x.clamp(-1.0, 1.0)
