@@ -34,8 +34,9 @@ _API: dict[str, str] = {
     "GaussianDiffusion": "synthkit.diffusion",
     "sample": "synthkit.diffusion",
     "train": "synthkit.training",
-    "load": "synthkit.run",
-    "Generator": "synthkit.run",
+    "load": "synthkit.pipeline.loading",
+    "Pipeline": "synthkit.pipeline.pipeline",
+    "Generator": "synthkit.pipeline.pipeline",
     "sample_masks": "synthkit.generate",
     "cache_cohort": "synthkit.cache",
     # pipelines

@@ -45,11 +45,24 @@ def _norm(kind: str, channels: int) -> nn.Module:
     raise ValueError(f"norm must be 'instance' or 'batch', not {kind!r}")
 
 
-def seeded_dropout(x: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
-    """Inverted dropout with its mask drawn from ``generator``; identity when it is None or p == 0."""
+def seeded_dropout(x: torch.Tensor, p: float,
+                   generator: torch.Generator | Sequence[torch.Generator] | None) -> torch.Tensor:
+    """Inverted dropout with its mask drawn from ``generator``; identity when it is None or p == 0.
+
+    ``generator``: one for the whole batch, or a sequence of N (one per sample of ``x``
+    ``(N, ...)``): sample ``i``'s mask then comes from generator ``i`` alone, exactly as a
+    batch of one would draw it (sampling batched volumes).
+    """
     if generator is None or p <= 0.0:
         return x
-    keep = torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float32) >= p
+    if isinstance(generator, torch.Generator):
+        keep = torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float32) >= p
+    else:
+        if len(generator) != x.shape[0]:
+            raise ValueError(f"got {len(generator)} generators for a batch of {x.shape[0]}")
+        one = (1, *x.shape[1:])
+        keep = torch.cat([torch.rand(one, generator=g, device=x.device, dtype=torch.float32)
+                          for g in generator]) >= p
     return x * keep.to(x.dtype) / (1.0 - p)
 
 
@@ -77,7 +90,8 @@ class _Up(nn.Module):
         self.norm = _norm(norm, cout) if norm else None
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor,
+                generator: torch.Generator | Sequence[torch.Generator] | None) -> torch.Tensor:
         x = self.conv(F.relu(x))
         if self.norm is None:  # outermost
             return torch.tanh(x)
@@ -117,7 +131,8 @@ class UNetGenerator3D(nn.Module):
     def downsample_factor(self) -> int:
         return 2**self.depth
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor,
+                generator: torch.Generator | Sequence[torch.Generator] | None = None) -> torch.Tensor:
         if any(int(s) % self.downsample_factor for s in x.shape[2:]):
             raise ValueError(f"input {tuple(x.shape[2:])} must be divisible by {self.downsample_factor}")
         skips = []

@@ -1,4 +1,5 @@
-"""Training and sampling of the GAN baselines (Pix2Pix, DiscoGAN; networks in synthkit.networks.gan).
+"""Training of the GAN baselines (Pix2Pix, DiscoGAN; networks in synthkit.networks.gan; sampling in
+synthkit.pipeline.gan).
 
 The run folder is the same as for Med-DDPM (``config.json`` with ``model_type``,
 ``model.safetensors`` = EMA weights of the mask -> image generator, ``checkpoint/``,
@@ -40,7 +41,6 @@ import torch.nn.functional as F
 
 from synthkit.config import GanConfig, RunConfig
 from synthkit.errors import UsageError
-from synthkit.run import Generator
 from synthkit.training import checkpoint as ckpt
 from synthkit.training.ema import EMA
 from synthkit.training.lr import set_lr
@@ -263,53 +263,3 @@ def train_gan(cohort: Any, run_dir: str | Path, cfg: RunConfig, *, resume: bool 
     into ``run_dir``; returns ``run_dir``. Arguments as :func:`synthkit.training.train`."""
     return run_trainer(GanTrainer, cohort, run_dir, cfg, resume=resume, device=device, progress=progress,
                        cache_dir=cache_dir, on_note=on_note)
-
-
-# ---------------------------------------------------------------------- sampling
-
-
-@dataclasses.dataclass(frozen=True)
-class SinglePass:
-    """Stands where a diffusion schedule stands for a GAN: one forward pass, ``num_timesteps == 1``
-    (so sampling manifests record ``steps: 1``)."""
-
-    num_timesteps: int = 1
-
-
-def build_sampling_network(cfg: RunConfig) -> torch.nn.Module:
-    """The mask -> image generator of a GAN run (the architecture of ``model.safetensors``)."""
-    from synthkit.networks.gan import build_generator
-
-    return build_generator(cfg.gan, cfg.model.mask_classes, cfg.model.image_channels)
-
-
-class GanGenerator(Generator):
-    """A loaded GAN baseline; the same interface as :class:`synthkit.run.Generator`.
-
-    A volume is one generator pass over the one-hot mask. With ``gan.sample_dropout`` (default,
-    as Isola et al.) dropout stays on as the noise source, drawn from the volume's own seed, so
-    different seeds give (typically slightly) different volumes and the same seed the same
-    volume; without it every seed gives the same volume. ``sampler``, ``steps`` and ``eta`` are
-    accepted for interface compatibility and ignored. ``background`` holds the voxels outside
-    the head at -1, as for the diffusion model.
-    """
-
-    @torch.no_grad()
-    def sample_network(self, cond: torch.Tensor, seeds: Sequence[int], *, sampler: str = "ddpm",
-                       steps: int | None = None, eta: float = 0.0, background: Sequence[bool] | None = None,
-                       progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
-        """``cond`` ``(N, K, d, h, w)`` -> ``(N, C, d, h, w)`` in [-1, 1] on the CPU; volume ``i``
-        depends only on ``cond[i]`` and ``seeds[i]``."""
-        if cond.ndim != 5 or cond.shape[0] != len(seeds):
-            raise ValueError(f"cond must be (N, K, D, H, W) with N = len(seeds), got {tuple(cond.shape)}")
-        outs = []
-        for i, s in enumerate(seeds):
-            c = cond[i : i + 1].to(self.device, torch.float32)
-            g = torch.Generator(device=self.device).manual_seed(int(s)) if self.config.gan.sample_dropout else None
-            out = self.model(c, generator=g).float()
-            if background is not None and background[i]:
-                out = torch.where(c.sum(dim=1, keepdim=True) == 0, torch.full_like(out, -1.0), out)
-            outs.append(out.cpu())
-            if progress is not None:
-                progress(1, 1)
-        return torch.cat(outs, 0)
