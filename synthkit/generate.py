@@ -1,9 +1,11 @@
-"""Sampling pipeline: a set of masks -> a synthetic cohort, each volume on its mask's own grid.
+"""``synthkit sample``: a set of masks -> a synthetic cohort, each volume on its mask's own grid.
 
-For every mask (a folder of mask NIfTIs, or any cohort layout, discovered with
+The ``sample`` configuration of the synthesis engine (:mod:`synthkit.pipeline.engine`): for
+every mask (a folder of mask NIfTIs, or any cohort layout, discovered with
 ``need_images=False``) and every ``k < per_mask``, one volume is generated with seed
-``seed_for(seed, case_id, k)`` and written in nnU-Net raw layout, so the output is itself a
-cohort that synthkit and nnU-Net read::
+``seed_for(seed, case_id, k)``, no perturbation and no gate, and written in nnU-Net raw layout
+(:class:`synthkit.io.nnunet.NnunetWriter`), so the output is itself a cohort that synthkit and
+nnU-Net read::
 
     OUT/imagesTr/{case}_s{k}_0000.nii.gz   (one file per image channel: _0000, _0001, ...)
     OUT/labelsTr/{case}_s{k}.nii.gz        (a clean copy of the mask: same grid, same labels)
@@ -11,145 +13,96 @@ cohort that synthkit and nnU-Net read::
     OUT/manifest.json                      (what was generated from what, with which seed)
 
 Re-running with the same arguments gives bit-identical files, and a mask sampled alone gives
-the same volume as within a larger set (seeds come from the case id, one generator per
-volume). Outputs already listed in the manifest with the same model, sampler settings and
-seed, and still present on disk, are skipped: an interrupted run resumes. Under ``torchrun``
-the work is split across ranks; each rank writes its own volumes and rank 0 the manifest.
+the same volume as within a larger set (seeds come from the case id, one generator per volume):
+bit for bit at ``batch_size=1``, within 1e-4 of the intensity range at other batch sizes (the
+batched network call rounds differently). Outputs already listed in the manifest with the same
+model, sampler settings and seed, and still present on disk, are skipped: an interrupted run
+resumes. Under ``torchrun`` the work is split across ranks; each rank writes its own volumes
+and rank 0 the manifest.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from synthkit.errors import CohortError, UsageError
-from synthkit.io.atomic import write_json
-from synthkit.run import Generator, file_sha256, seed_for
+from synthkit.errors import UsageError
+from synthkit.pipeline.pipeline import Pipeline
+from synthkit.pipeline.seeds import seed_for
+from synthkit.pipeline.weights import file_sha256
 
 MANIFEST = "manifest.json"
 
 
-def _settings(gen: Generator, sampler: str, steps: int | None, eta: float, seed: int,
+def _settings(gen: Pipeline, sampler: str, steps: int | None, eta: float, seed: int,
               background: bool | None, label_space: str) -> dict[str, Any]:
     return {"weights_sha256": gen.weights_sha256, "sampler": sampler,
             "steps": steps if steps is not None else gen.diffusion.num_timesteps,
             "eta": float(eta), "seed": int(seed), "background": background, "label_space": label_space}
 
 
-def _read_manifest(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
+def _dataset_labels(cohort: Any, gen: Pipeline) -> dict[str, int]:
+    labels = dict(cohort.labels) or dict(gen.config.data.labels)
+    return labels if "background" in labels else {"background": 0, **labels}
 
 
-def _names(case_id: str, k: int, channels: int) -> tuple[list[str], str]:
-    base = f"{case_id}_s{k}"
-    return [f"imagesTr/{base}_{c:04d}.nii.gz" for c in range(channels)], f"labelsTr/{base}.nii.gz"
-
-
-def sample_masks(gen: Generator, masks: Any, out_dir: str | Path, *, per_mask: int = 1, sampler: str = "ddpm",
-                 steps: int | None = None, eta: float = 0.0, seed: int = 0, batch_size: int = 1,
+def sample_masks(gen: Pipeline, masks: Any, out_dir: str | Path, *, per_mask: int = 1, sampler: str = "ddpm",
+                 steps: int | None = None, eta: float = 0.0, seed: int = 0, batch_size: int | None = None,
                  background: bool | None = None, label_space: str = "raw", strict: bool = False,
                  progress: Any = None,
                  dist: Any = None, on_note: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Generate ``per_mask`` volumes for every mask in ``masks`` into ``out_dir``; returns the manifest.
 
     ``masks``: a folder (mask folder or cohort) or a discovered ``Cohort``. ``batch_size``:
-    masks preprocessed and sampled per round (memory); results never depend on it.
+    volumes per network call (default: 1 on the CPU, 4 on CUDA; see the module docstring).
     ``background``: None = on for masks holding a head/brain label (see
-    :meth:`Generator.prepare`). ``label_space``: ``"raw"`` or ``"network"`` (see
-    :meth:`Generator.prepare`). A mask that cannot be used is reported in the manifest's
-    ``skipped`` list (or raised with ``strict``).
+    :meth:`Pipeline.prepare`). ``label_space``: ``"raw"`` or ``"network"`` (see
+    :meth:`Pipeline.prepare`). A mask that cannot be used is reported in the manifest's
+    ``skipped`` list (or raised with ``strict``). ``progress``: a rich ``Progress`` or a
+    callable ``(done, total)`` in volumes, called after every network step.
     """
-    from synthkit.io import discover_cohort, read_mask, write_nifti, write_nnunet_dataset_json
-    from synthkit.training.ddp import DistInfo, barrier
+    from synthkit.io import discover_cohort
+    from synthkit.io.nnunet import NnunetWriter
+    from synthkit.pipeline.engine import Engine, Job, Sampling, as_progress
+    from synthkit.pipeline.manifest import ManifestStore
 
-    if per_mask < 1 or batch_size < 1:
+    if per_mask < 1 or (batch_size is not None and batch_size < 1):
         raise UsageError("--per-mask and --batch-size must be at least 1")
     note = on_note or (lambda msg: None)
-    dist = dist or DistInfo()
     out = Path(out_dir)
     cohort = masks if hasattr(masks, "cases") else discover_cohort(masks, need_images=False)
-    channels = gen.image_channels
     settings = _settings(gen, sampler, steps, eta, seed, background, label_space)
 
-    # what is already done (a previous, possibly interrupted, run with the same settings)
-    done: dict[tuple[str, int], dict[str, Any]] = {}
-    old = _read_manifest(out / MANIFEST)
-    parts = sorted(out.glob(".manifest.rank*.json"))
-    for src in [old] + [_read_manifest(p) for p in parts]:
-        if src.get("settings") == settings:
-            for e in src.get("items", []):
-                files = [out / f for f in e.get("images", [])] + [out / e.get("label", "")]
-                if all(f.is_file() for f in files):
-                    done[(e["case"], int(e["k"]))] = e
+    def document(items: list[dict[str, Any]], skipped: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"generator": "synthkit", "run": gen.run_dir.name, "settings": settings,
+                "per_mask": per_mask, "items": items, "skipped": skipped}
 
-    work = [(i, case, k) for i, case in enumerate(cohort.cases) for k in range(per_mask)]
-    mine = work[dist.rank :: dist.world_size]
-    entries: list[dict[str, Any]] = [e for key, e in done.items()]
-    skipped: list[dict[str, str]] = []
-    todo = [w for w in mine if (w[1].case_id, w[2]) not in done]
-    part_path = out / f".manifest.rank{dist.rank}.json"
-    task = progress.add_task("sample", total=len(mine), completed=len(mine) - len(todo)) \
-        if progress is not None and hasattr(progress, "add_task") else None
-    if len(todo) < len(mine) and dist.is_main:
-        note(f"{len(mine) - len(todo)} volume(s) already generated with these settings; skipping them")
+    store = ManifestStore(out / MANIFEST, {"settings": settings}, key=lambda e: (e["case"], int(e["k"])),
+                          files=lambda e: [*e["images"], e["label"]], document=document, dist=dist)
+    names = tuple(gen.config.data.channel_names)
+    writer = NnunetWriter(out, names if len(names) == gen.image_channels else None, existing="keep")
+    jobs = [Job((case.case_id, k), case, k, i) for i, case in enumerate(cohort.cases) for k in range(per_mask)]
+    engine = Engine(gen, Sampling(sampler, steps, eta, background, label_space),
+                    seed=lambda job, attempt: seed_for(seed, job.case.case_id, job.k),
+                    batch_size=batch_size, dist=store.dist, progress=as_progress(progress, "sample"))
+    n_done = sum(store.done(j.key) for j in jobs[store.dist.rank :: store.dist.world_size])
+    if n_done and store.dist.is_main:
+        note(f"{n_done} volume(s) already generated with these settings; skipping them")
 
-    for start in range(0, len(todo), batch_size):
-        batch = todo[start : start + batch_size]
-        for index, case, k in batch:
-            try:
-                mask = read_mask(case)
-                cond, record, has_head = gen.prepare(mask, label_space)
-            except (CohortError, UsageError) as e:
-                if strict:
-                    raise
-                skipped.append({"case": case.case_id, "reason": str(e)})
-                if task is not None:
-                    progress.advance(task)
-                continue
-            s = seed_for(seed, case.case_id, k)
-            use_bg = has_head if background is None else background
-            x = gen.sample_network(cond[None], [s], sampler=sampler, steps=steps, eta=eta, background=[use_bg])
-            vol = gen.to_volume(x[0], record)
-            images, label = _names(case.case_id, k, channels)
-            for c, name in enumerate(images):
-                write_nifti(out / name, vol.data[c], vol.affine)
-            write_nifti(out / label, mask.data, mask.affine, is_label=True)
-            entries.append({"case": case.case_id, "mask_index": index, "k": k, "seed": s,
-                            "background": bool(use_bg), "images": images, "label": label,
-                            "sha256": file_sha256(out / images[0])})
-            write_json(part_path, {"settings": settings, "items": entries, "skipped": skipped})  # resumable
-            if task is not None:
-                progress.advance(task)
+    def write(made: Any) -> dict[str, Any]:
+        job = made.job
+        files = writer.write_case(f"{job.case.case_id}_s{job.k}", made.image, made.mask)
+        return {"case": job.case.case_id, "mask_index": job.index, "k": job.k, "seed": made.seed,
+                "background": bool(made.background), "images": files[:-1], "label": files[-1],
+                "sha256": file_sha256(out / files[0])}
 
-    if dist.distributed:
-        write_json(part_path, {"settings": settings, "items": entries, "skipped": skipped})
-    barrier(dist)
-    manifest: dict[str, Any] = {}
-    if dist.is_main:
-        items: dict[tuple[str, int], dict[str, Any]] = {(e["case"], int(e["k"])): e for e in entries}
-        for p in sorted(out.glob(".manifest.rank*.json")):
-            data = _read_manifest(p)
-            if data.get("settings") == settings:
-                items.update({(e["case"], int(e["k"])): e for e in data.get("items", [])})
-                if p != part_path:
-                    skipped += [x for x in data.get("skipped", []) if x not in skipped]
-        ordered = [items[key] for key in sorted(items, key=lambda kk: (kk[0], kk[1]))]
-        labels = dict(cohort.labels) or dict(gen.config.data.labels)
-        if "background" not in labels:
-            labels = {"background": 0, **labels}
-        write_nnunet_dataset_json(out, tuple(gen.config.data.channel_names), labels, len(ordered),
-                                  name="synthkit synthetic cohort",
-                                  description="Generated by synthkit (Med-DDPM); see manifest.json")
-        manifest = {"generator": "synthkit", "run": gen.run_dir.name, "settings": settings,
-                    "per_mask": per_mask, "items": ordered, "skipped": skipped}
-        write_json(out / MANIFEST, manifest)
-        for p in out.glob(".manifest.rank*.json"):
-            p.unlink(missing_ok=True)
-    barrier(dist)
-    return manifest
+    def fail(job: Any, err: BaseException) -> None:
+        if strict:
+            raise err
+        store.fail({"case": job.case.case_id, "reason": str(err)})
+
+    engine.run(jobs, write, store=store, on_fail=fail)
+    return store.finish(then=lambda doc: writer.finish(
+        len(doc["items"]), labels=_dataset_labels(cohort, gen), name="synthkit synthetic cohort",
+        description="Generated by synthkit (Med-DDPM); see manifest.json"))

@@ -78,7 +78,7 @@ def test_cli_chain_writes_volumes_on_each_masks_grid(trained, tmp_path, cli):
     assert item["seed"] == seed_for(0, "big", 1) and item["background"] is True
 
 
-def test_same_seed_bit_identical_alone_or_in_a_set_and_any_batch(trained, tmp_path):
+def test_same_seed_bit_identical_alone_or_in_a_set_and_close_at_any_batch(trained, tmp_path):
     gen = synthkit.run.load(trained)
     masks = _odd_grid_masks(tmp_path / "masks")
     alone = tmp_path / "alone"
@@ -86,12 +86,17 @@ def test_same_seed_bit_identical_alone_or_in_a_set_and_any_batch(trained, tmp_pa
     (alone / "big.nii.gz").write_bytes((masks / "big.nii.gz").read_bytes())
     kw = {"per_mask": 2, "sampler": "ddim", "steps": 2, "seed": 7}
     sample_masks(gen, masks, tmp_path / "a", batch_size=1, **kw)
-    sample_masks(gen, masks, tmp_path / "b", batch_size=2, **kw)
-    sample_masks(gen, alone, tmp_path / "c", **kw)
+    sample_masks(gen, masks, tmp_path / "b", batch_size=3, **kw)
+    sample_masks(gen, alone, tmp_path / "c", batch_size=1, **kw)
+    intensity = json.loads((trained / "intensity.json").read_text())
+    span = intensity["hi"][0] - intensity["lo"][0]
     for k in (0, 1):
         name = f"imagesTr/big_s{k}_0000.nii.gz"
         a = (tmp_path / "a" / name).read_bytes()
-        assert a == (tmp_path / "b" / name).read_bytes() == (tmp_path / "c" / name).read_bytes()
+        assert a == (tmp_path / "c" / name).read_bytes()  # alone or in a set: bit for bit at batch size 1
+        # batched with other masks' volumes: the same volume up to the batched call's rounding
+        np.testing.assert_allclose(read_nifti(tmp_path / "b" / name).data, read_nifti(tmp_path / "a" / name).data,
+                                   rtol=0, atol=1e-4 * span)
     s0 = (tmp_path / "a/imagesTr/big_s0_0000.nii.gz").read_bytes()
     assert s0 != (tmp_path / "a/imagesTr/big_s1_0000.nii.gz").read_bytes()  # k gives a new sample
     sample_masks(gen, masks, tmp_path / "d", per_mask=1, sampler="ddim", steps=2, seed=8)
@@ -107,18 +112,18 @@ def test_sampling_resumes_and_skips_finished_volumes(trained, tmp_path, monkeypa
     gen = synthkit.run.load(trained)
     masks = _odd_grid_masks(tmp_path / "masks")
     out = tmp_path / "out"
-    sample_masks(gen, masks, out, per_mask=2, sampler="ddim", steps=2)
+    sample_masks(gen, masks, out, per_mask=2, sampler="ddim", steps=2, batch_size=1)
     before = (out / "imagesTr/big_s1_0000.nii.gz").read_bytes()
     (out / "imagesTr/big_s1_0000.nii.gz").unlink()
     calls = []
-    real = gen.sample_network
-    monkeypatch.setattr(gen, "sample_network", lambda *a, **k: calls.append(1) or real(*a, **k))
-    manifest = sample_masks(gen, masks, out, per_mask=2, sampler="ddim", steps=2)
+    real = gen.sample_batch
+    monkeypatch.setattr(gen, "sample_batch", lambda *a, **k: calls.append(1) or real(*a, **k))
+    manifest = sample_masks(gen, masks, out, per_mask=2, sampler="ddim", steps=2, batch_size=1)
     assert len(calls) == 1 and len(manifest["items"]) == 4
     assert (out / "imagesTr/big_s1_0000.nii.gz").read_bytes() == before
     # other settings: nothing matches, everything is generated again
     calls.clear()
-    sample_masks(gen, masks, out, per_mask=2, sampler="ddim", steps=3)
+    sample_masks(gen, masks, out, per_mask=2, sampler="ddim", steps=3, batch_size=1)
     assert len(calls) == 4
     assert not list(out.glob(".manifest.rank*"))
 

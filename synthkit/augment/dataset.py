@@ -1,4 +1,4 @@
-"""Writing and validating an nnU-Net v2 raw dataset.
+"""Validating an nnU-Net v2 raw dataset (and the writer as ``synthkit augment`` uses it).
 
 Layout (nnU-Net v2 "dataset format", also read by MONAI and by ``synthkit`` itself)::
 
@@ -8,99 +8,41 @@ Layout (nnU-Net v2 "dataset format", also read by MONAI and by ``synthkit`` itse
       imagesTr/{case}_0000.nii.gz   one file per channel, 4-digit channel index
       labelsTr/{case}.nii.gz        integer label map on the same grid (shape and affine)
 
-:class:`NnunetDatasetWriter` writes cases atomically and ``dataset.json`` last (so a dataset cut
-short by a crash has no ``dataset.json`` and fails validation). :func:`validate_nnunet_dataset`
-checks a folder against the format and returns every problem found (empty list: valid).
+:class:`NnunetDatasetWriter` (the one nnU-Net writer, :class:`synthkit.io.nnunet.NnunetWriter`)
+writes cases atomically and ``dataset.json`` last (so a dataset cut short by a crash has no
+``dataset.json`` and fails validation). :func:`validate_nnunet_dataset` checks a folder against
+the format and returns every problem found (empty list: valid).
 """
 
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
 
-from synthkit.errors import SynthkitError, UsageError
-from synthkit.io.volume import Volume, grid_mismatch
+from synthkit.errors import SynthkitError
+from synthkit.io.nnunet import DATASET_FILES as NNUNET_FILES
+from synthkit.io.nnunet import NnunetWriter
+from synthkit.io.volume import grid_mismatch
 
-DATASET_FILES = ("dataset.json", "imagesTr", "labelsTr", "augment.json")
+DATASET_FILES = (*NNUNET_FILES, "augment.json")
 
 
-class NnunetDatasetWriter:
-    """Writes cases into a new nnU-Net v2 raw dataset folder.
+class NnunetDatasetWriter(NnunetWriter):
+    """The nnU-Net writer (:class:`synthkit.io.nnunet.NnunetWriter`) as ``synthkit augment`` uses
+    it: a new dataset folder (refused if one is there, unless ``overwrite``, which removes only
+    ``dataset.json``, ``augment.json``, ``imagesTr/`` and ``labelsTr/``), ``augment.json`` written
+    by :meth:`finish` next to ``dataset.json``."""
 
-    ``channel_names`` in channel order; ``labels`` name -> value with ``background: 0``. The
-    folder must not hold a dataset already unless ``overwrite`` (which removes only
-    ``dataset.json``, ``augment.json``, ``imagesTr/`` and ``labelsTr/``).
-    """
+    def __init__(self, root: str | Path, channel_names: tuple[str, ...] | None, labels: dict[str, int], *,
+                 file_ending: str = ".nii.gz", overwrite: bool = False):
+        super().__init__(root, channel_names, labels, file_ending=file_ending,
+                         existing="replace" if overwrite else "refuse", owned=DATASET_FILES)
 
-    def __init__(
-        self,
-        root: str | Path,
-        channel_names: tuple[str, ...],
-        labels: dict[str, int],
-        *,
-        file_ending: str = ".nii.gz",
-        overwrite: bool = False,
-    ):
-        self.root = Path(root)
-        if labels.get("background") != 0:
-            raise UsageError(f"labels must include background: 0, got {labels}")
-        if not channel_names:
-            raise UsageError("a dataset needs at least one image channel")
-        self.channel_names = tuple(channel_names)
-        self.labels = dict(labels)
-        self.file_ending = file_ending
-        if self.root.exists() and not self.root.is_dir():
-            raise UsageError("output exists and is not a folder", self.root)
-        existing = [n for n in DATASET_FILES if (self.root / n).exists()]
-        if existing and not overwrite:
-            raise UsageError(
-                f"output folder already holds a dataset ({', '.join(existing)}); "
-                "choose a new --out or pass --overwrite",
-                self.root,
-            )
-        for n in existing:
-            p = self.root / n
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-        (self.root / "imagesTr").mkdir(parents=True, exist_ok=True)
-        (self.root / "labelsTr").mkdir(parents=True, exist_ok=True)
-        self.case_ids: list[str] = []
-
-    def write_case(self, case_id: str, image: Volume, label: Volume) -> None:
-        """Write one case: ``image`` (C, D, H, W) float, ``label`` (1, D, H, W) int, same grid."""
-        from synthkit.io import write_nifti
-
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_\-]*", case_id):
-            raise ValueError(f"bad case id {case_id!r}")
-        if case_id in self.case_ids:
-            raise ValueError(f"case {case_id!r} written twice")
-        if image.n_channels != len(self.channel_names):
-            raise ValueError(f"case {case_id}: {image.n_channels} channels, dataset has {len(self.channel_names)}")
-        why = grid_mismatch(image.spatial_shape, image.affine, label.spatial_shape, label.affine)
-        if why:
-            raise ValueError(f"case {case_id}: image and label grids differ ({why})")
-        for c in range(image.n_channels):
-            write_nifti(
-                self.root / "imagesTr" / f"{case_id}_{c:04d}{self.file_ending}",
-                np.asarray(image.data[c : c + 1], dtype=np.float32),
-                image.affine,
-            )
-        write_nifti(self.root / "labelsTr" / f"{case_id}{self.file_ending}", label.data, image.affine, is_label=True)
-        self.case_ids.append(case_id)
-
-    def finish(self, manifest: dict | None = None) -> Path:
-        """Write ``dataset.json`` (and ``augment.json`` when ``manifest`` is given); returns the root."""
-        from synthkit.io import write_nnunet_dataset_json
-        from synthkit.io.atomic import write_json
-
-        if manifest is not None:
-            write_json(self.root / "augment.json", manifest)
-        write_nnunet_dataset_json(
-            self.root, self.channel_names, self.labels, len(self.case_ids), self.file_ending
-        )
-        return self.root
+    def finish(self, manifest: dict | None = None, **kw) -> Path:  # type: ignore[override]
+        """Write ``augment.json`` (when ``manifest`` is given), then ``dataset.json``; returns the root."""
+        return super().finish(sidecars={"augment.json": manifest} if manifest is not None else None, **kw)
 
 
 def _read_json(path: Path, problems: list[str]) -> dict | None:

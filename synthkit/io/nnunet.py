@@ -1,4 +1,4 @@
-"""nnU-Net raw dataset metadata: reading and writing ``dataset.json``.
+"""nnU-Net raw datasets: reading and writing ``dataset.json``, and the one dataset writer.
 
 nnU-Net v2 format (what synthkit writes)::
 
@@ -10,15 +10,25 @@ nnU-Net v2 format (what synthkit writes)::
 Also read: nnU-Net v1 / Medical Segmentation Decathlon files, with ``"modality": {"0": "MRI"}``
 and ``"labels": {"0": "background", "1": "tumour"}``. Region-based v2 labels (a list of values
 per name) are not base labels: their values only widen the set of allowed label values.
+
+:class:`NnunetWriter` writes cases into that layout (``imagesTr/{case}_{XXXX}.nii.gz``, one file
+per channel; ``labelsTr/{case}.nii.gz``), each file atomically, and ``dataset.json`` last, so a
+dataset cut short by a crash has no ``dataset.json``. Every command that writes a dataset
+(``sample``, ``augment``, ``anonymize``) writes it through this class.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
-from synthkit.errors import CohortError
+import numpy as np
+
+from synthkit.errors import CohortError, UsageError
 from synthkit.io.atomic import write_json
 
 
@@ -131,3 +141,102 @@ def nnunet_image_name(case_id: str, channel: int, file_ending: str = ".nii.gz") 
 def nnunet_label_name(case_id: str, file_ending: str = ".nii.gz") -> str:
     """``labelsTr`` file name: ``{case}{file_ending}``."""
     return f"{case_id}{file_ending}"
+
+
+#: What a dataset folder holds that :class:`NnunetWriter` owns (and replaces with ``existing="replace"``).
+DATASET_FILES = ("dataset.json", "imagesTr", "labelsTr")
+
+NiftiWriter = Callable[..., Path]
+
+
+def _check_case_id(case_id: str) -> None:
+    if not case_id or case_id.startswith(".") or any(c in case_id for c in "/\\\0") or case_id != case_id.strip():
+        raise ValueError(f"bad case id {case_id!r}")
+
+
+class NnunetWriter:
+    """Writes cases into an nnU-Net v2 raw dataset folder ``root``.
+
+    ``channel_names`` in channel order, or None to name them ``channel_0``, ... from the first
+    image written. ``labels``: name -> value with ``background: 0`` (may be given at
+    :meth:`finish`). ``existing``: what to do when ``root`` already holds dataset files
+    (``owned``): ``"refuse"`` (UsageError), ``"replace"`` (remove only those) or ``"keep"``
+    (write beside them: resuming). ``nifti``: the NIfTI writer, ``(path, data, affine, *,
+    is_label) -> path`` (default :func:`synthkit.io.nifti.write_nifti`; the de-identifying
+    writer of :mod:`synthkit.privacy.deid` for shareable output).
+    """
+
+    def __init__(self, root: str | Path, channel_names: Sequence[str] | None = None,
+                 labels: dict[str, int] | None = None, *, file_ending: str = ".nii.gz",
+                 existing: Literal["refuse", "replace", "keep"] = "refuse",
+                 owned: Sequence[str] = DATASET_FILES, nifti: NiftiWriter | None = None):
+        self.root = Path(root)
+        if labels is not None and labels.get("background") != 0:
+            raise UsageError(f"labels must include background: 0, got {labels}")
+        self.channel_names = tuple(channel_names) if channel_names else None
+        self.labels = dict(labels) if labels is not None else None
+        self.file_ending = file_ending
+        self.nifti = nifti
+        self.case_ids: list[str] = []
+        self.label_values: set[int] = set()
+        if self.root.exists() and not self.root.is_dir():
+            raise UsageError("output exists and is not a folder", self.root)
+        present = [n for n in owned if (self.root / n).exists()]
+        if present and existing == "refuse":
+            raise UsageError(f"output folder already holds a dataset ({', '.join(present)}); "
+                             "choose a new --out or pass --overwrite", self.root)
+        if existing == "replace":
+            for n in present:
+                p = self.root / n
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        (self.root / "imagesTr").mkdir(parents=True, exist_ok=True)
+        (self.root / "labelsTr").mkdir(parents=True, exist_ok=True)
+
+    def names(self, case_id: str, channels: int) -> tuple[list[str], str]:
+        """Relative paths of one case: (one image per channel, the label)."""
+        return ([f"imagesTr/{nnunet_image_name(case_id, c, self.file_ending)}" for c in range(channels)],
+                f"labelsTr/{nnunet_label_name(case_id, self.file_ending)}")
+
+    def write_case(self, case_id: str, image: Any, label: Any) -> list[str]:
+        """Write one case: ``image`` Volume ``(C, D, H, W)`` float, ``label`` Volume ``(1, D, H, W)``
+        int on the same grid (the label is stored with the image's affine). Returns the relative
+        paths written, images first."""
+        from synthkit.io.nifti import write_nifti
+        from synthkit.io.volume import grid_mismatch
+
+        _check_case_id(case_id)
+        if case_id in self.case_ids:
+            raise ValueError(f"case {case_id!r} written twice")
+        if self.channel_names is None:
+            self.channel_names = tuple(f"channel_{c}" for c in range(image.n_channels))
+        if image.n_channels != len(self.channel_names):
+            raise ValueError(f"case {case_id}: {image.n_channels} channels, dataset has {len(self.channel_names)}")
+        why = grid_mismatch(image.spatial_shape, image.affine, label.spatial_shape, label.affine)
+        if why:
+            raise ValueError(f"case {case_id}: image and label grids differ ({why})")
+        write = self.nifti or write_nifti
+        images, lab = self.names(case_id, image.n_channels)
+        for c, rel in enumerate(images):
+            write(self.root / rel, np.asarray(image.data[c : c + 1], dtype=np.float32), image.affine)
+        write(self.root / lab, label.data, image.affine, is_label=True)
+        self.case_ids.append(case_id)
+        self.label_values.update(int(v) for v in np.unique(label.data))
+        return [*images, lab]
+
+    def finish(self, num_training: int | None = None, *, labels: dict[str, int] | None = None,
+               name: str | None = None, description: str | None = None,
+               sidecars: dict[str, Any] | None = None) -> Path:
+        """Write the ``sidecars`` (file name -> JSON object, e.g. a manifest), then
+        ``dataset.json`` (``numTraining``: ``num_training``, default the cases written here);
+        returns the root."""
+        for fname, obj in (sidecars or {}).items():
+            write_json(self.root / fname, obj)
+        labels = labels if labels is not None else self.labels
+        if not self.channel_names:
+            raise UsageError("no case could be written", self.root)
+        if labels is None:
+            raise ValueError("finish() needs labels (name -> value with background: 0)")
+        write_nnunet_dataset_json(self.root, self.channel_names, labels,
+                                  len(self.case_ids) if num_training is None else num_training,
+                                  self.file_ending, name=name, description=description)
+        return self.root
