@@ -4,9 +4,11 @@ Two methods, both writing an nnU-Net v2 raw dataset (:mod:`synthkit.augment.data
 
 * ``"diffusion"`` (needs a trained run): copy ``i`` (``i = 0 .. n-1``) takes the mask of real
   case ``i mod M`` (cohort order), perturbs it with :func:`synthkit.masks.perturb` (``ops``,
-  default ``move``) and generates an image for the perturbed mask with the run's
-  :meth:`~synthkit.run.Generator.sample`; the case ``syn_{i:05d}`` is that image with the
-  perturbed mask as its label (the paper's Med-DDPM rows of Table II);
+  default ``move``) and generates an image for the perturbed mask; the case ``syn_{i:05d}`` is
+  that image with the perturbed mask as its label (the paper's Med-DDPM rows of Table II).
+  This is the ``augment`` configuration of the synthesis engine
+  (:class:`synthkit.pipeline.engine.Engine`: perturbation on, no gate, ``batch_size`` volumes
+  per network call);
 * ``"classic"`` (no model): copy ``i`` is :func:`synthkit.augment.classic.augment_case` of real
   case ``i mod M`` (image and label together), as ``aug_{i:05d}`` (the paper's "Augmented
   images" rows).
@@ -25,7 +27,7 @@ fails (unreadable, or no valid perturbation), the copy moves on to the next case
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +38,7 @@ from synthkit.augment.classic import ClassicAugmentConfig
 from synthkit.augment.dataset import NnunetDatasetWriter
 from synthkit.errors import SynthkitError, UsageError
 from synthkit.io.volume import grid_mismatch
+from synthkit.pipeline.seeds import copy_seed
 
 MANIFEST_FORMAT = "synthkit.augment/1"
 
@@ -51,11 +54,6 @@ class AugmentReport:
     manifest: dict[str, Any] = field(default_factory=dict)
 
 
-def copy_seed(seed: int, i: int, stream: int) -> int:
-    """A 63-bit seed for copy ``i`` (``stream`` 0: mask perturbation, 1: image)."""
-    return int(np.random.SeedSequence([int(seed), int(i), int(stream)]).generate_state(1, np.uint64)[0] >> 1)
-
-
 def _labels_for(cohort_labels: dict[str, int], seen: set[int]) -> dict[str, int]:
     """dataset.json labels: the cohort's names when it declares them, else ``label_{v}``."""
     if cohort_labels and cohort_labels.get("background") == 0:
@@ -64,6 +62,139 @@ def _labels_for(cohort_labels: dict[str, int], seen: set[int]) -> dict[str, int]
             out[f"label_{v}"] = int(v)
         return out
     return {"background": 0, **{f"label_{v}": int(v) for v in sorted(seen) if v != 0}}
+
+
+
+class _BadSource(SynthkitError):
+    """This source case was found unreadable before: move on without a new message."""
+
+
+def _check_args(method: str, n: int, include_real: bool, seed: int, model: Any) -> None:
+    if method not in ("diffusion", "classic"):
+        raise UsageError(f"unknown augmentation method {method!r} (diffusion or classic)")
+    if n < 0:
+        raise UsageError(f"--n must be >= 0, got {n}")
+    if n == 0 and not include_real:
+        raise UsageError("nothing to write: --n 0 without --include-real")
+    if seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {seed}")
+    if method == "diffusion" and model is None and n > 0:
+        raise UsageError("--model RUN is required (or --baseline classic for classic augmentation)")
+    if method == "classic" and model is not None:
+        raise UsageError("--baseline classic takes no --model")
+
+
+def _load_model(model: Any, device: str, coh: Any, need_images: bool) -> tuple[Any, tuple[str, ...]]:
+    """(Pipeline, channel names of the dataset) for ``model`` (a run, a name or a Pipeline)."""
+    if isinstance(model, (str, Path)):
+        from synthkit.pipeline import load
+
+        model = load(model, device=device)
+    channel_names = tuple(model.config.data.channel_names)
+    if len(channel_names) != model.image_channels:
+        channel_names = tuple(f"channel_{c}" for c in range(model.image_channels))
+    if need_images and coh.channel_names and len(coh.channel_names) != model.image_channels:
+        raise UsageError(f"the model generates {model.image_channels} channel(s), the cohort has "
+                         f"{len(coh.channel_names)}", coh.root)
+    if coh.channel_names and len(coh.channel_names) == model.image_channels:
+        channel_names = tuple(coh.channel_names)
+    return model, channel_names
+
+
+def _synthetic_copies(gen: Any, coh: Any, cases: list[Any], writer: Any, fail: Callable[[str], None], *, n: int,
+                      ops: Any, seed: int, sampler: str, steps: int | None, tumour_labels: Any, head_labels: Any,
+                      batch_size: int | None, report: Callable[[float, int], None]) -> list[dict[str, Any]]:
+    """Copies ``syn_00000`` ... through the engine: job ``i`` starts at source ``i mod M`` and
+    moves on to the next source when one fails (``job.k`` counts the sources tried)."""
+    from synthkit.io import read_mask
+    from synthkit.masks.constraints import MaskOpError
+    from synthkit.pipeline.engine import Engine, Job, Sampling
+    from synthkit.pipeline.perturb import MaskPerturbation
+
+    perturbation = MaskPerturbation(ops, rng=lambda job: np.random.default_rng([int(seed), int(job.index), 0]),
+                                    labels=dict(coh.labels), tumour_labels=tumour_labels, head_labels=head_labels,
+                                    case_id=lambda job: cases[job.case].case_id)
+    if any(s.name == "transplant" for s in perturbation.specs):
+        from synthkit.masks.pipeline import CohortDonors
+
+        perturbation.donors = CohortDonors(coh)
+    bad: set[int] = set()
+    records: list[dict[str, Any]] = []
+
+    def read(job: Job) -> Any:
+        if job.case in bad:
+            raise _BadSource("unreadable")
+        return read_mask(cases[job.case])
+
+    def on_fail(job: Job, err: BaseException) -> Job:
+        if not isinstance(err, _BadSource):
+            fail(f"copy {job.index} from source case #{job.case}: {err}")
+            if not isinstance(err, MaskOpError):
+                bad.add(job.case)  # unreadable: never try this case again
+        if job.k + 1 >= len(cases):
+            raise UsageError(f"no source case could produce copy {job.index}; see the errors above", coh.root)
+        return Job(job.key, (job.case + 1) % len(cases), job.k + 1, job.index)
+
+    def write(made: Any) -> None:
+        cid = f"syn_{made.job.index:05d}"
+        writer.write_case(cid, made.image, made.mask)
+        records.append({"case": cid, "source": made.job.case, "seed": made.seed, "ops": made.info["ops"]})
+
+    engine = Engine(gen, Sampling(sampler, steps), seed=lambda job, attempt: copy_seed(seed, job.index, 1),
+                    read=read, perturb=perturbation, batch_size=batch_size, progress=report)
+    engine.run([Job(i, i % len(cases), 0, i) for i in range(n)], write, on_fail=on_fail)
+    return records
+
+
+def _classic_copies(coh: Any, cases: list[Any], writer: Any, fail: Callable[[str], None], *, n: int, seed: int,
+                    classic: ClassicAugmentConfig, report: Callable[[float, int], None]) -> list[dict[str, Any]]:
+    """Copies ``aug_00000`` ...: :func:`synthkit.augment.classic.augment_case` of source
+    ``i mod M``, moving on to the next source when one cannot be read."""
+    from synthkit.augment.classic import augment_case
+    from synthkit.io import read_image, read_mask
+
+    records: list[dict[str, Any]] = []
+    bad: set[int] = set()
+    for i in range(n):
+        for attempt in range(len(cases)):
+            j = (i + attempt) % len(cases)
+            if j in bad:
+                continue
+            try:
+                s = copy_seed(seed, i, 1)
+                img, lab, applied = augment_case(read_image(cases[j]), read_mask(cases[j]), s, classic)
+            except (SynthkitError, ValueError) as e:
+                fail(f"copy {i} from source case #{j}: {e}")
+                bad.add(j)
+                continue
+            writer.write_case(f"aug_{i:05d}", img, lab)  # outside the try: a write error is never blamed on the case
+            records.append({"case": f"aug_{i:05d}", "source": j, "seed": s, "transforms": applied})
+            break
+        else:
+            raise UsageError(f"no source case could produce copy {i}; see the errors above", coh.root)
+        report(i + 1, n)
+    return records
+
+
+def _real_copies(cases: list[Any], writer: Any, fail: Callable[[str], None],
+                 report: Callable[[float, int], None]) -> list[dict[str, Any]]:
+    """The real cases as ``real_0000`` ... (images and masks onto a clean header)."""
+    from synthkit.io import read_image, read_mask
+
+    records: list[dict[str, Any]] = []
+    for j, case in enumerate(cases):
+        try:
+            image, mask = read_image(case), read_mask(case)
+            why = grid_mismatch(image.spatial_shape, image.affine, mask.spatial_shape, mask.affine)
+            if why:
+                raise ValueError(f"image and mask grids differ ({why})")
+        except (SynthkitError, ValueError) as e:
+            fail(f"real case #{j}: {e}")
+        else:
+            writer.write_case(f"real_{j:04d}", image, mask)
+            records.append({"case": f"real_{j:04d}", "source": j, "real": True})
+        report(j + 1, len(cases))
+    return records
 
 
 def augment_cohort(
@@ -84,30 +215,22 @@ def augment_cohort(
     classic: ClassicAugmentConfig | None = None,
     overwrite: bool = False,
     strict: bool = False,
+    batch_size: int | None = None,
     progress: Any = None,
 ) -> AugmentReport:
     """Write ``n`` synthetic/augmented cases (plus the real ones with ``include_real``) from the
     cohort folder ``cohort`` as an nnU-Net v2 raw dataset in ``out`` (module docstring).
 
-    ``model``: a run folder, shipped model name or a loaded :class:`synthkit.run.Generator`
+    ``model``: a run folder, shipped model name or a loaded :class:`synthkit.pipeline.Pipeline`
     (``method="diffusion"`` only). ``ops``: mask operations (``"move+deform:elastic=2"``, see
-    :mod:`synthkit.masks`). ``sampler``/``steps``: passed to ``Generator.sample``.
-    ``progress``: optional rich ``Progress``.
+    :mod:`synthkit.masks`). ``sampler``/``steps``: as for ``synthkit sample``. ``batch_size``:
+    volumes per network call (default 1 on the CPU, 4 on CUDA). ``progress``: a rich
+    ``Progress`` or a callable ``(done, total)`` in cases.
     """
-    from synthkit.io import discover_cohort, read_image, read_mask
+    from synthkit.io import discover_cohort
+    from synthkit.pipeline.engine import as_progress
 
-    if method not in ("diffusion", "classic"):
-        raise UsageError(f"unknown augmentation method {method!r} (diffusion or classic)")
-    if n < 0:
-        raise UsageError(f"--n must be >= 0, got {n}")
-    if n == 0 and not include_real:
-        raise UsageError("nothing to write: --n 0 without --include-real")
-    if seed < 0:
-        raise UsageError(f"--seed must be >= 0, got {seed}")
-    if method == "diffusion" and model is None and n > 0:
-        raise UsageError("--model RUN is required (or --baseline classic for classic augmentation)")
-    if method == "classic" and model is not None:
-        raise UsageError("--baseline classic takes no --model")
+    _check_args(method, n, include_real, seed, model)
     classic = classic or ClassicAugmentConfig()
     need_images = include_real or method == "classic"
     coh = discover_cohort(cohort, need_images=need_images)
@@ -118,160 +241,46 @@ def augment_cohort(
     if not cases:
         raise UsageError("no usable case (mask, and image where needed) in the cohort", coh.root)
     failures: list[str] = []
-    n_bad_listed = len(coh.cases) - len(cases)
-    if n_bad_listed:
-        failures.append(f"{n_bad_listed} case(s) of the cohort left out (missing mask/image or other problems)")
-        if strict:
-            raise UsageError(failures[-1], coh.root)
-
-    gen = None
-    specs = None
-    if method == "diffusion" and n > 0:
-        from synthkit.masks.ops import parse_op_specs
-
-        specs = parse_op_specs(ops)
-        if isinstance(model, (str, Path)):
-            from synthkit.run import load
-
-            gen = load(model, device=device)
-        else:
-            gen = model
-        channel_names = tuple(gen.config.data.channel_names)
-        if len(channel_names) != gen.image_channels:
-            channel_names = tuple(f"channel_{c}" for c in range(gen.image_channels))
-        if need_images and coh.channel_names and len(coh.channel_names) != gen.image_channels:
-            raise UsageError(
-                f"the model generates {gen.image_channels} channel(s), the cohort has {len(coh.channel_names)}",
-                coh.root,
-            )
-        if coh.channel_names and len(coh.channel_names) == gen.image_channels:
-            channel_names = tuple(coh.channel_names)
-    else:
-        channel_names = tuple(coh.channel_names)
-
-    # channel names may be unknown until an image is read (flat layouts): fixed at first write
-    writer: NnunetDatasetWriter | None = None
-    if channel_names:
-        writer = NnunetDatasetWriter(out, channel_names, {"background": 0}, overwrite=overwrite)
-    seen: set[int] = set()
-
-    def write(case_id: str, image, label) -> None:
-        nonlocal writer
-        if writer is None:
-            names = channel_names if len(channel_names) == image.n_channels else tuple(
-                f"channel_{c}" for c in range(image.n_channels))
-            writer = NnunetDatasetWriter(out, names, {"background": 0}, overwrite=overwrite)
-        writer.write_case(case_id, image, label)
-        seen.update(int(v) for v in np.unique(label.data))
 
     def fail(msg: str) -> None:
         if strict:
             raise UsageError(msg)
         failures.append(msg)
 
-    task = None
-    if progress is not None:
-        label = "classic augmentation" if method == "classic" else "generate"
-        task = progress.add_task(label, total=n + (len(cases) if include_real else 0))
-
+    n_bad_listed = len(coh.cases) - len(cases)
+    if n_bad_listed:
+        fail(f"{n_bad_listed} case(s) of the cohort left out (missing mask/image or other problems)")
+    gen, channel_names = None, tuple(coh.channel_names)
+    if method == "diffusion" and n > 0:
+        gen, channel_names = _load_model(model, device, coh, need_images)
+    writer = NnunetDatasetWriter(out, channel_names or None, {"background": 0}, overwrite=overwrite)
+    tick = as_progress(progress, "classic augmentation" if method == "classic" else "generate") or (lambda d, t: None)
+    total = n + (len(cases) if include_real else 0)
     records: list[dict[str, Any]] = []
-    bad: set[int] = set()
-    donors = None
-    if specs is not None and any(s.name == "transplant" for s in specs):
-        from synthkit.masks.pipeline import CohortDonors
-
-        donors = CohortDonors(coh)
-
-    for i in range(n):
-        done = False
-        for attempt in range(len(cases)):
-            j = (i + attempt) % len(cases)
-            if j in bad:
-                continue
-            case = cases[j]
-            try:
-                mask = read_mask(case)
-                if method == "classic":
-                    from synthkit.augment.classic import augment_case
-
-                    image = read_image(case)
-                    s = copy_seed(seed, i, 1)
-                    img, lab, applied = augment_case(image, mask, s, classic)
-                    cid = f"aug_{i:05d}"
-                    record = {"case": cid, "source": j, "seed": s, "transforms": applied}
-                else:
-                    from synthkit.io.volume import Volume
-                    from synthkit.masks.context import SampleContext
-                    from synthkit.masks.labels import resolve_roles
-                    from synthkit.masks.ops import chain_to_json, perturb
-
-                    labels = mask.data[0]
-                    roles = resolve_roles(tumour_labels, head_labels, coh.labels, np.unique(labels).tolist())
-                    ctx = SampleContext(roles=roles, spacing=mask.spacing, case_id=case.case_id, donors=donors)
-                    rng = np.random.default_rng([int(seed), int(i), 0])
-                    new_labels, chain = perturb(labels, specs, ctx, rng)
-                    new_mask = Volume(np.asarray(new_labels, dtype=np.int16)[None], mask.affine)
-                    s = copy_seed(seed, i, 1)
-                    img = gen.sample(new_mask, seed=s, sampler=sampler, steps=steps)
-                    lab = new_mask
-                    cid = f"syn_{i:05d}"
-                    record = {"case": cid, "source": j, "seed": s, "ops": chain_to_json(chain)}
-            except (SynthkitError, ValueError) as e:
-                from synthkit.masks.constraints import MaskOpError
-
-                fail(f"copy {i} from source case #{j}: {e}")
-                if not isinstance(e, MaskOpError):
-                    bad.add(j)  # unreadable: never try this case again
-                continue
-            write(cid, img, lab)  # outside the try: a write error is never blamed on the case
-            records.append(record)
-            done = True
-            break
-        if not done:
-            raise UsageError(f"no source case could produce copy {i}; see the errors above", coh.root)
-        if task is not None:
-            progress.advance(task)
-
+    if gen is not None:
+        records += _synthetic_copies(gen, coh, cases, writer, fail, n=n, ops=ops, seed=seed, sampler=sampler,
+                                     steps=steps, tumour_labels=tumour_labels, head_labels=head_labels,
+                                     batch_size=batch_size, report=lambda d, t: tick(d, total))
+    elif method == "classic" and n > 0:
+        records += _classic_copies(coh, cases, writer, fail, n=n, seed=seed, classic=classic,
+                                   report=lambda d, t: tick(d, total))
     n_real = 0
     if include_real:
-        for j, case in enumerate(cases):
-            try:
-                image, mask = read_image(case), read_mask(case)
-                why = grid_mismatch(image.spatial_shape, image.affine, mask.spatial_shape, mask.affine)
-                if why:
-                    raise ValueError(f"image and mask grids differ ({why})")
-            except (SynthkitError, ValueError) as e:
-                fail(f"real case #{j}: {e}")
-            else:
-                cid = f"real_{j:04d}"
-                write(cid, image, mask)
-                records.append({"case": cid, "source": j, "real": True})
-                n_real += 1
-            if task is not None:
-                progress.advance(task)
-    if writer is None:
-        raise UsageError("no case could be written", coh.root)
-    writer.labels = _labels_for(dict(coh.labels), seen)
-    manifest: dict[str, Any] = {
-        "format": MANIFEST_FORMAT,
-        "method": method,
-        "n": n,
-        "include_real": include_real,
-        "seed": seed,
-        "n_source_cases": len(cases),
-        "n_failures": len(failures),
-    }
-    if method == "diffusion" and gen is not None:
-        manifest.update(
-            ops=[{"op": s.name, "options": dict(s.options)} for s in specs or []],
-            sampler=sampler,
-            steps=steps,
-            model={"preset": gen.config.preset, "weights_sha256": gen.weights_sha256},
-        )
+        real = _real_copies(cases, writer, fail, report=lambda d, t: tick(n + d, total))
+        records += real
+        n_real = len(real)
+    manifest: dict[str, Any] = {"format": MANIFEST_FORMAT, "method": method, "n": n, "include_real": include_real,
+                                "seed": seed, "n_source_cases": len(cases), "n_failures": len(failures)}
+    if gen is not None:
+        from synthkit.masks.ops import parse_op_specs
+
+        manifest.update(ops=[{"op": s.name, "options": dict(s.options)} for s in parse_op_specs(ops)],
+                        sampler=sampler, steps=steps,
+                        model={"preset": gen.config.preset, "weights_sha256": gen.weights_sha256})
     if method == "classic":
         import dataclasses
 
         manifest["classic"] = dataclasses.asdict(classic)
     manifest["cases"] = records
-    writer.finish(manifest)
+    writer.finish(manifest, labels=_labels_for(dict(coh.labels), writer.label_values))
     return AugmentReport(out=out, n_generated=n, n_real=n_real, failures=failures, manifest=manifest)
