@@ -192,7 +192,7 @@ def test_unknown_model_and_diffusion_only_flags_are_one_line_errors(cohort, tmp_
     r = cli("train", cohort, "--out", tmp_path / "x", "--model", "stylegan", "--quiet")
     assert r.exit_code == 2
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "--model must be one of ddpm, pix2pix, discogan" in lines[0]
+    assert len(lines) == 1 and "'stylegan' is not one of 'ddpm', 'pix2pix', 'discogan'" in lines[0]
     assert "Traceback" not in r.output
     r = _train(cli, cohort, tmp_path / "y", "pix2pix", "--timesteps", "10")
     assert r.exit_code == 2 and "--timesteps applies to the diffusion model" in r.output

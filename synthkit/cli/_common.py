@@ -1,17 +1,20 @@
-"""Shared CLI plumbing: one-line errors, progress bars, seeding. Nothing heavy imported here."""
+"""Shared CLI plumbing: one-line errors, progress bars, seeding, and the option types every verb
+shares (``--device`` and the choice Enums). Nothing heavy imported here."""
 
 from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from enum import Enum
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
-from synthkit.errors import SynthkitError
+from synthkit.errors import SynthkitError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -100,3 +103,117 @@ def make_progress(quiet: bool = False):
         disable=quiet or not sys.stderr.isatty(),
         transient=False,
     )
+
+
+# ------------------------------------------------------------------------------ --device
+
+DEVICE_HELP = "auto (cuda if available, else cpu), cpu, cuda or cuda:N."
+_DEVICE = re.compile(r"auto|cpu|cuda(?::(\d+))?")
+
+
+def resolve_device(device: str) -> str:
+    """The one ``--device`` rule: ``auto`` -> ``cuda`` if a GPU is available, else ``cpu``;
+    ``cpu``, ``cuda``, ``cuda:N`` as given. ``UsageError`` (exit 2) for anything else, for
+    ``cuda``/``cuda:N`` without a GPU, and for a device number the machine does not have."""
+    text = str(device).strip().lower()
+    match = _DEVICE.fullmatch(text)
+    if match is None:
+        raise UsageError(f"--device {device!r}: choose auto, cpu, cuda or cuda:N")
+    if text == "cpu":
+        return "cpu"
+    import torch
+
+    available = torch.cuda.is_available()
+    if text == "auto":
+        return "cuda" if available else "cpu"
+    if not available:
+        raise UsageError(f"--device {text}: no CUDA GPU is available on this machine")
+    count = torch.cuda.device_count()
+    if match.group(1) is not None and int(match.group(1)) >= count:
+        raise UsageError(f"--device {text}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    return text
+
+
+def _device_option(value: str) -> str:
+    try:
+        return resolve_device(value)
+    except UsageError as e:
+        fail(str(e), e.exit_code)
+        raise  # unreachable: fail() exits
+
+
+#: ``device: DeviceOption = "auto"``: the command receives the resolved device (``cpu``,
+#: ``cuda`` or ``cuda:N``); a bad value is one line on stderr and exit code 2.
+DeviceOption = Annotated[str, typer.Option("--device", help=DEVICE_HELP, metavar="auto|cpu|cuda|cuda:N",
+                                           callback=_device_option)]
+
+
+# ------------------------------------------------------------------------------ choices
+
+class Choice(str, Enum):
+    """A str Enum for option choices (``--help`` lists them); members print as their value."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class SamplerChoice(Choice):
+    """``--sampler``: the keys of :data:`synthkit.diffusion.SAMPLERS` (kept equal by a test)."""
+
+    DDPM = "ddpm"
+    DDIM = "ddim"
+    DPMPP = "dpmpp"
+
+
+class PrecisionChoice(Choice):
+    """``--precision``: :attr:`synthkit.config.TrainConfig.precision`."""
+
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+
+class ModelKindChoice(Choice):
+    """``train --model``: :data:`synthkit.config.MODEL_TYPES`."""
+
+    DDPM = "ddpm"
+    PIX2PIX = "pix2pix"
+    DISCOGAN = "discogan"
+
+
+class PresetChoice(Choice):
+    """``--preset``: :data:`synthkit.config.MODEL_PRESETS` (and the GAN presets of the same names)."""
+
+    TINY = "tiny"
+    SMALL = "small"
+    PAPER = "paper"
+
+
+class PredictionChoice(Choice):
+    """``--prediction``: :attr:`synthkit.config.DiffusionConfig.prediction`."""
+
+    EPSILON = "epsilon"
+    V = "v"
+
+
+class LossChoice(Choice):
+    """``--loss``: :attr:`synthkit.config.DiffusionConfig.loss`."""
+
+    L1 = "l1"
+    L2 = "l2"
+
+
+class LabelSpaceChoice(Choice):
+    """``sample --label-space``: masks in raw file labels or already in the model's label values."""
+
+    RAW = "raw"
+    NETWORK = "network"
+
+
+def value_of(choice: Choice | str | None) -> str | None:
+    """The plain string of a choice (None stays None), for the library."""
+    return None if choice is None else str(choice.value if isinstance(choice, Enum) else choice)
+

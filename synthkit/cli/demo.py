@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from synthkit.cli._common import console, err_console, handle_errors, make_progress, seed_everything
+from synthkit.cli._common import (
+    DeviceOption,
+    console,
+    err_console,
+    handle_errors,
+    make_progress,
+    seed_everything,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -21,7 +28,7 @@ def register(app: typer.Typer) -> None:
         steps: Annotated[int | None, typer.Option("--steps", min=1, help="DDIM sampling steps (default 30; 10 with --quick).", show_default=False)] = None,
         quick: Annotated[bool, typer.Option("--quick", help="Smaller stages (6 cases, 10 DDIM steps): about a quarter of the time.")] = False,
         seed: Annotated[int, typer.Option("--seed", min=0, help="Same seed, same files.")] = 0,
-        device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+        device: DeviceOption = "auto",
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or stage lines; only where the page is.")] = False,
     ) -> None:
         """Build a demo cohort, generate synthetic images with the shipped model, anonymize,

@@ -7,7 +7,13 @@ from typing import Annotated
 
 import typer
 
-from synthkit.cli._common import console, handle_errors, make_progress, seed_everything
+from synthkit.cli._common import (
+    DeviceOption,
+    console,
+    handle_errors,
+    make_progress,
+    seed_everything,
+)
 
 _HELP = """Train a plain 3D U-Net (BCE, sigmoid, binary) on the tumour label of each --train set and
 score it on the --test cohort: Dice, IoU, Accuracy, Recall, Precision (per case over the whole
@@ -44,12 +50,11 @@ def register(app: typer.Typer) -> None:
         channels: Annotated[int, typer.Option("--channels", min=1, help="U-Net channels at the first level.")] = 16,
         levels: Annotated[int, typer.Option(min=1, help="U-Net resolution levels.")] = 4,
         seed: Annotated[int, typer.Option(help="Seed for weights and batch order (same for every row).")] = 0,
-        device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ... (auto: cuda if available).")] = "auto",
+        device: DeviceOption = "auto",
         json_path: Annotated[Path | None, typer.Option("--json", help="Write the full report (per-case scores) here.")] = None,
         strict: Annotated[bool, typer.Option(help="Stop at the first unreadable case instead of skipping it.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     ) -> None:
-        import torch
         from rich.table import Table
 
         from synthkit.errors import UsageError
@@ -60,14 +65,6 @@ def register(app: typer.Typer) -> None:
 
         if any(s < 1 for s in shape):
             raise UsageError(f"--shape must be positive, got {shape}")
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise UsageError(f"--device {device}: no CUDA device available")
-        try:
-            torch.device(device)
-        except RuntimeError as e:
-            raise UsageError(f"--device {device!r}: {e}") from None
         try:
             cfg = SegTrainConfig(
                 epochs=epochs, batch_size=batch_size, lr=lr, base_channels=channels, levels=levels, seed=seed

@@ -8,21 +8,30 @@ from typing import Annotated
 
 import typer
 
-from synthkit.cli._common import err_console, handle_errors, make_progress
+from synthkit.cli._common import (
+    DeviceOption,
+    LossChoice,
+    ModelKindChoice,
+    PrecisionChoice,
+    PredictionChoice,
+    PresetChoice,
+    err_console,
+    handle_errors,
+    make_progress,
+    value_of,
+)
 
 
 def build_config(*, config: Path | None, run_dir: Path, resume: bool, preset: str | None, **flags):
     """The RunConfig for this run: ``--config FILE`` (or, with ``--resume``, the run's own
     config.json), else the defaults; then every flag that was given overrides it. ``model_type``
-    (``--model``) picks Med-DDPM (``ddpm``) or a GAN baseline (``pix2pix``, ``discogan``)."""
+    (``--model``) picks Med-DDPM (``ddpm``) or a GAN baseline (``pix2pix``, ``discogan``).
+    Choice flags arrive checked (Enums); a config file's values are checked when it is read."""
     import dataclasses
 
-    from synthkit.config import MODEL_TYPES, RunConfig, model_config
-    from synthkit.errors import UsageError
+    from synthkit.config import RunConfig, model_config
 
     model_type = flags.get("model_type")
-    if model_type is not None and model_type not in MODEL_TYPES:
-        raise UsageError(f"--model must be one of {', '.join(MODEL_TYPES)}, not {model_type!r}")
     if config is not None:
         cfg = RunConfig.load(config)
     elif resume and (run_dir / "config.json").exists():
@@ -47,11 +56,6 @@ def build_config(*, config: Path | None, run_dir: Path, resume: bool, preset: st
     train = dataclasses.replace(cfg.train, **{v: flags[k] for k, v in train_keys.items() if flags.get(k) is not None})
     diff_keys = ("prediction", "loss", "timesteps")
     diffusion = dataclasses.replace(cfg.diffusion, **{k: flags[k] for k in diff_keys if flags.get(k) is not None})
-    choices = {"precision": (train.precision, ("fp32", "bf16", "fp16")),
-               "prediction": (diffusion.prediction, ("epsilon", "v")), "loss": (diffusion.loss, ("l1", "l2"))}
-    for name, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise UsageError(f"--{name} must be one of {', '.join(allowed)}, not {value!r}")
     cfg = dataclasses.replace(cfg, model=model, train=train, diffusion=diffusion)
     return _preprocess_flags(cfg, flags)
 
@@ -113,8 +117,8 @@ def register(app: typer.Typer) -> None:
     def train(
         cohort: Annotated[Path, typer.Argument(help="Cohort folder (nnU-Net raw, flat, BraTS or DICOM).")],
         out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to write (config, weights, logs).")],
-        model: Annotated[str | None, typer.Option("--model", help="ddpm (Med-DDPM, default), or the GAN baselines pix2pix or discogan.")] = None,
-        preset: Annotated[str | None, typer.Option(help="Model size: tiny, small (default) or paper.")] = None,
+        model: Annotated[ModelKindChoice | None, typer.Option("--model", help="ddpm (Med-DDPM, default), or the GAN baselines pix2pix or discogan.", show_default=False)] = None,
+        preset: Annotated[PresetChoice | None, typer.Option(help="Model size (default: small).", show_default=False)] = None,
         shape: Annotated[tuple[int, int, int] | None, typer.Option(help="Network grid D H W (e.g. 128 128 128).")] = None,
         steps: Annotated[int | None, typer.Option(help="Optimizer steps in total.")] = None,
         batch_size: Annotated[int | None, typer.Option(help="Volumes per micro-batch per process.")] = None,
@@ -123,11 +127,11 @@ def register(app: typer.Typer) -> None:
         checkpoint_every: Annotated[int | None, typer.Option(help="Write a resumable checkpoint every K steps.")] = None,
         resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
         seed: Annotated[int | None, typer.Option(help="Seed for initialisation, data order and noise.")] = None,
-        device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-        precision: Annotated[str | None, typer.Option(help="fp32, bf16 or fp16 (CUDA).")] = None,
+        device: DeviceOption = "auto",
+        precision: Annotated[PrecisionChoice | None, typer.Option(help="Training precision (default fp32; fp16 on CUDA only).", show_default=False)] = None,
         config: Annotated[Path | None, typer.Option(help="RunConfig JSON file; flags override it.")] = None,
-        prediction: Annotated[str | None, typer.Option(help="What the network predicts: epsilon or v.")] = None,
-        loss: Annotated[str | None, typer.Option(help="l1 (paper) or l2.")] = None,
+        prediction: Annotated[PredictionChoice | None, typer.Option(help="What the network predicts (default epsilon).", show_default=False)] = None,
+        loss: Annotated[LossChoice | None, typer.Option(help="Loss (default l1, as the paper).", show_default=False)] = None,
         timesteps: Annotated[int | None, typer.Option(help="Diffusion steps T (paper: 250).")] = None,
         grad_accum: Annotated[int | None, typer.Option(help="Micro-batches per optimizer step.")] = None,
         grad_clip: Annotated[float | None, typer.Option(help="Clip the gradient norm to this value (0: off).")] = None,
@@ -143,19 +147,17 @@ def register(app: typer.Typer) -> None:
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ) -> None:
         """Train a mask-conditioned diffusion model (Med-DDPM), or a GAN baseline, on COHORT into the run folder --out."""
-        from synthkit.errors import UsageError
         from synthkit.training.ddp import init_distributed
         from synthkit.training.trainer import Trainer
 
-        if device not in ("cpu", "cuda"):
-            raise UsageError(f"--device must be cpu or cuda, not {device!r}")
-        cfg = build_config(config=config, run_dir=out, resume=resume, preset=preset, shape=shape, steps=steps,
-                           batch_size=batch_size, lr=lr, lr_final=lr_final, checkpoint_every=checkpoint_every,
-                           seed=seed, precision=precision, prediction=prediction, loss=loss, timesteps=timesteps,
+        cfg = build_config(config=config, run_dir=out, resume=resume, preset=value_of(preset), shape=shape,
+                           steps=steps, batch_size=batch_size, lr=lr, lr_final=lr_final,
+                           checkpoint_every=checkpoint_every, seed=seed, precision=value_of(precision),
+                           prediction=value_of(prediction), loss=value_of(loss), timesteps=timesteps,
                            grad_accum=grad_accum, grad_clip=grad_clip, ema_decay=ema_decay,
                            preview_every=preview_every, grad_checkpoint=grad_checkpoint, label_map=label_map,
                            brain_label=brain_label, mask_labels=mask_labels, num_workers=num_workers,
-                           model_type=model)
+                           model_type=value_of(model))
         trainer_cls = Trainer
         if cfg.model_type != "ddpm":
             from synthkit.training.gan import GanTrainer
