@@ -2,8 +2,7 @@
 
 Arrays are ``(D, H, W)`` with the voxel axes ``i, j, k`` taken as x (left-right), y
 (posterior-anterior), z (inferior-superior), i.e. RAS-like storage (what
-:func:`synthkit.preprocess.preprocess_case` produces; :func:`case_montage` reorients raw
-cases first). Slices go through the tumour centroid when a mask is given (see
+:func:`synthkit.preprocess.preprocess_case` produces). Slices go through the tumour centroid when a mask is given (see
 :func:`focus_point`), else through the centre. Mask labels are drawn as coloured contours.
 Rendering uses matplotlib's Agg canvas directly (no pyplot state) and writes atomically.
 """
@@ -142,29 +141,3 @@ def montage(
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", facecolor="black")
     return path
-
-
-def case_montage(
-    case: Any, path: str | Path, *, title: str | None = None, orientation: str = "RAS"
-) -> Path:
-    """Montage of one cohort case (:class:`synthkit.io.cohort.Case`): one row per image
-    channel, the mask outlined, after reorienting to ``orientation`` (exact, no resampling).
-    A mask-only case shows its label map as the image."""
-    from synthkit.io.cohort import read_image, read_mask
-    from synthkit.preprocess import reorient
-
-    mask = None
-    if case.mask is not None:
-        mv = read_mask(case)
-        mask = reorient(mv.data[0], mv.affine, orientation)[0]
-    if case.images:
-        iv = read_image(case)
-        data, _, _ = reorient(iv.data, iv.affine, orientation)
-        rows = list(data)
-    elif mask is not None:
-        rows = [mask.astype(np.float32)]
-    else:
-        raise ValueError(f"case {case.case_id} has neither image nor mask")
-    name = title if title is not None else case.case_id
-    titles = [name if len(rows) == 1 else f"{name} ch{c}" for c in range(len(rows))]
-    return montage(rows, [mask] * len(rows), titles, path)

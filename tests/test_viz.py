@@ -7,11 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from synthkit.io.cohort import discover_cohort
 from synthkit.io.demo_cohort import phantom
-from synthkit.io.nifti import write_nifti
-from synthkit.io.nnunet import write_nnunet_dataset_json
-from synthkit.viz import case_montage, focus_point, montage
+from synthkit.viz import focus_point, montage
 
 RED = np.array([0xFF, 0x3B, 0x30])  # colour of the second label's contour
 
@@ -61,18 +58,3 @@ def test_bad_shapes(tmp_path):
     with pytest.raises(ValueError):
         montage([np.zeros((4, 4, 4))], None, ["a", "b"], tmp_path / "x.png")
     assert not list(tmp_path.iterdir())
-
-
-def test_case_montage(tmp_path):
-    img, mask = phantom(size=16, seed=2, channels=2)
-    root = tmp_path / "raw"
-    for c in range(2):
-        write_nifti(root / "imagesTr" / f"case_000_{c:04d}.nii.gz", img.data[c], img.affine)
-    write_nifti(root / "labelsTr" / "case_000.nii.gz", mask.data, mask.affine, is_label=True)
-    write_nnunet_dataset_json(root, ("T1", "T2"), {"background": 0, "head": 1, "tumour": 2}, 1)
-    cohort = discover_cohort(root)
-    out = case_montage(cohort.cases[0], tmp_path / "case.png")
-    rgb = _rgb(out)
-    single = _rgb(montage([img.data[0]], [mask.data[0]], ["x"], tmp_path / "single.png"))
-    assert rgb.shape[0] == 2 * single.shape[0]  # one row per channel
-    assert _has_colour(rgb, RED)

@@ -64,11 +64,6 @@ def command_group(app: typer.Typer, name: str, help: str) -> typer.Typer:
     return sub
 
 
-def not_yet(verb: str, issue: int) -> None:
-    """Used by verbs whose capability has not landed: one line, exit code 2."""
-    fail(f"'synthkit {verb}' is not available in this version yet (tracked as issue {issue})", 2)
-
-
 def seed_everything(seed: int) -> None:
     """Seed the global RNGs. Only the CLI does this; the library takes explicit generators."""
     import random

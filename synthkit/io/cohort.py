@@ -40,8 +40,6 @@ from synthkit.io.nifti import (
 from synthkit.io.nnunet import DatasetJson, read_dataset_json
 from synthkit.io.volume import Volume, grid_mismatch
 
-LAYOUTS = ("nnunet", "flat", "brats", "dicom", "masks")
-
 BRATS_CHANNELS = ("T1", "T1ce", "T2", "FLAIR")
 _BRATS_SUFFIX = {
     "t1": "T1", "t1n": "T1", "t1ce": "T1ce", "t1c": "T1ce",

@@ -85,15 +85,6 @@ def gather_tensors(t: torch.Tensor, info: DistInfo) -> list[torch.Tensor]:
     return [o.cpu() for o in out]
 
 
-def broadcast_flag(flag: bool, info: DistInfo) -> bool:
-    """Rank 0's boolean, on every rank (e.g. 'stop now')."""
-    if not info.distributed:
-        return flag
-    t = torch.tensor([1 if flag else 0], dtype=torch.int64, device=info.device)
-    dist.broadcast(t, src=0)
-    return bool(t.item())
-
-
 def shard(items: list, info: DistInfo) -> list:
     """This rank's share of a work list (round-robin: rank r gets items r, r+W, r+2W, ...)."""
     return items[info.rank :: info.world_size]
