@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from synthkit.errors import CohortError, UsageError
+from synthkit.io import brats
 from synthkit.io.dicom import peek_modality, read_dicom_series
 from synthkit.io.nifti import (
     is_nifti,
@@ -39,17 +40,6 @@ from synthkit.io.nifti import (
 )
 from synthkit.io.nnunet import DatasetJson, read_dataset_json
 from synthkit.io.volume import Volume, grid_mismatch
-
-BRATS_CHANNELS = ("T1", "T1ce", "T2", "FLAIR")
-_BRATS_SUFFIX = {
-    "t1": "T1", "t1n": "T1", "t1ce": "T1ce", "t1c": "T1ce",
-    "t2": "T2", "t2w": "T2", "flair": "FLAIR", "t2f": "FLAIR", "seg": "seg",
-}
-_BRATS_2023 = {"t1n", "t1c", "t2w", "t2f"}
-_BRATS_RE = re.compile(r"^(.+?)[_-](t1ce|t1n|t1c|t1|t2w|t2f|t2|flair|seg)$", re.IGNORECASE)
-#: BraTS label values as stored in the files (2023 data store enhancing tumour as 3).
-BRATS_LABELS = {"background": 0, "necrotic core": 1, "edema": 2, "enhancing": 4}
-BRATS_2023_LABELS = {"background": 0, "necrotic core": 1, "edema": 2, "enhancing": 3}
 
 _NNUNET_RE = re.compile(r"^(.+)_(\d{4})$")
 
@@ -256,58 +246,11 @@ def _discover_dicom(root: Path, need_images: bool) -> Cohort:
     return Cohort(root, "dicom", cases, names, labels, allowed)
 
 
-def _brats_files(case_dir: Path) -> dict[str, list[Path]]:
-    """Recognised files of one BraTS case folder by lower-case suffix (``t1``, ``seg``, ...)."""
-    out: dict[str, list[Path]] = {}
-    for p in sorted(case_dir.iterdir()):
-        if p.is_file() and is_nifti(p):
-            m = _BRATS_RE.match(strip_nifti_suffix(p.name))
-            if m:
-                out.setdefault(m.group(2).lower(), []).append(p)
-    return out
-
-
-def _brats_case_dirs(root: Path) -> dict[Path, dict[str, list[Path]]]:
-    found = {}
-    for d in sorted(root.iterdir()):
-        if d.is_dir() and not d.name.startswith("."):
-            files = _brats_files(d)
-            if files:
-                found[d] = files
-    return found
-
-
 def _discover_brats(root: Path, dirs: dict[Path, dict[str, list[Path]]], need_images: bool) -> Cohort:
-    is_2023 = any(set(files) & _BRATS_2023 for files in dirs.values())
-    cases = []
-    for d, files in dirs.items():
-        cid = d.name
-        problems: list[str] = []
-        by_role: dict[str, list[Path]] = {}
-        for suffix, paths in files.items():
-            by_role.setdefault(_BRATS_SUFFIX[suffix], []).extend(paths)
-        images, missing = [], []
-        for ch in BRATS_CHANNELS + ("seg",):
-            paths = by_role.get(ch, [])
-            if len(paths) > 1:
-                problems.append(f"several {ch} files: {', '.join(p.name for p in paths)}")
-            if ch == "seg":
-                continue
-            if paths:
-                images.append(paths[0])
-            else:
-                short = {"T1": "t1n", "T1ce": "t1c", "T2": "t2w", "FLAIR": "t2f"}[ch] if is_2023 \
-                    else ch.lower()
-                sep = "-" if is_2023 else "_"
-                missing.append(d / f"{cid}{sep}{short}.nii.gz")
-                if need_images:
-                    problems.append(f"missing {ch} image")
-        seg = by_role.get("seg", [])
-        if not seg:
-            problems.append("missing mask")
-        cases.append(Case(cid, tuple(images), seg[0] if seg else None, tuple(problems), tuple(missing)))
-    labels = dict(BRATS_2023_LABELS if is_2023 else BRATS_LABELS)
-    return Cohort(root, "brats", cases, BRATS_CHANNELS, labels, frozenset(labels.values()))
+    is_2023 = brats.is_2023(dirs)
+    cases = [Case(d.name, *brats.case_files(d, files, is_2023, need_images)) for d, files in dirs.items()]
+    labels = dict(brats.LABELS_2023 if is_2023 else brats.LABELS)
+    return Cohort(root, "brats", cases, brats.CHANNELS, labels, frozenset(labels.values()))
 
 
 def _discover_masks(folder: Path, root: Path) -> Cohort:
@@ -359,7 +302,7 @@ def discover_cohort(path: str | Path, *, need_images: bool = True) -> Cohort:
             raise UsageError("has masks/ but no images/", root)
         cohort = _discover_masks(root / "masks", root)
     else:
-        dirs = _brats_case_dirs(root)
+        dirs = brats.case_dirs(root)
         if dirs:
             cohort = _discover_brats(root, dirs, need_images)
         elif not need_images and any(p.is_file() and is_nifti(p) for p in root.iterdir()):
