@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from synthkit.preprocess.grid import resize, to_ras
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -31,18 +33,6 @@ DEFAULT_SHAPE: tuple[int, int, int] = (32, 32, 32)
 
 
 # --------------------------------------------------------------------------- preparation
-def to_ras(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """Reorient ``data`` (C, D, H, W) so its voxel axes run R, A, S (nearest axis match)."""
-    import nibabel.orientations as nio
-
-    ornt = nio.io_orientation(np.asarray(affine, dtype=np.float64))
-    target = nio.axcodes2ornt(("R", "A", "S"))
-    transform = nio.ornt_transform(ornt, target)
-    moved = np.moveaxis(data, 0, -1)  # (D, H, W, C)
-    out = nio.apply_orientation(moved, transform)
-    return np.ascontiguousarray(np.moveaxis(out, -1, 0))
-
-
 def head_mask(image: np.ndarray, threshold: float = 0.05, labels: np.ndarray | None = None) -> np.ndarray:
     """Voxels inside the head: (D, H, W) bool.
 
@@ -65,21 +55,6 @@ def head_mask(image: np.ndarray, threshold: float = 0.05, labels: np.ndarray | N
     if labels is not None:
         fg = fg | (labels > 0)
     return fg
-
-
-def _resize(x: np.ndarray, shape: tuple[int, int, int], *, nearest: bool) -> np.ndarray:
-    """(C, D, H, W) -> (C, *shape), trilinear (or nearest for labels)."""
-    import torch
-    import torch.nn.functional as F
-
-    if tuple(x.shape[1:]) == tuple(shape):
-        return x
-    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None]
-    if nearest:
-        out = F.interpolate(t, size=shape, mode="nearest")
-    else:
-        out = F.interpolate(t, size=shape, mode="trilinear", align_corners=False)
-    return out[0].numpy()
 
 
 def prepare(
@@ -105,8 +80,8 @@ def prepare(
     if affine is not None:
         img = to_ras(img, affine)
         lab = None if lab is None else to_ras(lab, affine)
-    img = _resize(img, shape, nearest=False)
-    lab = None if lab is None else _resize(lab, shape, nearest=True)[0]
+    img = resize(img, shape)
+    lab = None if lab is None else resize(lab, shape, label=True)[0]
     head = head_mask(img, head_threshold, lab)
     if head.sum() < 8:
         raise ValueError("no head voxels found (is the image empty?)")
