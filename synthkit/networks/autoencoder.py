@@ -11,7 +11,7 @@ Shapes, for ``channels = (c0, c1, c2)`` (``L = len(channels)``, factor ``f = 2**
 Encoder: 3^3 conv to ``c0``; per level ``i``: ``num_res_blocks`` residual blocks at width
 ``channels[i]``, then (except at the last level) a stride-2 3^3 conv; one more residual block;
 GroupNorm + SiLU; 3^3 conv to ``2 * C_lat`` (mean and log-variance). The decoder mirrors it with
-nearest-neighbour x2 upsampling + 3^3 conv. No attention and no padding tricks: the network is
+nearest-neighbour x2 upsampling + a 3^3 conv that narrows to the next (finer) level's width. No attention and no padding tricks: the network is
 fully convolutional, so it trains on random crops and runs on any grid divisible by ``f``.
 
 The KL term is ``0.5 * (mean^2 + exp(logvar) - 1 - logvar)`` averaged over latent elements
@@ -23,12 +23,13 @@ brought to unit variance for diffusion by a scale factor recorded with the weigh
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from synthkit.config import AutoencoderConfig
 from synthkit.networks.conv import Conv3d
 from synthkit.networks.norm import GroupNormSiLU
-from synthkit.networks.resample import Downsample, Upsample
+from synthkit.networks.resample import Downsample
 
 LOGVAR_RANGE = (-30.0, 20.0)  # clamp as LDM does, so exp() stays finite
 
@@ -53,6 +54,21 @@ class AEResBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv2(self.norm2(self.conv1(self.norm1(x))))
         return h.add_(self.skip(x).to(h.dtype))
+
+
+class Upsample(nn.Module):
+    """Nearest x2, then a 3^3 conv that also narrows to the next level's width (so the
+    full-resolution conv runs at the narrow width: 2x cheaper than keeping the wide one).
+
+    forward(x: (N, C_in, D, H, W)) -> (N, C_out, 2D, 2H, 2W)
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = Conv3d(in_channels, out_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
 class Encoder(nn.Module):
@@ -93,7 +109,8 @@ class Decoder(nn.Module):
                 layers.append(AEResBlock(width, c, g))
                 width = c
             if i < len(ch) - 1:
-                layers.append(Upsample(width))
+                layers.append(Upsample(width, ch[i + 1]))
+                width = ch[i + 1]
         self.body = nn.Sequential(*layers)
         self.norm_out = GroupNormSiLU(g, width)
         self.conv_out = Conv3d(width, cfg.image_channels, 3, padding=1)
