@@ -25,7 +25,6 @@ checkpoint (``{"state_dict": {"module.conv1.weight": ...}}``) loads with ``stric
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Literal
@@ -35,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from synthkit.errors import CheckpointError
+from synthkit.io.hashing import file_sha256 as sha256_file
 
 __all__ = [
     "DEPTHS",
@@ -194,14 +194,6 @@ def build(depth: int = 10, *, seed: int = 0) -> MedicalNet:
                 m.weight.fill_(1.0)
                 m.bias.zero_()
     return model.eval()
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def default_weights_path() -> Path | None:
