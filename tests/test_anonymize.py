@@ -167,38 +167,63 @@ def test_usage_errors(cli, world, tmp_path):
     assert res.exit_code == 2 and "outside the input" in res.output
 
 
-class _CopyingGenerator:
-    """Stands in for a model that memorised: returns a training image for the first ``n_copies`` seeds."""
+class _CopyingPipeline:
+    """Stands in for a model that memorised: returns a training image for the first ``n_copies``
+    volumes it samples (a Pipeline's prepare / sample_batch / to_volume, on the mask's grid)."""
+
+    device = "cpu"
 
     def __init__(self, n_copies: int):
         self.n_copies, self.calls = n_copies, 0
 
-    def sample(self, mask, *, seed, **kw):
+    def prepare(self, mask, label_space="raw"):
+        import torch
+
+        from synthkit.pipeline.pipeline import Prepared
+
+        return Prepared(torch.zeros(2, 4, 4, 4), mask, True)
+
+    def sample_batch(self, cond, seeds, **kw):
+        import torch
+
+        out = []
+        for seed in seeds:
+            self.calls += 1
+            img, _ = phantom(16, seed=1 if self.calls <= self.n_copies else 90 + self.calls)
+            rng = np.random.default_rng(seed % 2**32)
+            out.append(torch.from_numpy(img.data + rng.normal(0, 0.01, img.data.shape).astype(np.float32)))
+        return torch.stack(out)
+
+    def to_volume(self, x, record):
         from synthkit.io.volume import Volume
 
-        self.calls += 1
-        img, _ = phantom(16, seed=1 if self.calls <= self.n_copies else 90 + self.calls)
-        rng = np.random.default_rng(seed % 2**32)
-        return Volume(img.data + rng.normal(0, 0.01, img.data.shape).astype(np.float32), img.affine)
+        return Volume(x.numpy(), record.affine)
 
 
 @pytest.mark.parametrize("n_copies, status, attempts", [(1, "ok", 2), (10, "dropped", 3)])
 def test_privacy_gate_regenerates_then_drops(world, tmp_path, n_copies, status, attempts):
-    from synthkit.io import discover_cohort, read_mask
-    from synthkit.privacy.anonymize import AnonymizeSettings, _one_volume
+    from synthkit.io import discover_cohort
+    from synthkit.pipeline.engine import Engine, Job, Sampling
+    from synthkit.pipeline.seeds import seed_for
+    from synthkit.privacy.anonymize import AnonymizeSettings, _gate, _writer
     from synthkit.privacy.audit import load_set
     from synthkit.privacy.check import CheckSettings, MemorizationChecker
-    from synthkit.run import seed_for
 
     _, train_dir, _, cohort_dir = world
     check = CheckSettings(shape=(16,) * 3, use_features=False)
     checker = MemorizationChecker(load_set(train_dir, "training", check, None, errors=[]), None, check)
     cohort = discover_cohort(cohort_dir, need_images=False)
     s = AnonymizeSettings(max_retries=2, check=check)
-    entry = _one_volume(_CopyingGenerator(n_copies), checker, s, read_mask(cohort.cases[0]), "syn_0123456789ab",
-                        cohort, ("MR",), tmp_path, seed_for)
+    entries = []
+    engine = Engine(_CopyingPipeline(n_copies), Sampling(), seed=lambda job, a: seed_for(s.seed, job.key, a),
+                    gate=_gate(checker, s), max_retries=s.max_retries, batch_size=1)
+    _, write = _writer(tmp_path, s, ("MR",), 1)
+    res = engine.run([Job("syn_0123456789ab", cohort.cases[0])], lambda made: entries.append(write(made)))
+    (entry,) = entries
     assert entry["status"] == status and len(entry["attempts"]) == attempts
     assert entry["attempts"][0]["flagged"]
+    assert [a["seed"] for a in entry["attempts"]] == [seed_for(s.seed, "syn_0123456789ab", a) for a in range(attempts)]
+    assert res.network_calls == attempts and (res.dropped == []) == (status == "ok")
     assert "nearest" not in json.dumps(entry)
     written = list(tmp_path.rglob("*.nii.gz"))
     assert (len(written) == 2) == (status == "ok")

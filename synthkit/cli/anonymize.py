@@ -41,12 +41,14 @@ def register(app: typer.Typer) -> None:
         dicom: Annotated[bool, typer.Option("--dicom", help="Also export every synthetic image as a DICOM series "
                          "(PS3.15 Basic Application Level Confidentiality Profile).")] = False,
         device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+        batch_size: Annotated[int | None, typer.Option(help="Volumes per network call (default: 1 on cpu, 4 on "
+                              "cuda); within 1e-4 of the intensity range of batch size 1.")] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ) -> None:
         """Generate a synthetic image for every mask of COHORT, check each against the training cohort
         (regenerate or drop copies), and write a de-identified nnU-Net cohort with manifest and report."""
+        from synthkit.cli._progress import volume_progress
         from synthkit.errors import UsageError
-        from synthkit.io import discover_cohort
         from synthkit.privacy.anonymize import AnonymizeSettings
         from synthkit.privacy.anonymize import anonymize as run_anonymize
         from synthkit.privacy.check import CheckSettings
@@ -57,6 +59,8 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"--device must be cpu or cuda, not {device!r}")
         if per_case < 1 or max_retries < 0:
             raise UsageError("--per-case must be >= 1 and --max-retries >= 0")
+        if batch_size is not None and batch_size < 1:
+            raise UsageError("--batch-size must be at least 1")
         if shape < 8 or not 0 < alpha < 0.5:
             raise UsageError("--shape must be >= 8 and --alpha in (0, 0.5)")
         ops = None if perturb_masks.strip().lower() in ("", "none") else perturb_masks
@@ -69,17 +73,15 @@ def register(app: typer.Typer) -> None:
             max_retries=max_retries, perturb_masks=ops, dicom=dicom,
             check=CheckSettings(shape=(shape,) * 3, alpha=alpha, use_features=features, seed=seed),
         )
-        n = len(discover_cohort(cohort, need_images=False).cases)
 
         def note(msg: str) -> None:
             if not quiet:
                 err_console.print(f"synthkit: {msg}", markup=False)
 
         with make_progress(quiet) as progress:
-            task = progress.add_task("anonymize", total=n)
             result = run_anonymize(cohort, model, out, settings=settings, train_cohort=train_cohort, mapping=mapping,
-                                   feature_weights=feature_weights, device=device,
-                                   on_case=lambda: progress.advance(task), on_note=note)
+                                   feature_weights=feature_weights, device=device, batch_size=batch_size,
+                                   on_note=note, progress=volume_progress(progress, "anonymize", quiet))
         if not result.privacy_checked:
             note("memorization check NOT run (no training cohort); the privacy report says so")
         if result.resumed:

@@ -1,7 +1,9 @@
 """``synthkit anonymize``: a real cohort in, a shareable synthetic cohort out.
 
-For every case of the input cohort (any layout synthkit reads, DICOM included; only masks are
-used) and every ``k < per_case``:
+The ``anonymize`` configuration of the synthesis engine (:class:`synthkit.pipeline.engine.Engine`:
+mask perturbation on, the privacy gate on, the de-identifying writer). For every case of the
+input cohort (any layout synthkit reads, DICOM included; only masks are used) and every
+``k < per_case``:
 
 1. the case's mask, perturbed with :mod:`synthkit.masks` (``perturb_masks``: ``"deform"``, a
    small whole-mask affine + elastic warp, by default; e.g. ``"move+deform"``; None keeps the
@@ -11,6 +13,10 @@ used) and every ``k < per_case``:
    regenerated with a new seed up to ``max_retries`` times and dropped if it stays flagged;
 3. image(s) and mask go through the de-identifying NIfTI writer under a fresh opaque id
    (``syn_`` + 12 hex digits from a generator seeded by ``seed``), optionally also as DICOM.
+
+Seeds: the mask warp of output ``oid`` draws from ``seed_for(seed, oid + ":mask", 0)``, attempt
+``a`` of its image from ``seed_for(seed, oid, a)``; ``batch_size`` volumes share a network call
+(default 1 on the CPU, 4 on CUDA) without changing which volume gets which seed.
 
 Output (nnU-Net raw layout)::
 
@@ -41,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from synthkit.errors import SynthkitError, UsageError
+from synthkit.pipeline.seeds import seed_for
 from synthkit.privacy import deid
 from synthkit.privacy.check import CheckSettings, MemorizationChecker, PrivacyResult, prepare_set
 
@@ -147,16 +154,89 @@ def _fingerprint(gen: Any, s: AnonymizeSettings, n_cases: int) -> dict[str, Any]
     return {"weights_sha256": gen.weights_sha256, "n_cases": n_cases, **d}
 
 
-def _perturb(labels: np.ndarray, spacing: Any, labels_by_name: dict[str, int], ops: str,
-             rng: np.random.Generator) -> np.ndarray:
-    try:
-        from synthkit.masks import SampleContext, perturb, resolve_roles
-    except ImportError as e:  # pragma: no cover - the masks module ships with synthkit
-        raise UsageError(f"--perturb-masks needs synthkit.masks ({e})") from None
-    roles = resolve_roles(None, None, labels_by_name, np.unique(labels).tolist())
-    ctx = SampleContext(roles=roles, spacing=tuple(float(v) for v in spacing))
-    result, _ = perturb(labels, ops, ctx, rng)
-    return np.asarray(result)
+def _refuse_other(out: Path) -> Callable[[dict[str, Any]], None]:
+    def refuse(old: dict[str, Any]) -> None:
+        raise UsageError("the output folder holds a synthetic cohort made with other settings, model or "
+                         "input; choose a new --out (or repeat the original arguments to resume)", out)
+
+    return refuse
+
+
+def _make_checker(train_path: Path, s: AnonymizeSettings, feature_weights: str | Path | None,
+                  calibration: dict[str, Any] | None, note: Callable[[str], None]
+                  ) -> tuple[MemorizationChecker, dict[str, Any]]:
+    """The memorization check against the training cohort, and its calibration record (the
+    earlier run's when resuming, so thresholds never change halfway)."""
+    from synthkit.privacy.audit import load_set, make_extractor
+
+    extractor = make_extractor(feature_weights, seed=s.check.seed) if s.check.use_features else None
+    errors: list[dict[str, str]] = []
+    train = load_set(train_path, "training", s.check, extractor, errors=errors)
+    if len(train) < 4:
+        raise UsageError("the memorization check needs at least 4 readable training volumes", train_path)
+    checker = MemorizationChecker(train, None, s.check, extractor)
+    if errors:
+        note(f"{len(errors)} training case(s) could not be read and are not compared against")
+    return checker, calibration or checker.calibration_record(planted_check=True)
+
+
+def _gate(checker: MemorizationChecker, s: AnonymizeSettings) -> Callable[[Any, Any, Any], dict[str, Any]]:
+    """The engine's gate: the memorization scores of one volume against the training cohort."""
+
+    def gate(job: Any, vol: Any, mask: Any) -> dict[str, Any]:
+        vs = prepare_set([(job.key, vol.data, vol.affine, mask.data)], s.check, checker.extractor)
+        full, _ = checker.score(vs)
+        return {k: full[0][k] for k in _RECORD_KEYS}
+
+    return gate
+
+
+def _writer(out: Path, s: AnonymizeSettings, channels: tuple[str, ...],
+            n_channels: int) -> tuple[Any, Callable[[Any], dict[str, Any]]]:
+    """The dataset writer (de-identifying NIfTI) and the engine's write step: the volume (and its
+    DICOM series) under the job's opaque id; it returns the manifest entry (a dropped volume:
+    its attempts, no files)."""
+    from synthkit.io.nnunet import NnunetWriter
+
+    writer = NnunetWriter(out, channels if len(channels) == n_channels else None, existing="keep",
+                          nifti=deid.write_deidentified_nifti)
+
+    def write(made: Any) -> dict[str, Any]:
+        oid = made.job.key
+        entry: dict[str, Any] = {"id": oid, "attempts": made.attempts, "perturbed_mask": bool(s.perturb_masks)}
+        if not made.accepted:
+            entry.update(status="dropped", files=[])
+            return entry
+        files = writer.write_case(oid, made.image, made.mask)
+        vol = made.image
+        if s.dicom:
+            rng = np.random.default_rng(seed_for(s.seed, oid + ":dicom", 0))
+            study = deid.DicomStudy.new(rng)
+            for c in range(vol.data.shape[0]):
+                name = channels[c] if c < len(channels) else f"channel {c}"
+                deid.write_dicom_series(out / "dicom" / oid / f"{c:04d}", vol.data[c], vol.affine, rng=rng,
+                                        study=study, series_number=c + 1, series_description=f"synthetic {name}")
+        entry.update(status="ok", seed=made.seed, files=files,
+                     privacy={k: v for k, v in made.attempts[-1].items() if k != "seed"})
+        return entry
+
+    return writer, write
+
+
+def _engine(gen: Any, s: AnonymizeSettings, cohort: Any, checker: MemorizationChecker | None,
+            batch_size: int | None, progress: Any) -> Any:
+    from synthkit.pipeline.engine import Engine, Sampling, as_progress
+    from synthkit.pipeline.perturb import MaskPerturbation
+
+    perturb = None
+    if s.perturb_masks:
+        perturb = MaskPerturbation(s.perturb_masks, labels=dict(cohort.labels),
+                                   rng=lambda job: np.random.default_rng(seed_for(s.seed, job.key + ":mask", 0)))
+    return Engine(gen, Sampling(s.sampler, s.steps, s.eta), seed=lambda job, attempt: seed_for(s.seed, job.key, attempt),
+                  perturb=perturb, gate=_gate(checker, s) if checker is not None else None,
+                  max_retries=s.max_retries, enforce_gate=s.privacy_gate,
+                  errors=(SynthkitError, ValueError, RuntimeError), batch_size=batch_size,
+                  progress=as_progress(progress, "anonymize"))
 
 
 def anonymize(
@@ -169,17 +249,25 @@ def anonymize(
     mapping: str | Path | None = None,
     feature_weights: str | Path | None = None,
     device: str = "cpu",
+    batch_size: int | None = None,
     on_case: Callable[[], None] | None = None,
     on_note: Callable[[str], None] | None = None,
+    progress: Any = None,
 ) -> AnonymizeResult:
-    """Write a synthetic, de-identified copy of the cohort at ``cohort_path`` to ``out``."""
-    from synthkit.io import discover_cohort, read_mask, write_nnunet_dataset_json
-    from synthkit.io.atomic import write_json
-    from synthkit.privacy.audit import load_set, make_extractor
-    from synthkit.run import load, seed_for
+    """Write a synthetic, de-identified copy of the cohort at ``cohort_path`` to ``out``.
+
+    ``on_case``: called once per output volume finished (written, dropped, failed or kept from
+    an earlier run). ``progress``: a rich ``Progress`` or a callable ``(done, total)`` in
+    volumes, after every network step.
+    """
+    from synthkit.io import discover_cohort
+    from synthkit.pipeline import load
+    from synthkit.pipeline.engine import Job
+    from synthkit.pipeline.manifest import ManifestStore
 
     s = settings or AnonymizeSettings()
     note = on_note or (lambda msg: None)
+    tick = on_case or (lambda: None)
     out, src = Path(out), Path(cohort_path)
     if s.per_case < 1 or s.max_retries < 0:
         raise UsageError("--per-case must be >= 1 and --max-retries >= 0")
@@ -194,86 +282,62 @@ def anonymize(
         raise UsageError("the run does not record its training cohort; pass --train-cohort PATH "
                          "(or --no-privacy-gate to skip the memorization check)")
     fp = _fingerprint(gen, s, len(cohort.cases))
-    old: dict[str, Any] = {}
-    if (out / MANIFEST).is_file():
-        try:
-            old = json.loads((out / MANIFEST).read_text())
-        except ValueError:
-            old = {}
-        if old.get("format") != FORMAT or old.get("settings") != fp:
-            raise UsageError("the output folder holds a synthetic cohort made with other settings, model or "
-                             "input; choose a new --out (or repeat the original arguments to resume)", out)
-    elif out.exists() and any(out.iterdir()):
+    if not (out / MANIFEST).is_file() and out.exists() and any(out.iterdir()):
         raise UsageError("the output folder exists and is not an anonymize output; choose a new --out", out)
+    checker, calibration = None, None
 
+    def document(cases: list[dict[str, Any]], failures: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"format": FORMAT, "generator": "synthkit",
+                "model": {"weights_sha256": gen.weights_sha256, "preset": gen.config.preset}, "settings": fp,
+                "privacy": {"checked": checker is not None, "gate": s.privacy_gate, "calibration": calibration,
+                            "reference": "training cohort (train-to-train leave-one-out)" if checker else None},
+                "cases": cases, "n_failed": len(failures)}
+
+    store = ManifestStore(out / MANIFEST, {"format": FORMAT, "settings": fp}, key=lambda e: e["id"],
+                          files=lambda e: e.get("files", []), document=document, entries_key="cases",
+                          on_other=_refuse_other(out))
     result = AnonymizeResult(out)
-    checker = None
-    calibration: dict[str, Any] | None = None
     if train_path is not None:
-        extractor = make_extractor(feature_weights, seed=s.check.seed) if s.check.use_features else None
-        errors: list[dict[str, str]] = []
-        train = load_set(train_path, "training", s.check, extractor, errors=errors)
-        if len(train) < 4:
-            raise UsageError("the memorization check needs at least 4 readable training volumes", train_path)
-        checker = MemorizationChecker(train, None, s.check, extractor)
-        calibration = old.get("privacy", {}).get("calibration") or checker.calibration_record(planted_check=True)
+        previous = (store.previous.get("privacy") or {}).get("calibration")
+        checker, calibration = _make_checker(train_path, s, feature_weights, previous, note)
         result.privacy_checked = True
-        if errors:
-            note(f"{len(errors)} training case(s) could not be read and are not compared against")
 
+    engine = _engine(gen, s, cohort, checker, batch_size, progress)
     ids = deid.fresh_case_ids(len(cohort.cases) * s.per_case, np.random.default_rng([s.seed, _ID_STREAM]))
-    entries: dict[str, dict[str, Any]] = {e["id"]: e for e in old.get("cases", [])}
+    jobs = [Job(ids[i * s.per_case + k], case, k, i) for i, case in enumerate(cohort.cases) for k in range(s.per_case)]
     channels = tuple(gen.config.data.channel_names)
-    failed_ids: list[str] = []
+    writer, write_one = _writer(out, s, channels, gen.image_channels)
 
-    def save_manifest() -> None:
-        write_json(out / MANIFEST, {
-            "format": FORMAT, "generator": "synthkit", "model": {"weights_sha256": gen.weights_sha256,
-                                                               "preset": gen.config.preset},
-            "settings": fp,
-            "privacy": {"checked": checker is not None, "gate": s.privacy_gate, "calibration": calibration,
-                        "reference": "training cohort (train-to-train leave-one-out)" if checker else None},
-            "cases": [entries[k] for k in sorted(entries)],
-            "n_failed": len(failed_ids),
-        })
+    def write(made: Any) -> dict[str, Any]:
+        entry = write_one(made)
+        (result.written if made.accepted else result.dropped).append(made.job.key)
+        tick()
+        return entry
 
-    def done(oid: str) -> bool:
-        e = entries.get(oid)
-        if e is None:
-            return False
-        if e["status"] == "dropped":
-            return True
-        return all((out / f).is_file() for f in e.get("files", []))
+    def fail(job: Any, err: BaseException) -> None:
+        if job.case.case_id not in {c for c, _ in result.failed}:
+            result.failed.append((job.case.case_id, str(err)))
+        store.fail({"id": job.key})
+        tick()
 
-    out.mkdir(parents=True, exist_ok=True)
-    for i, case in enumerate(cohort.cases):
-        oids = ids[i * s.per_case:(i + 1) * s.per_case]
-        if all(done(o) for o in oids):
-            result.resumed += len(oids)
-            if on_case:
-                on_case()
-            continue
-        try:
-            mask = read_mask(case)
-            for k, oid in enumerate(oids):
-                if done(oid):
-                    result.resumed += 1
-                    continue
-                entries[oid] = _one_volume(gen, checker, s, mask, oid, cohort, channels, out, seed_for)
-                (result.written if entries[oid]["status"] == "ok" else result.dropped).append(oid)
-                save_manifest()
-        except (SynthkitError, ValueError, RuntimeError) as e:
-            result.failed.append((case.case_id, str(e)))
-            failed_ids.extend(o for o in oids if not done(o))
-        if on_case:
-            on_case()
+    res = engine.run(jobs, write, store=store, on_fail=fail)
+    result.resumed = len(res.resumed)
+    for _ in res.resumed:
+        tick()
+    _finish(out, store, writer, cohort, gen, s, checker, calibration, mapping, ids)
+    return result
 
-    ok = [e for e in entries.values() if e["status"] == "ok"]
+
+def _finish(out: Path, store: Any, writer: Any, cohort: Any, gen: Any, s: AnonymizeSettings,
+            checker: MemorizationChecker | None, calibration: dict[str, Any] | None, mapping: str | Path | None,
+            ids: list[str]) -> None:
+    """dataset.json, the manifest, the privacy report, the mapping (on request), the self-check."""
+    entries = store.entries
     labels = dict(cohort.labels) or dict(gen.config.data.labels)
     labels = labels if "background" in labels else {"background": 0, **labels}
-    write_nnunet_dataset_json(out, channels, labels, len(ok), name="synthkit synthetic cohort",
-                              description="Synthetic images generated by synthkit (Med-DDPM); see manifest.json")
-    save_manifest()
+    store.finish(then=lambda doc: writer.finish(
+        sum(e["status"] == "ok" for e in entries.values()), labels=labels, name="synthkit synthetic cohort",
+        description="Synthetic images generated by synthkit (Med-DDPM); see manifest.json"))
     _write_privacy_report(out, entries, calibration, s, getattr(checker, "extractor", None) if checker else None,
                           checker is not None)
     if mapping is not None:
@@ -286,53 +350,6 @@ def anonymize(
         where = sorted({str(h.path.relative_to(out)) for h in hits})[:5]
         raise deid.DeidError(f"self-check found {len(hits)} input identifier(s) in the output "
                              f"(e.g. in {', '.join(where)}); do not share it", out)
-    return result
-
-
-def _one_volume(gen: Any, checker: MemorizationChecker | None, s: AnonymizeSettings, mask: Any, oid: str,
-                cohort: Any, channels: tuple[str, ...], out: Path, seed_for: Callable[..., int]) -> dict[str, Any]:
-    """Generate, check, (regenerate,) and write one output volume; returns its manifest entry."""
-    from synthkit.io.volume import Volume
-
-    labels = mask.data[0]
-    if s.perturb_masks:
-        rng = np.random.default_rng(seed_for(s.seed, oid + ":mask", 0))
-        labels = _perturb(labels, mask.spacing, dict(cohort.labels), s.perturb_masks, rng)
-        mask = Volume(labels[None].astype(np.int16), mask.affine)
-    attempts: list[dict[str, Any]] = []
-    accepted = None
-    for a in range(s.max_retries + 1 if (s.privacy_gate and checker is not None) else 1):
-        seed = seed_for(s.seed, oid, a)
-        vol = gen.sample(mask, seed=seed, sampler=s.sampler, steps=s.steps, eta=s.eta)
-        rec: dict[str, Any] = {"seed": seed}
-        if checker is not None:
-            vs = prepare_set([(oid, vol.data, vol.affine, mask.data)], s.check, checker.extractor)
-            full, _ = checker.score(vs)
-            rec.update({k: full[0][k] for k in _RECORD_KEYS})
-        attempts.append(rec)
-        if not rec.get("flagged") or not s.privacy_gate:
-            accepted = (vol, rec)
-            break
-    entry: dict[str, Any] = {"id": oid, "attempts": attempts, "perturbed_mask": bool(s.perturb_masks)}
-    if accepted is None:
-        entry.update(status="dropped", files=[])
-        return entry
-    vol, rec = accepted
-    files = []
-    for c in range(vol.data.shape[0]):
-        p = deid.write_deidentified_nifti(out / "imagesTr" / f"{oid}_{c:04d}.nii.gz", vol.data[c], vol.affine)
-        files.append(str(p.relative_to(out)))
-    p = deid.write_deidentified_nifti(out / "labelsTr" / f"{oid}.nii.gz", mask.data, mask.affine, is_label=True)
-    files.append(str(p.relative_to(out)))
-    if s.dicom:
-        rng = np.random.default_rng(seed_for(s.seed, oid + ":dicom", 0))
-        study = deid.DicomStudy.new(rng)
-        for c in range(vol.data.shape[0]):
-            name = channels[c] if c < len(channels) else f"channel {c}"
-            deid.write_dicom_series(out / "dicom" / oid / f"{c:04d}", vol.data[c], vol.affine, rng=rng, study=study,
-                                    series_number=c + 1, series_description=f"synthetic {name}")
-    entry.update(status="ok", seed=rec["seed"], files=files, privacy={k: v for k, v in rec.items() if k != "seed"})
-    return entry
 
 
 def _write_privacy_report(out: Path, entries: dict[str, dict[str, Any]], calibration: dict[str, Any] | None,
