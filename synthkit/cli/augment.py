@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from synthkit.cli._common import console, err_console, handle_errors, make_progress
+from synthkit.cli._common import (
+    DeviceOption,
+    SamplerChoice,
+    console,
+    err_console,
+    handle_errors,
+    make_progress,
+    value_of,
+)
 
 _HELP = """Perturb the cohort's masks, generate an image for each with a trained model (--model RUN)
 and write an nnU-Net v2 raw dataset (imagesTr/{case}_0000.nii.gz, labelsTr/{case}.nii.gz,
@@ -32,7 +40,7 @@ def register(app: typer.Typer) -> None:
             list[str] | None,
             typer.Option("--ops", help="Mask operations, e.g. move, move+deform:elastic=2 (default move)."),
         ] = None,
-        sampler: Annotated[str, typer.Option(help="ddpm (all steps, the paper) or ddim.")] = "ddpm",
+        sampler: Annotated[SamplerChoice, typer.Option(help="ddpm (all steps, the paper), ddim or dpmpp.")] = SamplerChoice.DDPM,
         steps: Annotated[int | None, typer.Option(min=1, help="Sampling steps (ddim).")] = None,
         seed: Annotated[int, typer.Option(min=0, help="Seed; same seed -> identical dataset.")] = 0,
         baseline: Annotated[
@@ -44,7 +52,7 @@ def register(app: typer.Typer) -> None:
         head_label: Annotated[
             list[str] | None, typer.Option("--head-label", help="Head/brain label name(s)/value(s).")
         ] = None,
-        device: Annotated[str, typer.Option(help="cpu, cuda, ... for generation (auto: cuda if available).")] = "auto",
+        device: DeviceOption = "auto",
         batch_size: Annotated[int | None, typer.Option(min=1, help="Volumes per network call (default: 1 on cpu, 4 "
                               "on cuda); within 1e-4 of the intensity range of batch size 1.")] = None,
         overwrite: Annotated[bool, typer.Option(help="Replace a dataset already in --out.")] = False,
@@ -58,19 +66,13 @@ def register(app: typer.Typer) -> None:
 
         if baseline not in (None, "classic"):
             raise UsageError(f"--baseline {baseline!r}: the only baseline is 'classic'")
-        if sampler not in ("ddpm", "ddim"):
-            raise UsageError(f"--sampler {sampler!r}: choose ddpm or ddim")
         method = "classic" if baseline == "classic" else "diffusion"
         if method == "classic" and (ops or model):
             raise UsageError("--baseline classic takes no --model or --ops")
-        if device == "auto":
-            import torch
-
-            device = "cuda" if torch.cuda.is_available() else "cpu"
         with make_progress(quiet) as progress:
             report = augment_cohort(
                 cohort, out, n=n, method=method, model=model, include_real=include_real,
-                ops=ops or None, sampler=sampler, steps=steps, seed=seed, tumour_labels=label,
+                ops=ops or None, sampler=value_of(sampler), steps=steps, seed=seed, tumour_labels=label,
                 head_labels=head_label, device=device, overwrite=overwrite, strict=strict, batch_size=batch_size,
                 progress=volume_progress(progress, "classic augmentation" if method == "classic" else "generate",
                                          quiet),

@@ -8,7 +8,14 @@ from typing import Annotated
 
 import typer
 
-from synthkit.cli._common import command_group, console, err_console, handle_errors, make_progress
+from synthkit.cli._common import (
+    DeviceOption,
+    command_group,
+    console,
+    err_console,
+    handle_errors,
+    make_progress,
+)
 
 
 def build_ae_config(*, out: Path, resume: bool, preset: str | None, **flags):
@@ -83,7 +90,7 @@ def register(app: typer.Typer) -> None:
         checkpoint_every: Annotated[int | None, typer.Option(help="Write a resumable checkpoint every K steps.")] = None,
         preview_every: Annotated[int | None, typer.Option(help="Write a preview PNG every K steps (0: never).")] = None,
         threads: Annotated[int | None, typer.Option(help="CPU threads for torch (default: torch's choice).")] = None,
-        device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+        device: DeviceOption = "auto",
         cache_dir: Annotated[Path | None, typer.Option(help="Preprocessing cache (default AE/cache).")] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ) -> None:
@@ -93,8 +100,6 @@ def register(app: typer.Typer) -> None:
         from synthkit.errors import UsageError
         from synthkit.training.autoencoder import AutoencoderTrainer
 
-        if device not in ("cpu", "cuda"):
-            raise UsageError(f"--device must be cpu or cuda, not {device!r}")
         if threads is not None:
             if threads < 1:
                 raise UsageError("--threads must be at least 1")
@@ -126,7 +131,7 @@ def register(app: typer.Typer) -> None:
                                                         "also report the noise ceiling.")] = None,
         precision: Annotated[str, typer.Option(help="fp32 or bf16.")] = "fp32",
         threads: Annotated[int | None, typer.Option(help="CPU threads for torch.")] = None,
-        device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+        device: DeviceOption = "auto",
         cache_dir: Annotated[Path | None, typer.Option(help="Preprocessing cache (default: a temporary folder).")] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")] = False,
     ) -> None:

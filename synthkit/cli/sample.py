@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from synthkit.cli._common import err_console, handle_errors, make_progress
+from synthkit.cli._common import (
+    DeviceOption,
+    LabelSpaceChoice,
+    SamplerChoice,
+    err_console,
+    handle_errors,
+    make_progress,
+    value_of,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -17,7 +25,7 @@ def register(app: typer.Typer) -> None:
         run: Annotated[str, typer.Argument(help="Run folder from `synthkit train` (or a shipped model name).")],
         masks: Annotated[Path, typer.Argument(help="A folder of mask NIfTIs, or a cohort (its masks are used).")],
         out: Annotated[Path, typer.Option("--out", "-o", help="Output cohort folder (nnU-Net raw layout).")],
-        sampler: Annotated[str | None, typer.Option(help="ddpm (all T steps, as in the paper, default) or ddim. GAN runs: one generator pass, no sampler.")] = None,
+        sampler: Annotated[SamplerChoice | None, typer.Option(help="ddpm (all T steps, as in the paper, default), ddim or dpmpp (DPM-Solver++). GAN runs: one generator pass, no sampler.", show_default=False)] = None,
         steps: Annotated[int | None, typer.Option(help="Sampling steps (DDIM; default: all T).")] = None,
         eta: Annotated[float, typer.Option(help="DDIM stochasticity (0: deterministic given the seed).")] = 0.0,
         per_mask: Annotated[int, typer.Option(help="Volumes to generate per mask.")] = 1,
@@ -27,8 +35,8 @@ def register(app: typer.Typer) -> None:
                               "intensity range at other batch sizes.")] = None,
         background: Annotated[bool | None, typer.Option("--background/--no-background",
                               help="Hold the image at background outside the head. Default: on when the mask has a head/brain label.")] = None,
-        label_space: Annotated[str, typer.Option(help="raw: masks labelled like the training files (label_map applied); network: already in the model's label values (e.g. BraTS masks with the brain label).")] = "raw",
-        device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+        label_space: Annotated[LabelSpaceChoice, typer.Option(help="raw: masks labelled like the training files (label_map applied); network: already in the model's label values (e.g. BraTS masks with the brain label).")] = LabelSpaceChoice.RAW,
+        device: DeviceOption = "auto",
         strict: Annotated[bool, typer.Option("--strict", help="Stop at the first unusable mask.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ) -> None:
@@ -39,14 +47,12 @@ def register(app: typer.Typer) -> None:
         from synthkit.pipeline import load
         from synthkit.training.ddp import cleanup, init_distributed
 
-        if device not in ("cpu", "cuda"):
-            raise UsageError(f"--device must be cpu or cuda, not {device!r}")
         if batch_size is not None and batch_size < 1:
             raise UsageError("--batch-size must be at least 1")
         dist = init_distributed(device)
         try:
             gen = load(run, dist.device)
-            sampler, steps = gen.check_sampling(sampler, steps, eta)  # GAN runs: one pass, recorded as such
+            sampler, steps = gen.check_sampling(value_of(sampler), steps, eta)  # GAN runs: one pass, recorded as such
 
             def note(msg: str) -> None:
                 if dist.is_main and not quiet:
@@ -55,7 +61,7 @@ def register(app: typer.Typer) -> None:
             with make_progress(quiet or not dist.is_main) as progress:
                 manifest = sample_masks(gen, masks, out, per_mask=per_mask, sampler=sampler, steps=steps, eta=eta,
                                         seed=seed, batch_size=batch_size, background=background,
-                                        label_space=label_space, strict=strict,
+                                        label_space=value_of(label_space), strict=strict,
                                         progress=volume_progress(progress, "sample", quiet or not dist.is_main),
                                         dist=dist, on_note=note)
         finally:
