@@ -1,4 +1,5 @@
-"""`synthkit evaluate` end to end on tiny NIfTI folders (random extractor, 16^3)."""
+"""`synthkit evaluate` end to end on tiny NIfTI folders (16^3; pretrained deepbet features by
+default, the random MedicalNet on request)."""
 
 from __future__ import annotations
 
@@ -36,27 +37,34 @@ def cohorts(tmp_path, monkeypatch):
 
 
 def test_evaluate_writes_json_report_and_reader_kit(cli, cohorts):
+    from synthkit.metrics.deepbet import PINNED_SHA256
+
     tmp, real, blur, noise = cohorts
     before = sorted(p.relative_to(real) for p in real.rglob("*"))
     res = cli("evaluate", real, blur, noise, "--json", tmp / "out.json", "--report", tmp / "rep",
               "--n-boot", "10", "--diversity-pairs", "5", "--reader-study", "2", tmp / "kit", "--c2st", "--quiet")
     assert res.exit_code == 0, res.output
-    assert "NOT comparable" in res.output and "RANDOM" in res.output
+    assert "RANDOM" not in res.output and "deepbet features" in res.output and "Precision" in res.output
     out = json.loads((tmp / "out.json").read_text())
-    assert out["warning"] and out["fid_comparable_to_published"] is False
-    assert out["settings"]["extractor"]["weights_sha256"] == "random"
+    ext = out["settings"]["extractor"]
+    assert out["warning"] is None and ext["features"] == "deepbet" and ext["pretrained"] is True
+    assert ext["weights_sha256"] == PINNED_SHA256["data/models/bbox_model.pt"]
     assert out["settings"]["ms_ssim"]["scales"] == 2 and out["settings"]["grid"] == [16, 16, 16]
     assert [r["name"] for r in out["sets"]] == ["blur", "noise"]
     for r in out["sets"]:
         assert r["n"] == 6 and r["n_pairs"] == 6
         for m in ("fid", "mmd", "ms_ssim", "mse", "diversity"):
             assert np.isfinite(r[m]["value"]) and len(r[m]["ci95"]) == 2, m
+        assert r["prdc"]["k"] == 5
+        for m in ("precision", "recall", "density", "coverage"):
+            assert 0.0 <= r["prdc"][m]["value"] <= (1.0 if m != "density" else 6 / 5), m
     assert out["real"]["fid_floor"]["n"] == 10
     for r in out["sets"]:
         assert 0.0 <= r["c2st"]["auc"] <= 1.0 and r["c2st"]["n_test"] == 6
     assert "C2ST blur: AUC" in res.output
     html = (tmp / "rep" / "index.html").read_text()
-    assert "data:image/png;base64," in html and "WARNING" in html and "noise" in html
+    assert "data:image/png;base64," in html and "WARNING" not in html and "noise" in html
+    assert ext["weights_sha256"] in html and "Precision" in html and "deepbet" in html
     for png in ("montage.png", "histograms.png", "pca.png"):
         assert (tmp / "rep" / png).stat().st_size > 1000
     # input folder untouched, features cached elsewhere
@@ -72,6 +80,24 @@ def test_evaluate_writes_json_report_and_reader_kit(cli, cohorts):
     sheet.write_text("image,answer\n" + "".join(f"{r['image']},{r['truth']}\n" for r in key))
     res = cli("reader-score", sheet, tmp / "kit" / "answer_key.csv")
     assert res.exit_code == 0 and "4/4 correct" in res.output
+
+
+def test_identical_sets_score_zero_and_baselines_worse(cli, cohorts):
+    """Pretrained features: the real set against itself has FID ~0 and perfect precision/recall;
+    the blurred copy is far off; the random network only with --features random, and loudly."""
+    tmp, real, blur, _ = cohorts
+    res = cli("evaluate", real, real, blur, "--n-boot", "10", "--quiet", "--json", tmp / "o.json")
+    assert res.exit_code == 0, res.output
+    same, blurred = json.loads((tmp / "o.json").read_text())["sets"]
+    assert same["fid"]["value"] < 1e-6 < blurred["fid"]["value"]
+    assert same["prdc"]["precision"]["value"] == same["prdc"]["recall"]["value"] == 1.0
+    assert same["prdc"]["coverage"]["value"] == 1.0
+    assert same["prdc"]["density"]["value"] == pytest.approx(6 / 5)
+    res = cli("evaluate", real, blur, "--features", "random", "--n-boot", "10", "--quiet", "--json", tmp / "r.json")
+    assert res.exit_code == 0 and "NOT comparable" in res.output and "RANDOM" in res.output
+    out = json.loads((tmp / "r.json").read_text())
+    assert out["warning"] and out["fid_comparable_to_published"] is False
+    assert out["settings"]["extractor"]["weights_sha256"] == "random"
 
 
 def test_second_run_uses_cache_and_repeats_bit_for_bit(cli, cohorts):
@@ -123,3 +149,22 @@ def test_wrong_weights_file_is_one_line_error(cli, cohorts):
     (tmp / "w.pth").write_bytes(b"nope")
     res = cli("evaluate", real, blur, "--feature-weights", tmp / "w.pth", "--quiet")
     assert res.exit_code != 0 and "w.pth" in res.output and "Traceback" not in res.output
+    res = cli("evaluate", real, blur, "--features", "nonsense", "--quiet")
+    assert res.exit_code != 0 and "--features" in res.output and "Traceback" not in res.output
+    res = cli("evaluate", real, blur, "--features", "deepbet", "--feature-weights", tmp / "w.pth", "--quiet")
+    assert res.exit_code != 0 and "--feature-weights" in res.output
+
+
+def test_tampered_deepbet_file_is_refused(cli, cohorts, monkeypatch):
+    """The loader checks the pinned SHA-256 before reading a byte of the model."""
+    from synthkit.metrics import deepbet
+
+    tmp, real, blur, _ = cohorts
+    fake = tmp / "bbox_model.pt"
+    data = bytearray(deepbet.locate().read_bytes())
+    data[-100] ^= 0xFF
+    fake.write_bytes(bytes(data))
+    monkeypatch.setattr(deepbet, "locate", lambda file=deepbet.MODEL_FILE: fake)
+    res = cli("evaluate", real, blur, "--quiet")
+    assert res.exit_code != 0 and "SHA-256" in res.output and "refusing" in res.output
+    assert "Traceback" not in res.output

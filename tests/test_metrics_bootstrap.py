@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from synthkit.metrics import fid
 from synthkit.metrics.bootstrap import bootstrap, mean_interval, split_half_floor
-from synthkit.metrics.fid import fid
 from synthkit.metrics.paired import mse, pair_by_case_id, pairs_from_manifest
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from monai.metrics import MultiScaleSSIMMetric
 
-from synthkit.metrics.ms_ssim import MONAI_WEIGHTS, diversity, ms_ssim, resolve_settings
+from synthkit.metrics._ms_ssim import MONAI_WEIGHTS, diversity, ms_ssim, resolve_settings
 
 
 def _pair(shape, seed=0, noise=0.2):

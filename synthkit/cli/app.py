@@ -26,6 +26,7 @@ from synthkit.cli import (
     sample,
     segbench,
     train,
+    weights,
 )
 from synthkit.cli._common import err_console
 
@@ -95,7 +96,7 @@ def _root(
 
 
 # Order here is the order in --help.
-for _module in (cohort, train, autoencoder, sample, masks, augment, evaluate, privacy, anonymize, segbench, demo):
+for _module in (cohort, train, autoencoder, sample, masks, augment, evaluate, weights, privacy, anonymize, segbench, demo):
     _module.register(app)
 
 

@@ -1,4 +1,5 @@
-"""`synthkit evaluate`: score synthetic sets against a real cohort (3D-FID, MMD, MS-SSIM, MSE).
+"""`synthkit evaluate`: score synthetic sets against a real cohort (3D-FID, MMD, precision /
+recall / density / coverage, MS-SSIM, MSE).
 
 Only parses arguments, calls :mod:`synthkit.metrics.evaluate`, prints the table and writes the
 JSON / HTML report.
@@ -20,8 +21,9 @@ def register(app: typer.Typer) -> None:
     def evaluate(
         real: Annotated[Path, typer.Argument(help="Real cohort (nnU-Net, flat, BraTS, DICOM) or folder of NIfTI volumes.", show_default=False)],
         synth: Annotated[list[Path], typer.Argument(help="One or more synthetic sets (cohort or NIfTI folder); one table row each.", show_default=False)],
-        feature_weights: Annotated[Path | None, typer.Option("--feature-weights", help="MedicalNet checkpoint (.pth, official format). Default: $SYNTHKIT_MEDICALNET_WEIGHTS, else a seeded random network (FID then NOT comparable to published numbers).", show_default=False)] = None,
-        feature_depth: Annotated[int, typer.Option("--feature-depth", help="MedicalNet ResNet depth: 10, 18, 34 or 50 (must match the weights).")] = 10,
+        features: Annotated[str, typer.Option("--features", help="Feature extractor: deepbet (pretrained 3D brain-MRI encoder, offline), medicalnet-resnet10/18/34/50 (weights from 'synthkit weights fetch' or --feature-weights), random (seeded random MedicalNet: FID comparable within this run only), or auto: --feature-weights / $SYNTHKIT_MEDICALNET_WEIGHTS if given, else deepbet.")] = "auto",
+        feature_weights: Annotated[Path | None, typer.Option("--feature-weights", help="MedicalNet checkpoint (.pth, official format) for auto / medicalnet-resnetN.", show_default=False)] = None,
+        feature_depth: Annotated[int, typer.Option("--feature-depth", help="MedicalNet ResNet depth for --feature-weights and random: 10, 18, 34 or 50 (must match the weights).")] = 10,
         json_path: Annotated[Path | None, typer.Option("--json", help="Write all metrics and settings as JSON here.", show_default=False)] = None,
         report: Annotated[Path | None, typer.Option("--report", help="Write an HTML report (index.html + PNGs) into this folder.", show_default=False)] = None,
         device: Annotated[str, typer.Option("--device", help="Torch device for feature extraction, e.g. cpu, cuda, cuda:1.")] = "cpu",
@@ -35,9 +37,10 @@ def register(app: typer.Typer) -> None:
         strict: Annotated[bool, typer.Option("--strict", help="Stop at the first unreadable case instead of skipping it.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; print only the table and warnings.")] = False,
     ) -> None:
-        """Compare synthetic volumes with real ones: 3D-FID (MedicalNet features after
-        histogram equalization), MMD, MS-SSIM (paired and within-set diversity) and paired MSE,
-        each with a bootstrap interval, like Table I of the Med-DDPM paper."""
+        """Compare synthetic volumes with real ones: FID, MMD and precision / recall / density /
+        coverage of pretrained 3D features (deepbet by default, or MedicalNet), MS-SSIM (paired
+        and within-set diversity) and paired MSE, each with a bootstrap interval, like Table I of
+        the Med-DDPM paper."""
         import torch
         from rich.table import Table
 
@@ -52,8 +55,8 @@ def register(app: typer.Typer) -> None:
         for folder in (real, *synth):
             ev.list_cases(folder)  # a missing/empty folder is one error line before any work
         seed_everything(seed)
-        extractor = ev.make_extractor(feature_weights, feature_depth, seed=seed, device=device)
-        if extractor.weights == "random":
+        extractor = ev.make_extractor(feature_weights, feature_depth, seed=seed, device=device, features=features)
+        if extractor.kind == "random":
             err_console.print(f"synthkit: WARNING: {ev.RANDOM_WARNING}", style="bold red", markup=False)
         cache = None if no_cache else (cache_dir or default_cache_dir())
         grid = ev.grid_of(real)
@@ -71,16 +74,23 @@ def register(app: typer.Typer) -> None:
         for p in [p for s in (real_set, *sets) for p in s.problems]:
             err_console.print(f"synthkit: skipped: {p}", markup=False)
 
-        table = Table(title="synthkit evaluate" + (" (RANDOM extractor: FID not comparable)" if result["warning"] else ""))
+        table = Table(title=f"synthkit evaluate ({extractor.short} features)"
+                      + (" (RANDOM extractor: FID not comparable)" if result["warning"] else ""))
         for h in ev.TABLE_HEADER:
             table.add_column(h, justify="left" if h == "Method" else "right", overflow="fold")
         for row in ev.table_rows(result):
             table.add_row(*row)
         console.print(table)
+        prdc = Table(title=f"precision / recall / density / coverage (k = {result['settings']['prdc']['k']})")
+        for h in ev.PRDC_HEADER:
+            prdc.add_column(h, justify="left" if h == "Method" else "right", overflow="fold")
+        for row in ev.prdc_rows(result):
+            prdc.add_row(*row)
+        console.print(prdc)
         ms = result["settings"]["ms_ssim"]
+        console.print(f"features: {extractor.name}; weights sha256 {extractor.weights[:16]}", markup=False)
         console.print(f"grid {' x '.join(map(str, result['settings']['grid']))}; MS-SSIM: {ms['scales']} scales, "
-                      f"kernel {ms['kernel_size']}, sigma {ms['sigma']}; extractor "
-                      f"{result['settings']['extractor']['name']} ({extractor.weights[:12]})", markup=False)
+                      f"kernel {ms['kernel_size']}, sigma {ms['sigma']}", markup=False)
         if c2st:
             for r in result["sets"]:
                 c = r["c2st"]

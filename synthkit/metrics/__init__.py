@@ -1,17 +1,15 @@
 """Evaluation of synthetic cohorts: pure metric functions plus the ``synthkit evaluate`` pipeline.
 
-Each metric lives in a module of its own name (import the function from it: a package-level
-``fid`` would be shadowed by the submodule ``fid`` once imported)::
+The metrics are functions (MONAI style); their modules are private (``_fid``, ``_mmd``, ...)::
 
-    from synthkit.metrics.fid import fid
-    from synthkit.metrics.mmd import mmd
-    from synthkit.metrics.ms_ssim import ms_ssim
-    from synthkit.metrics import medicalnet
-    model = medicalnet.load("resnet_10_23dataset.pth", depth=10)   # (N,1,D,H,W) -> (N,512)
-    fid(feats_real, feats_synth); mmd(feats_real, feats_synth)     # (N,F) features
-    ms_ssim(x, y, data_range=1.0)                                   # (N,C,D,H,W) -> (N,)
+    from synthkit.metrics import fid, mmd, ms_ssim, prdc, make_extractor
+    ext = make_extractor()                         # pretrained deepbet encoder, offline
+    feats = ext.embed(prepared)                    # (N, C, *S) prepared volumes -> (N, C*F)
+    fid(feats_real, feats_synth); mmd(feats_real, feats_synth)     # (N, F) features
+    prdc(feats_real, feats_synth, k=5)             # {"precision", "recall", "density", "coverage"}
+    ms_ssim(x, y, data_range=1.0)                  # (N, C, D, H, W) -> (N,)
 
-The non-colliding names below are exported lazily (torch loads only when one is used).
+Names are exported lazily (torch loads only when one is used).
 """
 
 from __future__ import annotations
@@ -19,25 +17,37 @@ from __future__ import annotations
 from synthkit._lazy import lazy_getattr
 
 _API: dict[str, str] = {
-    "frechet_distance": "synthkit.metrics.fid",
-    "diversity": "synthkit.metrics.ms_ssim",
-    "resolve_settings": "synthkit.metrics.ms_ssim",
+    "fid": "synthkit.metrics._fid",
+    "frechet_distance": "synthkit.metrics._fid",
+    "feature_stats": "synthkit.metrics._fid",
+    "mmd": "synthkit.metrics._mmd",
+    "ms_ssim": "synthkit.metrics._ms_ssim",
+    "diversity": "synthkit.metrics._ms_ssim",
+    "resolve_settings": "synthkit.metrics._ms_ssim",
+    "MSSSIMSettings": "synthkit.metrics._ms_ssim",
+    "prdc": "synthkit.metrics._prdc",
     "mse": "synthkit.metrics.paired",
     "mean_interval": "synthkit.metrics.bootstrap",
     "split_half_floor": "synthkit.metrics.bootstrap",
+    "Extractor": "synthkit.metrics.extractors",
+    "make_extractor": "synthkit.metrics.extractors",
     "load_set": "synthkit.metrics.evaluate",
-    "make_extractor": "synthkit.metrics.evaluate",
     "write_report": "synthkit.metrics.report",
 }
-_MODULES = {"medicalnet", "features", "baselines", "reader_study", "fid", "mmd", "ms_ssim", "paired",
-            "bootstrap", "c2st", "evaluate", "report"}
+_MODULES = {"medicalnet", "deepbet", "extractors", "features", "baselines", "reader_study", "paired",
+            "bootstrap", "c2st", "evaluate", "report", "weights"}
 
 __all__ = [
+    "Extractor",
+    "MSSSIMSettings",
     "baselines",
     "bootstrap",
     "c2st",
+    "deepbet",
     "diversity",
     "evaluate",
+    "extractors",
+    "feature_stats",
     "features",
     "fid",
     "frechet_distance",
@@ -49,10 +59,12 @@ __all__ = [
     "ms_ssim",
     "mse",
     "paired",
+    "prdc",
     "reader_study",
     "report",
     "resolve_settings",
     "split_half_floor",
+    "weights",
     "write_report",
 ]
 

@@ -21,13 +21,14 @@ __all__ = ["auc", "c2st"]
 
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """ROC AUC via the Mann-Whitney statistic (ties count 1/2); labels 1 = positive."""
-    s, y = np.asarray(scores, np.float64), np.asarray(labels).astype(bool)
-    pos, neg = s[y], s[~y]
-    if len(pos) == 0 or len(neg) == 0:
+    """ROC AUC (:func:`sklearn.metrics.roc_auc_score`; ties count 1/2); labels 1 = positive.
+    NaN when only one class is present."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(labels).astype(bool)
+    if y.all() or not y.any():
         return float("nan")
-    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-    return float(greater / (len(pos) * len(neg)))
+    return float(roc_auc_score(y, np.asarray(scores, np.float64)))
 
 
 def _net(channels: int, gen: torch.Generator) -> nn.Module:

@@ -2,14 +2,17 @@
 
 For each set (:func:`load_set`): read every case (a synthkit cohort or a plain folder of NIfTI
 files), resize to the evaluation grid, keep a ``[0, 1]`` copy for MSE / MS-SSIM and extract
-MedicalNet features once (content-hash cache, see :mod:`synthkit.metrics.features`).
+features once with the chosen extractor (:mod:`synthkit.metrics.extractors`; pretrained deepbet
+by default), in batches, through a content-hash cache (:mod:`synthkit.metrics.features`).
 Then (:func:`evaluate`) per synthetic set, against the real set:
 
-* ``fid``: 3D-FID of the features, bootstrap mean ± std and 95% interval; the real-vs-real
-  split-half FID floor is reported once under ``real``;
+* ``fid``: Fréchet distance of the features, bootstrap mean ± std and 95% interval; the
+  real-vs-real split-half FID floor is reported once under ``real``;
 * ``mmd``: squared MMD of the features, Gaussian kernel with bandwidths fixed from the *real*
   set's median pairwise distance (x 0.25, 0.5, 1, 2, 4) so every set is scored with the same
   kernel; unbiased estimator; bootstrap interval;
+* ``prdc``: precision, recall, density and coverage (Naeem et al. 2020, k = 5) of the features,
+  bootstrap intervals (:mod:`synthkit.metrics._prdc`);
 * ``ms_ssim``: paired MS-SSIM (synthetic vs the real case whose mask generated it) when pairs
   exist; ``diversity``: mean MS-SSIM of random pairs within the set (the paper's MS-SSIM column;
   the real set's value is the reference row);
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,57 +35,27 @@ import torch
 from synthkit.errors import CohortError, SynthkitError, UsageError
 from synthkit.metrics import features as feat
 from synthkit.metrics import medicalnet
-from synthkit.metrics.bootstrap import Interval, bootstrap, mean_interval, split_half_floor
-from synthkit.metrics.fid import fid
-from synthkit.metrics.mmd import (
+from synthkit.metrics._fid import fid
+from synthkit.metrics._mmd import (
     DEFAULT_BANDWIDTH_FACTORS,
     gaussian_kernel,
     median_bandwidth,
     mmd_from_kernel,
 )
-from synthkit.metrics.ms_ssim import MSSSIMSettings, diversity, ms_ssim, resolve_settings
+from synthkit.metrics._ms_ssim import MSSSIMSettings, diversity, ms_ssim, resolve_settings
+from synthkit.metrics._prdc import DEFAULT_K, distances, prdc_on_rows
+from synthkit.metrics.bootstrap import (
+    Interval,
+    bootstrap,
+    bootstrap_rows,
+    mean_interval,
+    split_half_floor,
+)
+from synthkit.metrics.extractors import RANDOM_WARNING, Extractor, make_extractor
 from synthkit.metrics.paired import mse, pair_by_case_id, pairs_from_manifest
 
-__all__ = ["RANDOM_WARNING", "Extractor", "LoadedSet", "evaluate", "list_cases", "load_set", "make_extractor"]
-
-RANDOM_WARNING = (
-    "MedicalNet weights not given: features come from a seeded RANDOMLY INITIALISED network, so "
-    "3D-FID and MMD are NOT comparable to published numbers (only to each other within this "
-    "run). Pass --feature-weights or set SYNTHKIT_MEDICALNET_WEIGHTS."
-)
-
-
-@dataclass
-class Extractor:
-    """A feature network plus what identifies it in reports and cache keys."""
-
-    model: torch.nn.Module
-    depth: int
-    weights: str  # weights file SHA-256 or "random"
-    seed: int | None
-    device: str = "cpu"
-
-    @property
-    def ident(self) -> str:
-        return f"medicalnet{self.depth}:{self.weights}" + (f":seed{self.seed}" if self.weights == "random" else "")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": f"MedicalNet resnet{self.depth}", "depth": self.depth,
-                "features": medicalnet.feature_dim(self.depth), "weights_sha256": self.weights,
-                "random_seed": self.seed, "pretrained": self.weights != "random"}
-
-
-def make_extractor(weights: str | Path | None = None, depth: int = 10, seed: int = 0,
-                   device: str = "cpu") -> Extractor:
-    """MedicalNet from ``weights`` (or ``$SYNTHKIT_MEDICALNET_WEIGHTS``), else seeded random."""
-    path = Path(weights) if weights is not None else medicalnet.default_weights_path()
-    if path is not None:
-        model = medicalnet.load(path, depth)
-        ext = Extractor(model, depth, medicalnet.sha256_file(path), None, device)
-    else:
-        ext = Extractor(medicalnet.build(depth, seed=seed), depth, "random", seed, device)
-    ext.model.to(device)
-    return ext
+__all__ = ["PRDC_HEADER", "RANDOM_WARNING", "TABLE_HEADER", "Extractor", "LoadedSet", "evaluate", "grid_of",
+           "list_cases", "load_set", "make_extractor", "prdc_rows", "table_rows"]
 
 
 @dataclass
@@ -121,10 +94,11 @@ def list_cases(path: str | Path) -> list[tuple[str, tuple[Path, ...], Path | Non
     return [(strip_nifti_suffix(p.name), (p,), None) for p in files]
 
 
-def _read(case_id: str, files: tuple[Path, ...]) -> np.ndarray:
+def _read(case_id: str, files: tuple[Path, ...]) -> Any:
+    """The case's image as a Volume (``data (C, D, H, W)``, ``affine``)."""
     from synthkit.io.cohort import Case, read_image
 
-    return read_image(Case(case_id, files, None)).data
+    return read_image(Case(case_id, files, None))
 
 
 def _content_hash(files: tuple[Path, ...]) -> str:
@@ -160,12 +134,36 @@ def grid_of(path: str | Path) -> tuple[int, int, int]:
             if files[0].is_file():
                 shapes[tuple(int(s) for s in nib.load(str(files[0])).shape[:3])] += 1
             else:  # DICOM series folder: read it
-                shapes[tuple(_read(cid, files).shape[1:])] += 1
+                shapes[tuple(_read(cid, files).data.shape[1:])] += 1
         except Exception:  # noqa: BLE001, S112 - unreadable: skipped here, reported by load_set
             continue
     if not shapes:
         raise CohortError("no readable volume", path)
     return shapes.most_common(1)[0][0]
+
+
+class _Batcher:
+    """Collects prepared volumes whose features are not cached and embeds them in batches."""
+
+    def __init__(self, extractor: Extractor, cache: feat.FeatureCache, feats: list):
+        self.extractor, self.cache, self.feats = extractor, cache, feats
+        self.pending: list[tuple[int, str, np.ndarray]] = []
+
+    def add(self, index: int, key: str, prepared: np.ndarray) -> None:
+        if self.pending and self.pending[0][2].shape != prepared.shape:
+            self.flush()
+        self.pending.append((index, key, prepared))
+        if len(self.pending) * prepared.shape[0] >= self.extractor.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        out = self.extractor.embed(np.stack([p for _, _, p in self.pending]))
+        for (i, key, _), f in zip(self.pending, out):
+            self.feats[i] = f
+            self.cache.put(key, f)
+        self.pending.clear()
 
 
 def load_set(path: str | Path, extractor: Extractor, grid: Sequence[int] | None = None, *,
@@ -178,20 +176,25 @@ def load_set(path: str | Path, extractor: Extractor, grid: Sequence[int] | None 
     cache = feat.FeatureCache(cache_dir, extractor.ident, grid)
     label = name or root.name
     task = progress.add_task(f"features {label}", total=len(cases)) if progress is not None else None
-    ids, vols, feats, masks, problems = [], [], [], [], []
+    ids: list[str] = []
+    vols: list[np.ndarray] = []
+    feats: list[np.ndarray | None] = []
+    masks: list[np.ndarray | None] = []
+    problems: list[str] = []
+    batcher = _Batcher(extractor, cache, feats)
     for cid, files, mask in cases:
         try:
-            raw = _read(cid, files)
+            vol = _read(cid, files)
             key = cache.key(_content_hash(files))
-            on_grid = feat.resize_to(raw, grid)
-            f = cache.get(key)
-            if f is None:
-                f = feat.extract(extractor.model, feat.prepare(on_grid), extractor.device)
-                cache.put(key, f)
+            on_grid = feat.resize_to(vol.data, grid)
+            cached = cache.get(key)
+            prepared = extractor.prepare(on_grid, vol.affine) if cached is None else None
             ids.append(cid)
             vols.append(feat.unit_range(on_grid))
-            feats.append(f)
+            feats.append(cached)
             masks.append(_read_mask(mask, grid))
+            if prepared is not None:
+                batcher.add(len(ids) - 1, key, prepared)
         except SynthkitError as e:
             if strict:
                 raise
@@ -199,6 +202,7 @@ def load_set(path: str | Path, extractor: Extractor, grid: Sequence[int] | None 
         finally:
             if task is not None:
                 progress.advance(task)
+    batcher.flush()
     if not vols:
         why = f": {problems[0]}" if problems else ""
         raise CohortError(f"no readable volume in this folder{why}", root)
@@ -227,8 +231,48 @@ def _diversity(s: LoadedSet, settings: MSSSIMSettings, n_pairs: int, seed: int) 
     return mean_interval(vals, seed=seed)
 
 
+def _paired(real: LoadedSet, s: LoadedSet, settings: MSSSIMSettings, seed: int) -> dict[str, Any]:
+    pairs = _pairs(real, s)
+    row: dict[str, Any] = {"n_pairs": len(pairs), "mse": None, "ms_ssim": None}
+    if pairs:
+        errs, ss = [], []
+        for c in range(0, len(pairs), 8):  # chunks: 100 pairs at 128^3 would be GBs at once
+            x = torch.from_numpy(np.stack([real.volumes[i] for i, _ in pairs[c : c + 8]]))
+            y = torch.from_numpy(np.stack([s.volumes[j] for _, j in pairs[c : c + 8]]))
+            errs.append(mse(x, y).numpy())
+            ss.append(ms_ssim(x, y, settings=settings).numpy())
+        row["mse"] = mean_interval(np.concatenate(errs), seed=seed).to_dict()
+        row["ms_ssim"] = mean_interval(np.concatenate(ss), seed=seed).to_dict()
+    return row
+
+
+def _feature_metrics(real_f: np.ndarray, synth_f: np.ndarray, bws: list[float], n_boot: int, seed: int,
+                     k: int) -> dict[str, Any]:
+    """FID, MMD (kernel of the pooled sample computed once) and PRDC (distances computed once),
+    each with its bootstrap interval; replicates index into the precomputed matrices."""
+    n, m = len(real_f), len(synth_f)
+    if min(n, m) < 2:
+        return {"fid": None, "mmd": None, "prdc": None}
+    z = torch.from_numpy(np.concatenate([real_f, synth_f]).astype(np.float64))
+    kern = gaussian_kernel(z, z, bws)
+
+    def mmd_rows(ia: np.ndarray, ib: np.ndarray) -> float:
+        return mmd_from_kernel(kern, torch.from_numpy(ia), torch.from_numpy(ib + n))
+
+    out: dict[str, Any] = {
+        "fid": bootstrap(fid, real_f, synth_f, n_boot, seed).to_dict(),
+        "mmd": bootstrap(mmd_rows, np.arange(n), np.arange(m), n_boot, seed).to_dict(),
+        "prdc": None,
+    }
+    if min(n, m) > k:
+        d_rr, d_ff, d_rf = distances(real_f, synth_f)
+        ivs = bootstrap_rows(lambda ia, ib: prdc_on_rows(d_rr, d_ff, d_rf, ia, ib, k), n, m, n_boot, seed)
+        out["prdc"] = {"k": k, **{name: iv.to_dict() for name, iv in ivs.items()}}
+    return out
+
+
 def evaluate(real: LoadedSet, synths: Sequence[LoadedSet], extractor: Extractor, *, seed: int = 0,
-             n_boot: int = 100, diversity_pairs: int = 100, c2st: bool = False,
+             n_boot: int = 100, diversity_pairs: int = 100, c2st: bool = False, k: int = DEFAULT_K,
              progress: Any = None) -> dict[str, Any]:
     """All metrics for every synthetic set against ``real``; a JSON-ready dict (module docs)."""
     if len(real.volumes) < 2:
@@ -238,46 +282,18 @@ def evaluate(real: LoadedSet, synths: Sequence[LoadedSet], extractor: Extractor,
         if s.volumes[0].shape[0] != chans:
             raise UsageError(f"set '{s.name}' has {s.volumes[0].shape[0]} channels, real has {chans}", s.root)
     settings = resolve_settings(real.grid, data_range=1.0)
-    s0 = median_bandwidth(real.features, real.features)
+    s0 = median_bandwidth(torch.from_numpy(real.features), torch.from_numpy(real.features))
     bws = [s0 * f for f in DEFAULT_BANDWIDTH_FACTORS]
-
-    def mmd_boot(real_f: np.ndarray, synth_f: np.ndarray, boot_seed: int) -> Interval:
-        # kernel of the pooled sample computed once; replicates index into it (same value as mmd())
-        z = torch.from_numpy(np.concatenate([real_f, synth_f]))
-        k = gaussian_kernel(z, z, bws)
-
-        def on_rows(ia: np.ndarray, ib: np.ndarray) -> float:
-            return mmd_from_kernel(k, torch.from_numpy(ia), torch.from_numpy(ib))
-
-        n = len(real_f)
-        return bootstrap(on_rows, np.arange(n), np.arange(n, len(z)), n_boot, boot_seed)
-
     task = progress.add_task("metrics", total=1 + len(synths)) if progress is not None else None
     floor = split_half_floor(fid, real.features, repeats=10, seed=seed) if len(real.volumes) >= 4 else None
     real_div = _diversity(real, settings, diversity_pairs, seed)
     if task is not None:
         progress.advance(task)
     rows = []
-    for k, s in enumerate(synths):
+    for i, s in enumerate(synths):
         row: dict[str, Any] = {"name": s.name, "n": len(s.volumes), "skipped": len(s.problems)}
-        if len(s.volumes) >= 2:
-            row["fid"] = bootstrap(fid, real.features, s.features, n_boot, seed + k).to_dict()
-            row["mmd"] = mmd_boot(real.features, s.features, seed + k).to_dict()
-        else:
-            row["fid"] = row["mmd"] = None
-        pairs = _pairs(real, s)
-        row["n_pairs"] = len(pairs)
-        if pairs:
-            errs, ss = [], []
-            for c in range(0, len(pairs), 8):  # chunks: 100 pairs at 128^3 would be GBs at once
-                x = torch.from_numpy(np.stack([real.volumes[i] for i, _ in pairs[c : c + 8]]))
-                y = torch.from_numpy(np.stack([s.volumes[j] for _, j in pairs[c : c + 8]]))
-                errs.append(mse(x, y).numpy())
-                ss.append(ms_ssim(x, y, settings=settings).numpy())
-            row["mse"] = mean_interval(np.concatenate(errs), seed=seed).to_dict()
-            row["ms_ssim"] = mean_interval(np.concatenate(ss), seed=seed).to_dict()
-        else:
-            row["mse"] = row["ms_ssim"] = None
+        row.update(_feature_metrics(real.features, s.features, bws, n_boot, seed + i, k))
+        row.update(_paired(real, s, settings, seed))
         div = _diversity(s, settings, diversity_pairs, seed)
         row["diversity"] = div.to_dict() if div else None
         if c2st:
@@ -287,23 +303,10 @@ def evaluate(real: LoadedSet, synths: Sequence[LoadedSet], extractor: Extractor,
         rows.append(row)
         if task is not None:
             progress.advance(task)
-    random = extractor.weights == "random"
     return {
-        "warning": RANDOM_WARNING if random else None,
-        "fid_comparable_to_published": not random,
-        "settings": {
-            "extractor": extractor.to_dict(),
-            "equalization": feat.EQUALIZATION_DOC,
-            "prep_version": feat.PREP_VERSION,
-            "grid": list(real.grid),
-            "intensity_for_mse_ms_ssim": "per volume (v - min) / (p99.5 - min) clipped to [0, 1]",
-            "ms_ssim": settings.to_dict(),
-            "diversity_pairs": diversity_pairs,
-            "mmd": {"kernel": "gaussian", "estimator": "unbiased MMD^2 on features",
-                    "bandwidths": bws, "bandwidth_rule": "median pairwise distance of real features x (0.25, 0.5, 1, 2, 4)"},
-            "bootstrap": {"n_boot": n_boot, "seed": seed, "ci": "percentile 95%"},
-            "fid_note": "value = full-set FID; mean/std/ci95 from bootstrap replicates (biased upward)",
-        },
+        "warning": RANDOM_WARNING if extractor.kind == "random" else None,
+        "fid_comparable_to_published": extractor.kind == "medicalnet",
+        "settings": _settings(extractor, real, settings, diversity_pairs, bws, n_boot, seed, k),
         "real": {"name": real.name, "n": len(real.volumes), "skipped": len(real.problems),
                  "fid_floor": floor.to_dict() if floor else None,
                  "diversity": real_div.to_dict() if real_div else None},
@@ -312,20 +315,48 @@ def evaluate(real: LoadedSet, synths: Sequence[LoadedSet], extractor: Extractor,
     }
 
 
+def _settings(extractor: Extractor, real: LoadedSet, settings: MSSSIMSettings, diversity_pairs: int,
+              bws: list[float], n_boot: int, seed: int, k: int) -> dict[str, Any]:
+    return {
+        "extractor": extractor.to_dict(),
+        "preprocessing": extractor.prep_doc,
+        "prep_version": extractor.prep_version,
+        "grid": list(real.grid),
+        "intensity_for_mse_ms_ssim": "per volume (v - min) / (p99.5 - min) clipped to [0, 1]",
+        "ms_ssim": settings.to_dict(),
+        "diversity_pairs": diversity_pairs,
+        "mmd": {"kernel": "gaussian", "estimator": "unbiased MMD^2 on features", "bandwidths": bws,
+                "bandwidth_rule": "median pairwise distance of real features x (0.25, 0.5, 1, 2, 4)"},
+        "prdc": {"k": k, "distance": "Euclidean on features",
+                 "reference": "Naeem et al. 2020; radii among distinct items in bootstrap replicates"},
+        "bootstrap": {"n_boot": n_boot, "seed": seed, "ci": "percentile 95%"},
+        "fid_note": "value = full-set FID; mean/std/ci95 from bootstrap replicates (biased upward)",
+    }
+
+
+def _fmt(d: dict | None, digits: int = 4) -> str:
+    if not d or d.get("value") is None:
+        return "-"
+    return f"{d['value']:.{digits}f}" + ("" if d.get("std") is None else f"±{d['std']:.{digits}f}")
+
+
 def table_rows(result: dict[str, Any]) -> list[list[str]]:
-    """Rows like the paper's Table I: method, MSE, MMD, 3D-FID, MS-SSIM (diversity), paired MS-SSIM."""
-
-    def f(d: dict | None, digits: int = 4) -> str:
-        return "-" if not d else f"{d['value']:.{digits}f}±{d['std']:.{digits}f}"
-
-    rows = [[r["name"], f(r["mse"]), f(r["mmd"]), f(r["fid"], 3), f(r["diversity"]), f(r["ms_ssim"])]
+    """Rows like the paper's Table I: method, MSE, MMD, FID, MS-SSIM (diversity), paired MS-SSIM."""
+    rows = [[r["name"], _fmt(r["mse"]), _fmt(r["mmd"]), _fmt(r["fid"], 3), _fmt(r["diversity"]), _fmt(r["ms_ssim"])]
             for r in result["sets"]]
     real = result["real"]
-    rows.append([f"Real (n={real['n']})", "-", "-", "floor " + f(real["fid_floor"], 3), f(real["diversity"]), "-"])
+    rows.append([f"Real (n={real['n']})", "-", "-", "floor " + _fmt(real["fid_floor"], 3), _fmt(real["diversity"]), "-"])
     return rows
 
 
 TABLE_HEADER = ["Method", "MSE↓", "MMD↓", "3D-FID↓", "MS-SSIM (diversity)", "MS-SSIM (paired)↑"]
+PRDC_HEADER = ["Method", "Precision↑", "Recall↑", "Density", "Coverage↑"]
+
+
+def prdc_rows(result: dict[str, Any]) -> list[list[str]]:
+    """One row per set: precision, recall, density, coverage (value ± bootstrap std)."""
+    names = ("precision", "recall", "density", "coverage")
+    return [[r["name"], *(_fmt((r.get("prdc") or {}).get(m), 3) for m in names)] for r in result["sets"]]
 
 
 def save_json(result: dict[str, Any], path: str | Path) -> Path:
@@ -337,5 +368,3 @@ def save_json(result: dict[str, Any], path: str | Path) -> Path:
 def load_json(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
-
-ProgressFn = Callable[[int, int], None]

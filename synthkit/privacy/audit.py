@@ -55,10 +55,15 @@ def cohort_items(cohort: Any, on_error: Callable[[str, str], None], on_case: Cal
         yield case.case_id, img.data, img.affine, labels
 
 
-def make_extractor(feature_weights: str | Path | None, *, seed: int = 0) -> FeatureExtractor:
-    from synthkit.privacy.features import MedicalNetExtractor
+def make_extractor(feature_weights: str | Path | None, *, seed: int = 0, features: str | None = None,
+                   device: str = "cpu") -> FeatureExtractor:
+    """The feature space of the check: MedicalNet from ``feature_weights`` (or
+    ``$SYNTHKIT_MEDICALNET_WEIGHTS``), else the pretrained deepbet encoder (so the feature rule
+    flags); ``features`` picks explicitly, as ``synthkit evaluate --features`` does."""
+    from synthkit.metrics.extractors import make_extractor as metrics_extractor
+    from synthkit.privacy.features import FeatureSpace
 
-    return MedicalNetExtractor(feature_weights, seed=seed)
+    return FeatureSpace(metrics_extractor(feature_weights, seed=seed, device=device, features=features))
 
 
 def load_set(path: str | Path, what: str, settings: CheckSettings, extractor: FeatureExtractor | None, *,
