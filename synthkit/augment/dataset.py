@@ -183,24 +183,31 @@ def validate_nnunet_dataset(path: str | Path, *, check_data: bool = True) -> lis
             except SynthkitError as e:
                 problems.append(str(e))
         for c in sorted(have & want):
-            p = img_dir / f"{case}_{c:04d}{ending}"
-            try:
-                im = nib.load(str(p))
-                shape = tuple(im.shape)
-            except Exception as e:  # noqa: BLE001  (nibabel raises several types)
-                problems.append(f"{p}: unreadable NIfTI ({type(e).__name__})")
-                continue
-            if len(shape) != 3:
-                problems.append(f"{p}: image must be 3D (one file per channel), has shape {shape}")
-                continue
-            why = grid_mismatch(shape, im.affine, lab_shape, lab_aff)
-            if why:
-                problems.append(f"{p}: grid differs from its label {lab_path.name} ({why})")
-            if check_data:
-                try:
-                    data = read_nifti(p).data
-                    if not np.all(np.isfinite(data)):
-                        problems.append(f"{p}: image has NaN/Inf voxels")
-                except SynthkitError as e:
-                    problems.append(str(e))
+            problems += _image_problems(img_dir / f"{case}_{c:04d}{ending}", lab_path, lab_shape, lab_aff, check_data)
+    return problems
+
+
+def _image_problems(p: Path, lab_path: Path, lab_shape: tuple[int, ...], lab_aff, check_data: bool) -> list[str]:
+    """One image file of a case: a readable 3D NIfTI on its label's grid (finite voxels)."""
+    import nibabel as nib
+
+    from synthkit.io.nifti import read_nifti
+
+    try:
+        im = nib.load(str(p))
+        shape = tuple(im.shape)
+    except Exception as e:  # noqa: BLE001  (nibabel raises several types)
+        return [f"{p}: unreadable NIfTI ({type(e).__name__})"]
+    if len(shape) != 3:
+        return [f"{p}: image must be 3D (one file per channel), has shape {shape}"]
+    problems = []
+    why = grid_mismatch(shape, im.affine, lab_shape, lab_aff)
+    if why:
+        problems.append(f"{p}: grid differs from its label {lab_path.name} ({why})")
+    if check_data:
+        try:
+            if not np.all(np.isfinite(read_nifti(p).data)):
+                problems.append(f"{p}: image has NaN/Inf voxels")
+        except SynthkitError as e:
+            problems.append(str(e))
     return problems

@@ -58,7 +58,7 @@ def _model_recipe(model: str | Path, train_steps: int) -> tuple[Any, Path | None
     """(RunConfig, run folder or None) of ``model``; a fresh-training recipe when the default
     model is not installed and ``train_steps > 0``."""
     from synthkit.config import ConfigError, DiffusionConfig, RunConfig, TrainConfig, model_config
-    from synthkit.run import resolve_run
+    from synthkit.pipeline import resolve_run
 
     try:
         run_dir = resolve_run(model)
@@ -114,7 +114,7 @@ def run_demo(out: str | Path, *, model: str | Path = DEFAULT_MODEL, train_steps:
     from synthkit.demo import stages
     from synthkit.demo.page import write_page
     from synthkit.io.atomic import write_json, write_text
-    from synthkit.run import load
+    from synthkit.pipeline import load
 
     if train_steps < 0:
         raise UsageError(f"--train-steps must be >= 0, got {train_steps}")

@@ -71,7 +71,7 @@ def stage_cohort(ctx: Context, size: int, train_steps: int = 0) -> None:
 
 
 def stage_train(ctx: Context, cfg: Any, train_steps: int) -> None:
-    from synthkit.run import load
+    from synthkit.pipeline import load
     from synthkit.training import train
 
     with stage(ctx, "train", "Training", fatal=True) as st:

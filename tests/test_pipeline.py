@@ -1,0 +1,181 @@
+"""synthkit.pipeline: the model-kind registry, load() by kind, batched sampling of each kind,
+and the import direction (training and inference apart)."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from synthkit.errors import CheckpointError, UsageError
+from synthkit.io.demo_cohort import phantom
+
+LABELS = {"background": 0, "head": 1, "tumour": 2}
+
+
+def _untrained_run(root: Path, model_type: str = "ddpm") -> Path:
+    """A run folder with fresh (untrained, seeded) weights of the kind: valid and fast."""
+    from synthkit.config import (
+        DataConfig,
+        DiffusionConfig,
+        PreprocessConfig,
+        RunConfig,
+        gan_config,
+        model_config,
+    )
+    from synthkit.pipeline.registry import kind_class
+    from synthkit.training.checkpoint import save_weights
+
+    cfg = RunConfig(model=model_config("tiny", image_channels=1, mask_classes=2), model_type=model_type,
+                    diffusion=DiffusionConfig(timesteps=10), gan=gan_config("tiny"),
+                    preprocess=PreprocessConfig(target_shape=(16, 16, 16), mask_labels=(1, 2)),
+                    data=DataConfig(channel_names=("T1",), labels=LABELS), preset="tiny")
+    root.mkdir(parents=True)
+    cfg.save(root / "config.json")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = kind_class(model_type).build_network(cfg)
+    save_weights(root / "model.safetensors", {k: v.contiguous() for k, v in net.state_dict().items()})
+    (root / "intensity.json").write_text(json.dumps({"lo": [0.0], "hi": [800.0]}))
+    return root
+
+
+# ---------------------------------------------------------------------- registry
+
+
+def test_unknown_kind_is_refused_in_one_line(tmp_path, cli):
+    from synthkit.pipeline.registry import kind_class, known_kinds
+
+    assert known_kinds() == ["ddpm", "discogan", "pix2pix"]
+    with pytest.raises(UsageError) as e:
+        kind_class("latent")
+    assert str(e.value) == "unknown model kind 'latent' (known: ddpm, discogan, pix2pix)"
+    run = _untrained_run(tmp_path / "run")
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["model_type"] = "latent"
+    (run / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="latent"):
+        import synthkit
+
+        synthkit.load(run)
+    _, m = phantom(16, seed=0)
+    from synthkit.io import write_nifti
+
+    write_nifti(tmp_path / "masks" / "a.nii.gz", m.data, m.affine, is_label=True)
+    r = cli("sample", run, tmp_path / "masks", "--out", tmp_path / "o", "--quiet")
+    lines = r.output.strip().splitlines()
+    assert r.exit_code == 1 and len(lines) == 1 and lines[0].startswith("synthkit: error:") and "latent" in lines[0]
+
+
+def test_a_new_kind_registers_and_is_found(monkeypatch):
+    from synthkit.pipeline import registry
+    from synthkit.pipeline.pipeline import Pipeline
+
+    monkeypatch.setattr(registry, "_KINDS", dict(registry._KINDS))
+
+    @registry.register_kind("latent-test")
+    class LatentPipeline(Pipeline):
+        pass
+
+    assert registry.kind_class("latent-test") is LatentPipeline and LatentPipeline.kinds == ("latent-test",)
+    assert "latent-test" in registry.known_kinds()
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register_kind("latent-test")(type("Other", (Pipeline,), {}))
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register_kind("ddpm")(type("Other", (Pipeline,), {}))
+
+
+@pytest.mark.parametrize("kind, cls_name", [("ddpm", "DiffusionPipeline"), ("pix2pix", "GanPipeline"),
+                                            ("discogan", "GanPipeline")])
+def test_load_dispatches_on_model_type(tmp_path, kind, cls_name):
+    import synthkit
+    import synthkit.run
+    from synthkit.pipeline import Pipeline
+
+    pipe = synthkit.load(_untrained_run(tmp_path / "run", kind))
+    assert type(pipe).__name__ == cls_name and isinstance(pipe, Pipeline) and pipe.kind == kind
+    assert synthkit.Generator is Pipeline and synthkit.run.load is synthkit.load  # the former names still work
+    assert not any(p.requires_grad for p in pipe.model.parameters()) and not pipe.model.training
+    if kind != "ddpm":
+        assert pipe.diffusion.num_timesteps == 1 and pipe.check_sampling(None, None, 0.0) == (kind, 1)
+        with pytest.raises(UsageError, match=f"{kind} GAN"):
+            pipe.check_sampling("ddim", None, 0.0)
+    else:
+        assert pipe.check_sampling(None, None, 0.0) == ("ddpm", 10)
+        assert pipe.check_sampling("ddim", 3, 0.0) == ("ddim", 3)
+        with pytest.raises(UsageError, match="ddpm always runs all T steps"):
+            pipe.check_sampling("ddpm", 3, 0.0)
+        with pytest.raises(UsageError, match="--sampler must be one of"):
+            pipe.check_sampling("euler", None, 0.0)
+
+
+# ---------------------------------------------------------------------- batched sampling
+
+
+@pytest.mark.parametrize("kind", ["ddpm", "pix2pix"])
+def test_sample_batch_is_one_call_and_each_volume_its_own(tmp_path, kind):
+    import synthkit
+
+    pipe = synthkit.load(_untrained_run(tmp_path / "run", kind))
+    sizes: list[int] = []
+    pipe.model.register_forward_hook(lambda mod, args, out: sizes.append(int(args[0].shape[0])))
+    masks = [phantom(16, seed=s)[1] for s in range(3)]
+    cond = torch.stack([pipe.prepare(m).cond for m in masks])
+    kw = {"sampler": "ddim", "steps": 3} if kind == "ddpm" else {}
+    seeds, bg = [11, 12, 13], [True, False, True]
+    batch = pipe.sample_batch(cond, seeds, background=bg, **kw)
+    assert sizes == ([3] * 3 if kind == "ddpm" else [3])  # one network call per step for all three
+    alone = torch.cat([pipe.sample_batch(cond[i : i + 1], [seeds[i]], background=[bg[i]], **kw) for i in range(3)])
+    torch.testing.assert_close(batch, alone, rtol=0, atol=1e-5)
+    # the batch order does not matter either: volume i depends on (cond[i], seeds[i]) only
+    flipped = pipe.sample_batch(cond.flip(0), seeds[::-1], background=bg[::-1], **kw)
+    torch.testing.assert_close(flipped.flip(0), batch, rtol=0, atol=1e-5)
+    # the seed is the volume's noise (GANs: dropout, Isola et al.)
+    assert not torch.equal(pipe.sample_batch(cond[:1], [99], **kw), batch[:1])
+    # Pipeline.sample is the batch-1 call, on the mask's grid
+    vol = pipe.sample(masks[0], seed=11, background=True, **kw)
+    np.testing.assert_array_equal(vol.data, pipe.to_volume(alone[0], pipe.prepare(masks[0]).record).data)
+    assert np.allclose(vol.data[0][masks[0].data[0] == 0], 0.0, atol=1e-3)  # held at background (lo = 0)
+
+
+def test_sample_batch_checks_its_arguments(tmp_path):
+    import synthkit
+
+    pipe = synthkit.load(_untrained_run(tmp_path / "run"))
+    cond = pipe.prepare(phantom(16, seed=0)[1]).cond[None]
+    with pytest.raises(ValueError, match="N = len"):
+        pipe.sample_batch(cond, [1, 2], sampler="ddim", steps=2)
+    with pytest.raises(ValueError, match="one flag per volume"):
+        pipe.sample_batch(cond, [1], background=[True, False], sampler="ddim", steps=2)
+
+
+# ---------------------------------------------------------------------- import direction
+
+
+def _imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return found
+
+
+def test_training_and_inference_do_not_import_each_others_insides():
+    pkg = Path(__file__).resolve().parents[1] / "synthkit"
+    inference = ("synthkit.pipeline", "synthkit.run", "synthkit.generate")
+    for p in sorted((pkg / "training").rglob("*.py")):
+        bad = [m for m in _imports(p) if m.startswith(inference)]
+        assert not bad, f"{p.name} imports inference: {bad}"
+    # inference uses only training's leaf modules (weights, DDP plumbing, the head-label names)
+    leaves = ("synthkit.training.checkpoint", "synthkit.training.ddp", "synthkit.training.preview")
+    for p in sorted((pkg / "pipeline").rglob("*.py")):
+        bad = [m for m in _imports(p) if m.startswith("synthkit.training") and not m.startswith(leaves)]
+        assert not bad, f"pipeline/{p.name} imports the training loop: {bad}"
+    assert not [m for m in _imports(pkg / "pipeline" / "__init__.py") if m.startswith("torch")]
