@@ -165,7 +165,7 @@ def test_multimodal_brats_four_channels_four_mask_classes(tmp_path):
 
     _, mask = phantom(size=16, seed=5)
     mask = type(mask)(mask.data * 4 * (mask.data == 1) + 2 * (mask.data == 2), mask.affine)  # brain 4 + oedema 2
-    assert gen.prepare(mask, "network")[2]  # brain label present: background hold is on
+    assert gen.prepare(mask, "network").has_head  # brain label present: background hold is on
     vol = gen.sample(mask, seed=1, sampler="ddim", steps=2, label_space="network")
     assert vol.data.shape == (4, 16, 16, 16) and vol.data.dtype == "float32"
     assert (vol.affine == mask.affine).all()
