@@ -223,7 +223,7 @@ def test_privacy_gate_regenerates_then_drops(world, tmp_path, n_copies, status, 
     assert entry["status"] == status and len(entry["attempts"]) == attempts
     assert entry["attempts"][0]["flagged"]
     assert [a["seed"] for a in entry["attempts"]] == [seed_for(s.seed, "syn_0123456789ab", a) for a in range(attempts)]
-    assert res.network_calls == attempts and (res.dropped == []) == (status == "ok")
+    assert res.batches == attempts and (res.dropped == []) == (status == "ok")
     assert "nearest" not in json.dumps(entry)
     written = list(tmp_path.rglob("*.nii.gz"))
     assert (len(written) == 2) == (status == "ok")

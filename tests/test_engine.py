@@ -123,7 +123,7 @@ def test_engine_batches_progress_and_writes_in_order():
     pipe, seen, ticks = _Fake(), [], []
     res = _engine(pipe, batch_size=3, progress=lambda d, t: ticks.append((d, t))).run(
         _jobs(7), lambda made: seen.append((made.job.key, made.seed, float(made.image.data.flat[0]))))
-    assert pipe.calls == [[0, 100, 200], [300, 400, 500], [600]] and res.network_calls == 3
+    assert pipe.calls == [[0, 100, 200], [300, 400, 500], [600]] and res.batches == 3
     assert seen == [(f"v{i}", 100 * i, float(100 * i % 997)) for i in range(7)]
     assert [d for d, _ in ticks] == sorted(d for d, _ in ticks) and ticks[-1] == (7.0, 7)
     assert (1.5, 7) in ticks  # fractional within the first batch: 3 volumes, half their steps

@@ -98,7 +98,7 @@ class EngineResult:
     dropped: list[Job] = dataclasses.field(default_factory=list)
     resumed: list[Job] = dataclasses.field(default_factory=list)
     failed: list[tuple[Job, str]] = dataclasses.field(default_factory=list)
-    network_calls: int = 0
+    batches: int = 0  # Pipeline.sample_batch calls (each one network call per sampling step)
 
 
 @dataclasses.dataclass
@@ -168,7 +168,7 @@ class Engine:
             if not batch:
                 return res
             images = self._sample(batch)
-            res.network_calls += 1
+            res.batches += 1
             for item, image in zip(batch, images):
                 made = self._judge(item, image, retry, on_fail, res)
                 if made is None:
