@@ -42,7 +42,6 @@ def register(app: typer.Typer) -> None:
         and within-set diversity) and paired MSE, each with a bootstrap interval, like Table I of
         the Med-DDPM paper."""
         import torch
-        from rich.table import Table
 
         from synthkit.errors import UsageError
         from synthkit.metrics import evaluate as ev
@@ -74,28 +73,7 @@ def register(app: typer.Typer) -> None:
         for p in [p for s in (real_set, *sets) for p in s.problems]:
             err_console.print(f"synthkit: skipped: {p}", markup=False)
 
-        table = Table(title=f"synthkit evaluate ({extractor.short} features)"
-                      + (" (RANDOM extractor: FID not comparable)" if result["warning"] else ""))
-        for h in ev.TABLE_HEADER:
-            table.add_column(h, justify="left" if h == "Method" else "right", overflow="fold")
-        for row in ev.table_rows(result):
-            table.add_row(*row)
-        console.print(table)
-        prdc = Table(title=f"precision / recall / density / coverage (k = {result['settings']['prdc']['k']})")
-        for h in ev.PRDC_HEADER:
-            prdc.add_column(h, justify="left" if h == "Method" else "right", overflow="fold")
-        for row in ev.prdc_rows(result):
-            prdc.add_row(*row)
-        console.print(prdc)
-        ms = result["settings"]["ms_ssim"]
-        console.print(f"features: {extractor.name}; weights sha256 {extractor.weights[:16]}", markup=False)
-        console.print(f"grid {' x '.join(map(str, result['settings']['grid']))}; MS-SSIM: {ms['scales']} scales, "
-                      f"kernel {ms['kernel_size']}, sigma {ms['sigma']}", markup=False)
-        if c2st:
-            for r in result["sets"]:
-                c = r["c2st"]
-                console.print(f"C2ST {r['name']}: AUC {c['auc']:.3f} [{c['ci95'][0]:.3f}, {c['ci95'][1]:.3f}] "
-                              "(0.5 = indistinguishable)", markup=False)
+        _print_tables(result, extractor, c2st)
         if reader_study is not None:
             from synthkit.metrics.reader_study import write_kit
 
@@ -112,6 +90,39 @@ def register(app: typer.Typer) -> None:
         if result["warning"]:
             err_console.print(f"synthkit: WARNING: {result['warning']}", style="bold red", markup=False)
 
+    _register_reader_score(app)
+
+
+def _print_tables(result: dict, extractor, c2st: bool) -> None:
+    """The Table I-style metrics, precision / recall / density / coverage, and what they used."""
+    from rich.table import Table
+
+    from synthkit.metrics import evaluate as ev
+
+    def show(title: str, header: list[str], rows: list[list[str]]) -> None:
+        table = Table(title=title)
+        for h in header:
+            table.add_column(h, justify="left" if h == "Method" else "right", overflow="fold")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+
+    show(f"synthkit evaluate ({extractor.short} features)"
+         + (" (RANDOM extractor: FID not comparable)" if result["warning"] else ""), ev.TABLE_HEADER, ev.table_rows(result))
+    show(f"precision / recall / density / coverage (k = {result['settings']['prdc']['k']})", ev.PRDC_HEADER,
+         ev.prdc_rows(result))
+    ms = result["settings"]["ms_ssim"]
+    console.print(f"features: {extractor.name}; weights sha256 {extractor.weights[:16]}", markup=False)
+    console.print(f"grid {' x '.join(map(str, result['settings']['grid']))}; MS-SSIM: {ms['scales']} scales, "
+                  f"kernel {ms['kernel_size']}, sigma {ms['sigma']}", markup=False)
+    if c2st:
+        for r in result["sets"]:
+            c = r["c2st"]
+            console.print(f"C2ST {r['name']}: AUC {c['auc']:.3f} [{c['ci95'][0]:.3f}, {c['ci95'][1]:.3f}] "
+                          "(0.5 = indistinguishable)", markup=False)
+
+
+def _register_reader_score(app: typer.Typer) -> None:
     @app.command("reader-score")
     @handle_errors
     def reader_score(
