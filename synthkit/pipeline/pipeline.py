@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -38,17 +38,14 @@ from synthkit.errors import UsageError
 Progress = Callable[[int, int], None]
 
 
-@dataclasses.dataclass(frozen=True)
-class Prepared:
+class Prepared(NamedTuple):
     """A mask on the network grid: ``cond`` ``(K, d, h, w)`` one-hot (background dropped), the
-    ``record`` that maps back to the mask's grid, and whether a head/brain label is present."""
+    ``record`` that maps back to the mask's grid, and whether a head/brain label is present
+    (a tuple, so ``cond, record, has_head = pipe.prepare(mask)`` works as before)."""
 
     cond: torch.Tensor
     record: Any
     has_head: bool
-
-    def __iter__(self):  # ``cond, record, has_head = pipe.prepare(mask)``
-        return iter((self.cond, self.record, self.has_head))
 
 
 def as_mask_volume(mask: Any, affine: np.ndarray | None = None) -> Any:
