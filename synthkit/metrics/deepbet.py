@@ -33,7 +33,6 @@ then ``0.226 x + 0.449``.
 
 from __future__ import annotations
 
-import hashlib
 from importlib import metadata
 from pathlib import Path
 
@@ -43,6 +42,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from synthkit.errors import CheckpointError, UsageError
+from synthkit.io.hashing import file_sha256 as _sha256
+from synthkit.preprocess.grid import to_ras
 
 __all__ = [
     "DEEPBET_VERSION",
@@ -153,14 +154,6 @@ def locate(file: str = MODEL_FILE) -> Path:
     return path
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load(path: str | Path | None = None, file: str = MODEL_FILE) -> tuple[DeepBetEncoder, str]:
     """The pretrained encoder (eval mode) and the SHA-256 of the file it came from.
 
@@ -196,11 +189,7 @@ def to_canonical(vol: np.ndarray, affine: np.ndarray | None) -> np.ndarray:
     """``(C, D, H, W)`` reoriented to the closest canonical (RAS+) axes of ``affine``."""
     if affine is None:
         return vol
-    import nibabel as nib
-
-    ornt = nib.orientations.io_orientation(np.asarray(affine, dtype=np.float64))
-    out = np.stack([nib.orientations.apply_orientation(c, ornt) for c in vol])
-    return np.ascontiguousarray(out, dtype=np.float32)
+    return np.ascontiguousarray(to_ras(vol, affine), dtype=np.float32)
 
 
 def prepare(vol: np.ndarray, affine: np.ndarray | None = None) -> np.ndarray:
