@@ -1,20 +1,25 @@
-"""Time and peak memory of `synthkit evaluate`'s pipeline, 100 real vs 100 synthetic volumes, CPU.
+"""Time and peak memory of `synthkit evaluate`'s pipeline, N real vs N synthetic volumes, every
+stage measured (nothing extrapolated), for each feature extractor.
 
-    .venv/bin/python benchmarks/bench_evaluate.py            # 64^3 and 128^3, ~4-5 min on 2 cores
-    .venv/bin/python benchmarks/bench_evaluate.py --quick    # 20 vs 20, smoke test
+    .venv/bin/python benchmarks/bench_evaluate.py                 # 64^3 and 128^3, 100 vs 100,
+                                                                  # deepbet and random MedicalNet
+    .venv/bin/python benchmarks/bench_evaluate.py --quick         # 32^3, 12 vs 12: smoke test
+    .venv/bin/python benchmarks/bench_evaluate.py --sizes 128 --extractors deepbet --threads 16
 
-Each size runs in its own subprocess (so peak RSS is per size). Volumes are procedural heads
-(sphere + smooth texture), synthetic = real with perturbed texture, same case ids (so MSE and
-paired MS-SSIM are computed), written as uncompressed NIfTI to a temp folder (not timed).
+Each (size, extractor) runs in its own subprocess, so peak RSS is per configuration. Volumes are
+procedural heads (ellipsoid + smooth texture); synthetic = real with perturbed texture, same case
+ids (so MSE and paired MS-SSIM are computed); written once as uncompressed NIfTI to a temporary
+folder (not timed). Per configuration:
 
-* 64^3: the full pipeline, cold (empty feature cache) and warm (cache hit), default settings
-  (random MedicalNet resnet10, n_boot 100, 100 diversity pairs per set).
-* 128^3: a cold run would spend ~8 min in MedicalNet alone on 2 shared cores, over the budget,
-  so the forward pass is timed on ``--probe`` volumes and extrapolated to 200 (marked
-  "extrapolated" in the table); reading / equalization / MS-SSIM / FID / MMD / bootstrap run in
-  full with a stand-in extractor; diversity pairs are reduced to ``--pairs-128`` (default 20).
+* ``cold``: the full pipeline with an empty feature cache (read, preprocess, extract in batches of
+  ``--batch-size`` channel volumes, FID / MMD / PRDC with ``--n-boot`` bootstrap replicates,
+  MS-SSIM diversity with ``--pairs`` pairs per set, paired MSE / MS-SSIM); the time inside the
+  extractor's preprocessing and forward passes is reported separately;
+* ``warm``: the same run again (feature cache hit);
+* ``batching``: the forward pass on ``--probe`` volumes at batch 1 vs ``--batch-size``,
+  interleaved (what batching buys; torch threads = ``--threads``).
 
-Prints a table and writes benchmarks/results/bench_evaluate.json.
+Prints a table and writes benchmarks/results/bench_evaluate.{json,md} (``_quick`` with --quick).
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -31,14 +35,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def _write_sets(root: Path, n: int, size: int, seed: int = 0) -> tuple[Path, Path]:
@@ -59,109 +59,145 @@ def _write_sets(root: Path, n: int, size: int, seed: int = 0) -> tuple[Path, Pat
     return root / "real", root / "synth"
 
 
-class _StandIn(torch.nn.Module):
-    """Cheap (N, 1, D, H, W) -> (N, 512) map used where the real forward is extrapolated."""
+def _timed(ext, clock: dict) -> None:
+    """Accumulate the wall time spent in ``ext.prepare`` and ``ext.embed`` into ``clock``."""
+    for name in ("prepare", "embed"):
+        fn = getattr(ext, name)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = torch.nn.functional.adaptive_avg_pool3d(x, 8).flatten(1)
-        return pooled[:, :512]
+        def wrapper(*a, _fn=fn, _name=name, **kw):
+            t0 = time.perf_counter()
+            try:
+                return _fn(*a, **kw)
+            finally:
+                clock[_name] += time.perf_counter() - t0
+
+        setattr(ext, name, wrapper)
 
 
-def run_one(size: int, n: int, probe: int, pairs_128: int) -> dict:
+def _run_pipeline(ev, ext, real_dir: Path, syn_dir: Path, cache: Path, a) -> tuple[dict, dict]:
+    clock = {"prepare": 0.0, "embed": 0.0}
+    _timed(ext, clock)
+    t0, c0 = time.perf_counter(), time.process_time()
+    real = ev.load_set(real_dir, ext, cache_dir=cache)
+    syn = ev.load_set(syn_dir, ext, real.grid, cache_dir=cache)
+    t1 = time.perf_counter()
+    res = ev.evaluate(real, [syn], ext, n_boot=a.n_boot, diversity_pairs=a.pairs)
+    t2, c2 = time.perf_counter(), time.process_time()
+    for name in ("prepare", "embed"):  # restore the class methods
+        delattr(ext, name)
+    return {"load_features_s": t1 - t0, "preprocess_s": clock["prepare"], "forward_s": clock["embed"],
+            "metrics_s": t2 - t1, "total_s": t2 - t0, "cpu_s": c2 - c0}, res
+
+
+def _batching(ext, size: int, a) -> dict:
+    """Forward pass of ``--probe`` prepared volumes, batch 1 vs ``--batch-size`` (interleaved)."""
+    from _common import time_interleaved
+
+    rng = np.random.default_rng(0)
+    vol = rng.random((1, size, size, size)).astype(np.float32) * 100
+    prepared = np.stack([ext.prepare(vol, np.eye(4))] * a.probe)
+
+    def with_batch(b: int):
+        def run():
+            ext.batch_size = b
+            ext.embed(prepared)
+        return run
+
+    t = time_interleaved({"batch 1": with_batch(1), f"batch {a.batch_size}": with_batch(a.batch_size)},
+                         repeats=2, warmup=1)
+    ext.batch_size = a.batch_size
+    per = {k: v["min_s"] / a.probe for k, v in t.items()}
+    return {"per_volume_s": per, "speedup": per["batch 1"] / per[f"batch {a.batch_size}"]}
+
+
+def run_one(size: int, extractor: str, a) -> dict:
+    import torch
+    from _common import setup_threads
+
     from synthkit.metrics import evaluate as ev
-    from synthkit.metrics.medicalnet import build
 
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    out: dict = {"size": size, "n_real": n, "n_synth": n}
+    setup_threads(a.threads)
+    out: dict = {"size": size, "extractor": extractor, "n_real": a.n, "n_synth": a.n, "threads": a.threads,
+                 "batch_size": a.batch_size, "n_boot": a.n_boot, "diversity_pairs": a.pairs, "device": a.device}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        real_dir, syn_dir = _write_sets(tmp, n, size)
-        cache = tmp / "cache"
-        ext = ev.make_extractor(None, 10, seed=0)
-        full = size <= 64
-        if full:
-            for label in ("cold", "warm"):
-                t0, c0 = time.perf_counter(), time.process_time()
-                real = ev.load_set(real_dir, ext, cache_dir=cache)
-                syn = ev.load_set(syn_dir, ext, real.grid, cache_dir=cache)
-                t1 = time.perf_counter()
-                res = ev.evaluate(real, [syn], ext, n_boot=100, diversity_pairs=100)
-                t2, c2 = time.perf_counter(), time.process_time()
-                out[label] = {"load_features_s": t1 - t0, "metrics_s": t2 - t1, "total_s": t2 - t0,
-                              "cpu_s": c2 - c0}
-            out["diversity_pairs"] = 100
-            out["features"] = "measured (all 200 volumes)"
-        else:
-            model = build(10, seed=0)
-            x = torch.randn(1, 1, size, size, size)
-            with torch.no_grad():
-                model(x)
-                t0, c0 = time.perf_counter(), time.process_time()
-                for _ in range(probe):
-                    model(x)
-            per_vol = (time.perf_counter() - t0) / probe
-            per_vol_cpu = (time.process_time() - c0) / probe
-            stand = ev.Extractor(_StandIn(), 10, "standin", None)
-            t0, c0 = time.perf_counter(), time.process_time()
-            real = ev.load_set(real_dir, stand, cache_dir=None)
-            syn = ev.load_set(syn_dir, stand, real.grid, cache_dir=None)
-            t1 = time.perf_counter()
-            res = ev.evaluate(real, [syn], stand, n_boot=100, diversity_pairs=pairs_128)
-            t2, c2 = time.perf_counter(), time.process_time()
-            feat_s = per_vol * 2 * n
-            out["cold"] = {"load_features_s": (t1 - t0) + feat_s, "metrics_s": t2 - t1,
-                           "total_s": (t2 - t0) + feat_s, "cpu_s": (c2 - c0) + per_vol_cpu * 2 * n,
-                           "extrapolated": True}
-            out["forward_per_volume_s"] = per_vol
-            out["diversity_pairs"] = pairs_128
-            out["features"] = f"forward timed on {probe} volumes, x{2 * n} extrapolated"
+        real_dir, syn_dir = _write_sets(tmp, a.n, size)
+        ext = ev.make_extractor(None, 10, seed=0, device=a.device, features=extractor)
+        ext.batch_size = a.batch_size
+        out["extractor_name"], out["weights_sha256"] = ext.name, ext.weights
+        for label in ("cold", "warm"):
+            out[label], res = _run_pipeline(ev, ext, real_dir, syn_dir, tmp / "cache", a)
+        out["batching"] = _batching(ext, size, a)
+        row = res["sets"][0]
         out["ms_ssim_settings"] = res["settings"]["ms_ssim"]
-        out["fid"] = res["sets"][0]["fid"]["value"]
+        out["fid"] = row["fid"]["value"]
+        out["precision"] = (row.get("prdc") or {}).get("precision", {}).get("value")
         out["diversity_real"] = res["real"]["diversity"]["value"]
-    out["peak_rss_mb"] = _rss_mb()
+        if a.device.startswith("cuda"):
+            out["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     out["load_average_1min_at_end"] = os.getloadavg()[0]
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
-    ap.add_argument("--n", type=int, default=100)
-    ap.add_argument("--probe", type=int, default=6)
-    ap.add_argument("--pairs-128", type=int, default=20)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
-    a = ap.parse_args()
-    if a.quick:
-        a.n, a.sizes, a.probe = 20, [32, 64], 2
-    if a.one:
-        print(json.dumps(run_one(a.one, a.n, a.probe, a.pairs_128)))
-        return
-    rows = []
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-    for size in a.sizes:
-        cmd = [sys.executable, __file__, "--one", str(size), "--n", str(a.n), "--probe", str(a.probe),
-               "--pairs-128", str(a.pairs_128)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    print(f"\nsynthkit evaluate, {a.n} vs {a.n} volumes, CPU ({env['OMP_NUM_THREADS']} threads), random MedicalNet resnet10")
-    print(f"{'size':>6} {'run':>5} {'load+features s':>16} {'metrics s':>10} {'total s':>9} {'CPU s':>7} "
-          f"{'peak RSS MB':>12}  note")
+def _table(rows: list[dict]) -> str:
+    from _common import markdown_table
+
+    head = ["size", "extractor", "run", "load+features s", "of which preprocess s", "forward s", "metrics s",
+            "total s", "CPU s", "peak RSS MB", "batch speedup"]
+    body = []
     for r in rows:
         for label in ("cold", "warm"):
-            if label in r:
-                c = r[label]
-                note = "features extrapolated" if c.get("extrapolated") else ""
-                note += f"; diversity pairs {r['diversity_pairs']}; MS-SSIM {r['ms_ssim_settings']['scales']} scales k{r['ms_ssim_settings']['kernel_size']}"
-                print(f"{r['size']:>5}^3 {label:>5} {c['load_features_s']:>16.1f} {c['metrics_s']:>10.1f} "
-                      f"{c['total_s']:>9.1f} {c['cpu_s']:>7.1f} {r['peak_rss_mb']:>12.0f}  {note}")
-    result = {"benchmark": "bench_evaluate", "python": platform.python_version(), "torch": torch.__version__,
-              "cpu_threads": int(env["OMP_NUM_THREADS"]), "machine": platform.machine(), "rows": rows}
-    from synthkit.io.atomic import write_json
+            c = r[label]
+            body.append([f"{r['size']}^3", r["extractor"], label, f"{c['load_features_s']:.1f}",
+                         f"{c['preprocess_s']:.1f}", f"{c['forward_s']:.1f}", f"{c['metrics_s']:.1f}",
+                         f"{c['total_s']:.1f}", f"{c['cpu_s']:.1f}", f"{r['peak_rss_mb']:.0f}",
+                         f"{r['batching']['speedup']:.2f}x (b{r['batch_size']})" if label == "cold" else ""])
+    return markdown_table(head, body)
 
-    path = write_json(ROOT / "benchmarks" / "results" / ("bench_evaluate_quick.json" if a.quick else "bench_evaluate.json"), result)
-    print("wall times are on a shared machine; load average at the end of each size: "
-          + ", ".join(f"{r['size']}^3: {r['load_average_1min_at_end']:.1f}" for r in rows))
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
+    ap.add_argument("--extractors", nargs="+", default=["deepbet", "random"],
+                    help="--features values to measure (deepbet, random, medicalnet-resnet10 ...)")
+    ap.add_argument("--n", type=int, default=100, help="volumes per set")
+    ap.add_argument("--n-boot", type=int, default=100)
+    ap.add_argument("--pairs", type=int, default=100, help="MS-SSIM diversity pairs per set")
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
+    ap.add_argument("--batch-size", type=int, default=4, help="channel volumes per forward pass")
+    ap.add_argument("--probe", type=int, default=8, help="volumes in the batching comparison")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--quick", action="store_true", help="32^3, 12 vs 12, 10 pairs, 20 replicates")
+    ap.add_argument("--one", nargs=2, metavar=("SIZE", "EXTRACTOR"), help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.quick:
+        a.sizes, a.n, a.pairs, a.n_boot, a.probe = [32], 12, 10, 20, 4
+    if a.one:
+        print(json.dumps(run_one(int(a.one[0]), a.one[1], a)))
+        return
+    env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
+    passthrough = ["--n", str(a.n), "--n-boot", str(a.n_boot), "--pairs", str(a.pairs), "--threads", str(a.threads),
+                   "--batch-size", str(a.batch_size), "--probe", str(a.probe), "--device", a.device]
+    rows = []
+    for size in a.sizes:
+        for extractor in a.extractors:
+            print(f"... {size}^3, {extractor}", flush=True)
+            cmd = [sys.executable, __file__, "--one", str(size), extractor, *passthrough]
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+            if proc.returncode != 0:
+                sys.exit(f"{size}^3 {extractor} failed:\n{proc.stderr[-3000:]}")
+            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    from _common import environment, write_results
+
+    table = _table(rows)
+    title = (f"synthkit evaluate, {a.n} vs {a.n} volumes, {a.device} ({a.threads} threads), fp32, "
+             f"n_boot {a.n_boot}, {a.pairs} diversity pairs per set; every stage measured")
+    print(f"\n{title}\n{table}")
+    print("load averages at the end of each configuration: "
+          + ", ".join(f"{r['size']}^3 {r['extractor']}: {r['load_average_1min_at_end']:.1f}" for r in rows))
+    payload = {"benchmark": "bench_evaluate", "environment": environment(a.threads), "title": title, "rows": rows}
+    path = write_results("bench_evaluate_quick" if a.quick else "bench_evaluate", payload, f"{title}\n\n{table}")
     print(f"\nwrote {path.relative_to(ROOT)}")
 
 
