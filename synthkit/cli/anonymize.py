@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from synthkit.cli._common import err_console, handle_errors, make_progress
+from synthkit.cli._common import (
+    DeviceOption,
+    SamplerChoice,
+    err_console,
+    handle_errors,
+    make_progress,
+    value_of,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -19,7 +26,7 @@ def register(app: typer.Typer) -> None:
         model: Annotated[str, typer.Option("--model", help="Run folder from `synthkit train` (or a shipped model name).")],
         out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: nnU-Net raw layout, manifest, report.")],
         per_case: Annotated[int, typer.Option(help="Synthetic volumes per input case.")] = 1,
-        sampler: Annotated[str, typer.Option(help="ddpm (all T steps) or ddim.")] = "ddpm",
+        sampler: Annotated[SamplerChoice, typer.Option(help="ddpm (all T steps), ddim or dpmpp.")] = SamplerChoice.DDPM,
         steps: Annotated[int | None, typer.Option(help="Sampling steps (DDIM; default: all T).")] = None,
         eta: Annotated[float, typer.Option(help="DDIM stochasticity.")] = 0.0,
         perturb_masks: Annotated[str, typer.Option(help="Perturb each mask before generation with synthkit.masks "
@@ -40,7 +47,7 @@ def register(app: typer.Typer) -> None:
                            "outside --out).")] = None,
         dicom: Annotated[bool, typer.Option("--dicom", help="Also export every synthetic image as a DICOM series "
                          "(PS3.15 Basic Application Level Confidentiality Profile).")] = False,
-        device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+        device: DeviceOption = "auto",
         batch_size: Annotated[int | None, typer.Option(help="Volumes per network call (default: 1 on cpu, 4 on "
                               "cuda); within 1e-4 of the intensity range of batch size 1.")] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -53,10 +60,6 @@ def register(app: typer.Typer) -> None:
         from synthkit.privacy.anonymize import anonymize as run_anonymize
         from synthkit.privacy.check import CheckSettings
 
-        if sampler not in ("ddpm", "ddim"):
-            raise UsageError(f"--sampler must be ddpm or ddim, not {sampler!r}")
-        if device not in ("cpu", "cuda"):
-            raise UsageError(f"--device must be cpu or cuda, not {device!r}")
         if per_case < 1 or max_retries < 0:
             raise UsageError("--per-case must be >= 1 and --max-retries >= 0")
         if batch_size is not None and batch_size < 1:
@@ -69,7 +72,7 @@ def register(app: typer.Typer) -> None:
 
             parse_op_specs(ops)  # an unknown operation is a usage error before any case runs
         settings = AnonymizeSettings(
-            per_case=per_case, sampler=sampler, steps=steps, eta=eta, seed=seed, privacy_gate=privacy_gate,
+            per_case=per_case, sampler=value_of(sampler), steps=steps, eta=eta, seed=seed, privacy_gate=privacy_gate,
             max_retries=max_retries, perturb_masks=ops, dicom=dicom,
             check=CheckSettings(shape=(shape,) * 3, alpha=alpha, use_features=features, seed=seed),
         )
