@@ -12,7 +12,14 @@ from typing import Annotated
 
 import typer
 
-from synthkit.cli._common import console, err_console, handle_errors, make_progress, seed_everything
+from synthkit.cli._common import (
+    DeviceOption,
+    console,
+    err_console,
+    handle_errors,
+    make_progress,
+    seed_everything,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -26,7 +33,7 @@ def register(app: typer.Typer) -> None:
         feature_depth: Annotated[int, typer.Option("--feature-depth", help="MedicalNet ResNet depth for --feature-weights and random: 10, 18, 34 or 50 (must match the weights).")] = 10,
         json_path: Annotated[Path | None, typer.Option("--json", help="Write all metrics and settings as JSON here.", show_default=False)] = None,
         report: Annotated[Path | None, typer.Option("--report", help="Write an HTML report (index.html + PNGs) into this folder.", show_default=False)] = None,
-        device: Annotated[str, typer.Option("--device", help="Torch device for feature extraction, e.g. cpu, cuda, cuda:1.")] = "cpu",
+        device: DeviceOption = "auto",
         seed: Annotated[int, typer.Option("--seed", help="Seed for the random extractor, bootstrap and pair sampling.")] = 0,
         n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap replicates for FID/MMD intervals.", min=10)] = 100,
         diversity_pairs: Annotated[int, typer.Option("--diversity-pairs", help="Random pairs per set for MS-SSIM diversity.", min=1)] = 100,
@@ -41,7 +48,6 @@ def register(app: typer.Typer) -> None:
         coverage of pretrained 3D features (deepbet by default, or MedicalNet), MS-SSIM (paired
         and within-set diversity) and paired MSE, each with a bootstrap interval, like Table I of
         the Med-DDPM paper."""
-        import torch
 
         from synthkit.errors import UsageError
         from synthkit.metrics import evaluate as ev
@@ -49,8 +55,6 @@ def register(app: typer.Typer) -> None:
 
         if feature_depth not in (10, 18, 34, 50):
             raise UsageError(f"--feature-depth must be 10, 18, 34 or 50, got {feature_depth}")
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise UsageError(f"--device {device}: CUDA is not available on this machine")
         for folder in (real, *synth):
             ev.list_cases(folder)  # a missing/empty folder is one error line before any work
         seed_everything(seed)
