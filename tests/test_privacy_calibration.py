@@ -39,11 +39,22 @@ def test_calibrate_refuses_tiny_reference_and_bad_alpha():
 
 
 def test_rule_reasons_name_the_statistic():
-    rule = cal.calibrate_rule(np.array([0.5, 0.55, 0.6, 0.52]), np.array([0.9, 0.8, 0.95, 0.85]))
-    flags, reasons = rule.apply(np.array([0.56, 0.999]), np.array([0.9, 0.01]))
+    rule = cal.calibrate_rule({"similarity": np.array([0.5, 0.55, 0.6, 0.52]),
+                               "ratio": np.array([0.9, 0.8, 0.95, 0.85]), "identity": None})
+    flags, reasons = rule.apply({"similarity": np.array([0.56, 0.999]), "ratio": np.array([0.9, 0.01])})
     assert flags.tolist() == [False, True]
     assert reasons[0] == "" and "similarity" in reasons[1] and "ratio" in reasons[1]
     assert set(rule.to_dict()) == {"similarity", "ratio"}
+    with pytest.raises(ValueError, match="unknown statistic"):
+        cal.calibrate_rule({"nonsense": np.ones(5)})
+
+
+def test_logit_bound_for_dice():
+    rng = np.random.default_rng(2)
+    ref = 1 / (1 + np.exp(-rng.normal(3.0, 0.3, size=40)))  # Dice values around 0.95
+    th = cal.calibrate(ref, statistic="shape_dice", direction="above", transform="logit", alpha=1e-3)
+    assert ref.max() < th.value < 1.0 and th.reference_flagged == 0
+    assert th.crosses(np.array([0.999, 0.9])).tolist() == [True, False]
 
 
 def test_plant_copy_is_deterministic_and_close():

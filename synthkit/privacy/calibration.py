@@ -6,39 +6,46 @@ training volume's nearest *other* training volume (train-to-train, leave-one-out
 synthetic volume that is no closer to the training set than a fresh real scan is should
 look like a draw from that reference distribution.
 
-For each statistic (nearest-neighbour similarity: high is suspicious; nearest/second-nearest
-distance ratio and nearest feature distance: low is suspicious) the reference values are
-mapped to a roughly normal scale (Fisher z = atanh for correlations, log for distances and
-ratios) and the threshold is the one-sided normal *prediction bound* for one new value at
-false-positive rate ``alpha`` (default 1e-4 per statistic; nearest-neighbour similarities are
-maxima, whose upper tail is heavier than a normal fit on a few reference values suggests, so
-the nominal rate is set low):
+Each statistic has a direction and a transform to a roughly normal scale
+(:data:`STATISTICS`): correlations (``similarity``, ``identity``) are suspicious when high
+(Fisher z = atanh), the head-shape Dice when high (logit), the nearest/second-nearest distance
+ratio and the feature distance when low (log). The threshold is the one-sided normal
+*prediction bound* for one new value at false-positive rate ``alpha`` (default 1e-4 per
+statistic; nearest-neighbour values are maxima, whose upper tail is heavier than a normal fit
+on a few reference values suggests, so the nominal rate is set low):
 
     bound = centre +/- t_{n-1}(1 - alpha) * scale * sqrt(1 + 1/n)
 
 with centre = median and scale = Rousseeuw & Croux's Qn (a robust scale estimator with 82%
 Gaussian efficiency, so a duplicate scan among the references does not inflate the bound; the
-sample standard deviation when n < 10, where robust scales are too unstable). A synthetic volume is flagged when any active statistic crosses
-its bound. Sensitivity is checked by *planting* copies of training volumes (noise + shift,
-and mirrored + noise) and counting how many are flagged (see ``check.planted_copy_check``).
+sample standard deviation when n < 10, where robust scales are too unstable). A synthetic
+volume is flagged when any active statistic crosses its bound.
 
-With very few reference values the t quantile makes the similarity bound useless (n = 5,
-alpha = 1e-4: 14 standard deviations). When the bound lies above the least similar planted
-copy, it is lowered to the midpoint (Fisher z) between the most similar reference value and
-the least similar planted copy (:func:`cap_between`), so that known copies are caught and no
-reference volume is flagged; the threshold's ``note`` says so.
+The bound depends on the reference values only. With few of them the t quantile makes it wide
+(n = 5, alpha = 1e-4: 14 standard deviations) and copies may pass: the planted-copy self-test
+(:mod:`synthkit.privacy.planted`) measures that and says so; nothing here moves a bound
+toward known copies.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
 
 Direction = Literal["above", "below"]
-Transform = Literal["fisher_z", "log"]
+Transform = Literal["fisher_z", "log", "logit"]
+
+#: statistic -> (direction that is suspicious, transform to a roughly normal scale)
+STATISTICS: dict[str, tuple[Direction, Transform]] = {
+    "similarity": ("above", "fisher_z"),
+    "identity": ("above", "fisher_z"),
+    "ratio": ("below", "log"),
+    "shape_dice": ("above", "logit"),
+    "feature_distance": ("below", "log"),
+}
 
 MIN_REFERENCE = 3
 
@@ -75,11 +82,18 @@ class Threshold:
 def _forward(x: np.ndarray, transform: Transform) -> np.ndarray:
     if transform == "fisher_z":
         return np.arctanh(np.clip(x, -1 + 1e-9, 1 - 1e-9))
+    if transform == "logit":
+        p = np.clip(x, 1e-9, 1 - 1e-9)
+        return np.log(p / (1 - p))
     return np.log(np.maximum(x, 1e-12))
 
 
 def _inverse(z: float, transform: Transform) -> float:
-    return float(np.tanh(z)) if transform == "fisher_z" else float(np.exp(z))
+    if transform == "fisher_z":
+        return float(np.tanh(z))
+    if transform == "logit":
+        return float(1 / (1 + np.exp(-z)))
+    return float(np.exp(z))
 
 
 def calibrate(
@@ -151,42 +165,26 @@ def qn_scale(x: np.ndarray) -> float:
     return 2.2219 * q * factor
 
 
-def cap_between(th: Threshold, planted_min: float) -> Threshold:
-    """``th`` (a similarity bound) lowered to the Fisher-z midpoint between the reference
-    maximum and ``planted_min`` when the bound is above ``planted_min`` (see the module text)."""
-    if not (th.statistic == "similarity" and th.direction == "above"):
-        raise ValueError("only a similarity bound can be capped")
-    if not (planted_min > th.reference_max and th.value > planted_min):
-        return th
-    mid = float(np.tanh((np.arctanh(min(th.reference_max, 1 - 1e-9)) + np.arctanh(min(planted_min, 1 - 1e-9))) / 2))
-    return replace(th, value=mid, note=f"prediction bound {th.value:.4f} lay above the least similar planted copy "
-                   f"({planted_min:.4f}); lowered to the Fisher-z midpoint between the reference maximum and it")
-
-
 @dataclass(frozen=True)
 class Rule:
-    """The active bounds. A volume is flagged when any of them is crossed."""
+    """The active bounds, one per statistic. A volume is flagged when any of them is crossed."""
 
-    similarity: Threshold
-    ratio: Threshold | None = None
-    feature_distance: Threshold | None = None
+    bounds: tuple[Threshold, ...]
 
     def thresholds(self) -> list[Threshold]:
-        return [t for t in (self.similarity, self.ratio, self.feature_distance) if t is not None]
+        return list(self.bounds)
 
-    def apply(
-        self,
-        similarity: np.ndarray,
-        ratio: np.ndarray | None = None,
-        feature_distance: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, list[str]]:
-        """Flags (N,) bool and a reason per volume ('' when not flagged)."""
-        sim = np.asarray(similarity, dtype=np.float64)
-        values = {"similarity": sim, "ratio": ratio, "feature_distance": feature_distance}
-        flagged = np.zeros(sim.shape, dtype=bool)
-        reasons: list[list[str]] = [[] for _ in range(sim.size)]
-        for th in self.thresholds():
-            v = values[th.statistic]
+    def get(self, statistic: str) -> Threshold | None:
+        return next((t for t in self.bounds if t.statistic == statistic), None)
+
+    def apply(self, values: dict[str, np.ndarray | None]) -> tuple[np.ndarray, list[str]]:
+        """Flags (N,) bool and a reason per volume ('' when not flagged) for ``values``
+        (statistic -> (N,) array; a statistic without a bound, or None, is ignored)."""
+        n = len(next(iter(v for v in values.values() if v is not None)))
+        flagged = np.zeros(n, dtype=bool)
+        reasons: list[list[str]] = [[] for _ in range(n)]
+        for th in self.bounds:
+            v = values.get(th.statistic)
             if v is None:
                 continue
             v = np.asarray(v, dtype=np.float64)
@@ -198,29 +196,27 @@ class Rule:
         return flagged, ["; ".join(r) for r in reasons]
 
     def to_dict(self) -> dict[str, Any]:
-        return {t.statistic: t.to_dict() for t in self.thresholds()}
+        return {t.statistic: t.to_dict() for t in self.bounds}
 
 
-def calibrate_rule(
-    similarity: np.ndarray,
-    ratio: np.ndarray | None = None,
-    feature_distance: np.ndarray | None = None,
-    *,
-    alpha: float = 1e-4,
-    reference_name: str = "holdout-to-train",
-) -> Rule:
-    """Calibrate every statistic that has reference values (``None`` leaves a bound out)."""
-    sim_t = calibrate(similarity, statistic="similarity", direction="above", transform="fisher_z",
-                      alpha=alpha, reference_name=reference_name)
-    ratio_t = None
-    if ratio is not None and np.isfinite(np.asarray(ratio, dtype=float)).sum() >= MIN_REFERENCE:
-        ratio_t = calibrate(ratio, statistic="ratio", direction="below", transform="log",
-                            alpha=alpha, reference_name=reference_name)
-    feat_t = None
-    if feature_distance is not None and np.isfinite(np.asarray(feature_distance, dtype=float)).sum() >= MIN_REFERENCE:
-        feat_t = calibrate(feature_distance, statistic="feature_distance", direction="below", transform="log",
-                           alpha=alpha, reference_name=reference_name)
-    return Rule(sim_t, ratio_t, feat_t)
+def calibrate_rule(reference: dict[str, np.ndarray | None], *, alpha: float = 1e-4,
+                   reference_name: str = "holdout-to-train") -> Rule:
+    """One bound per statistic of :data:`STATISTICS` in ``reference`` (name -> (n,) reference
+    values) with at least 3 finite values; ``None`` leaves a statistic out."""
+    bounds = []
+    for name, values in reference.items():
+        if values is None:
+            continue
+        if name not in STATISTICS:
+            raise ValueError(f"unknown statistic {name!r}; known: {', '.join(STATISTICS)}")
+        if np.isfinite(np.asarray(values, dtype=float)).sum() < MIN_REFERENCE:
+            continue
+        direction, transform = STATISTICS[name]
+        bounds.append(calibrate(values, statistic=name, direction=direction, transform=transform, alpha=alpha,
+                                reference_name=reference_name))
+    if not bounds:
+        raise ValueError(f"no statistic has {MIN_REFERENCE} or more reference values to calibrate on")
+    return Rule(tuple(bounds))
 
 
 def plant_copy(

@@ -1,7 +1,19 @@
-"""The memorization check: every synthetic volume against the training set, calibrated on real
-data (see :mod:`synthkit.privacy.calibration` for the rule), plus cohort-level scores.
+"""The memorization check: is a synthetic volume a (near-)copy of a training *subject*?
 
-Typical use::
+Every synthetic volume is compared with the training cohort by statistics that follow the
+subject rather than the anatomy all subjects share (see :mod:`synthkit.privacy.identity`):
+
+* ``identity``: similarity of residuals from the cohort's mean anatomy after affine alignment
+  (screened against every training subject, refined for the closest few);
+* ``ratio``: nearest / second-nearest identity distance, small when one subject stands out
+  (a bound only with a holdout set: leave-one-out ratios are too narrow a reference);
+* ``shape_dice``: Dice of the aligned head masks (the head outline, e.g. the face profile);
+* ``similarity``: the plain voxel correlation over shifts and a mirror (catches verbatim copies);
+* ``feature_distance``: distance in an injected feature space (a bound only for pretrained
+  features: ``extractor.pretrained``).
+
+Each bound is calibrated on real reference volumes (:mod:`synthkit.privacy.calibration`) and
+checked by planting copies (:mod:`synthkit.privacy.planted`). Typical use::
 
     train = prepare_set(train_items, settings, extractor)
     holdout = prepare_set(holdout_items, settings, extractor)      # optional
@@ -12,27 +24,30 @@ Typical use::
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from synthkit.privacy import calibration, memorization, scores
+from synthkit.privacy import calibration, memorization, planted, scores
+from synthkit.privacy.identity import IdentityMatch, IdentityReference, IdentitySettings, cosine
+from synthkit.privacy.volumes import (  # noqa: F401  (re-exported: their old home)
+    FeatureExtractor,
+    Item,
+    PrivacyResult,
+    VolumeSet,
+    prepare_set,
+    with_features,
+)
 
-
-class FeatureExtractor(Protocol):
-    """Maps prepared volumes (N, C, D, H, W) float32 to features (N, F). ``name`` is recorded."""
-
-    name: str
-
-    def __call__(self, volumes: np.ndarray) -> np.ndarray: ...
+ALL_RULES = ("similarity", "identity", "ratio", "shape_dice", "feature_distance")
 
 
 @dataclass(frozen=True)
 class CheckSettings:
-    """How volumes are compared and how the flag is calibrated."""
+    """How volumes are compared, which bounds flag (``rules``), how they are calibrated, and
+    the planted-copy self-test (``planted_max`` sources, each copied every way; it passes at a
+    catch rate of ``planted_min_catch``)."""
 
     shape: tuple[int, int, int] = memorization.DEFAULT_SHAPE
     max_shift: int = 2
@@ -41,91 +56,32 @@ class CheckSettings:
     alpha: float = 1e-4
     use_ratio: bool = True  # only with a holdout set (train-to-train ratios are under-dispersed)
     use_features: bool = True
-    planted_noise: float = 0.2
+    rules: tuple[str, ...] = ALL_RULES
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
     planted_max: int = 4
+    planted_min_catch: float = 0.9
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = set(self.rules) - set(ALL_RULES)
+        if unknown:
+            raise ValueError(f"unknown rule(s) {sorted(unknown)}; choose from {', '.join(ALL_RULES)}")
 
 
 @dataclass
-class VolumeSet:
-    """Volumes on the comparison grid. prepared: (N, C, D, H, W); features: (N, F) and the
-    features of the left-right mirrored volumes (N, F), or None without an extractor."""
+class Details:
+    """Raw matches behind the records: image alignment (Q, R) and identity match."""
 
-    ids: list[str]
-    prepared: np.ndarray
-    features: np.ndarray | None = None
-    features_flipped: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-Item = tuple[str, np.ndarray, "np.ndarray | None", "np.ndarray | None"]  # id, image, affine, labels
-
-
-def prepare_set(
-    items: Iterable[Item],
-    settings: CheckSettings,
-    extractor: FeatureExtractor | None = None,
-    *,
-    on_error: Callable[[str, Exception], None] | None = None,
-) -> VolumeSet:
-    """Prepare (id, image (C, D, H, W), affine or None, labels or None) items. A volume that
-    cannot be prepared raises ``ValueError`` unless ``on_error(id, exc)`` is given (then skipped)."""
-    ids: list[str] = []
-    arrays: list[np.ndarray] = []
-    for case_id, image, affine, labels in items:
-        try:
-            arrays.append(memorization.prepare(image, affine, labels, shape=settings.shape,
-                                               head_threshold=settings.head_threshold))
-        except ValueError as e:
-            if on_error is None:
-                raise ValueError(f"{case_id}: {e}") from None
-            on_error(case_id, e)
-            continue
-        ids.append(case_id)
-    if arrays and len({a.shape for a in arrays}) != 1:
-        raise ValueError("volumes have different channel counts: " + ", ".join(sorted({str(a.shape[0]) for a in arrays})))
-    prepared = np.stack(arrays) if arrays else np.zeros((0, 1, *settings.shape), np.float32)
-    return with_features(VolumeSet(ids, prepared), extractor if settings.use_features else None)
-
-
-def with_features(vs: VolumeSet, extractor: FeatureExtractor | None) -> VolumeSet:
-    if extractor is None or len(vs) == 0:
-        return vs
-    feats = np.asarray(extractor(vs.prepared), dtype=np.float64)
-    flipped = np.asarray(extractor(np.ascontiguousarray(vs.prepared[:, :, ::-1])), dtype=np.float64)
-    return VolumeSet(vs.ids, vs.prepared, feats, flipped)
+    alignment: memorization.Alignment
+    identity: IdentityMatch
+    feature: tuple[np.ndarray, np.ndarray] | None
+    feature_matrix: np.ndarray | None
 
 
 def _both(vs: VolumeSet) -> np.ndarray | None:
     if vs.features is None or vs.features_flipped is None:
         return None
     return np.stack([vs.features, vs.features_flipped], axis=1)  # (N, 2, F)
-
-
-@dataclass
-class PrivacyResult:
-    """Everything ``synthkit privacy`` reports. ``volumes`` has one dict per synthetic volume."""
-
-    volumes: list[dict[str, Any]]
-    cohort: dict[str, Any]
-    calibration: dict[str, Any]
-    settings: dict[str, Any]
-    not_computed: list[str] = field(default_factory=list)
-
-    @property
-    def flagged(self) -> list[dict[str, Any]]:
-        return [v for v in self.volumes if v["flagged"]]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "volumes": self.volumes,
-            "cohort": self.cohort,
-            "calibration": self.calibration,
-            "settings": self.settings,
-            "not_computed": self.not_computed,
-        }
 
 
 def _f(x: Any) -> float | None:
@@ -136,168 +92,139 @@ def _f(x: Any) -> float | None:
 class MemorizationChecker:
     """Reference statistics and the calibrated rule for one training set (and holdout)."""
 
-    def __init__(
-        self,
-        train: VolumeSet,
-        holdout: VolumeSet | None = None,
-        settings: CheckSettings | None = None,
-        extractor: FeatureExtractor | None = None,
-    ):
-        self.settings = settings or CheckSettings()
+    def __init__(self, train: VolumeSet, holdout: VolumeSet | None = None, settings: CheckSettings | None = None,
+                 extractor: FeatureExtractor | None = None):
+        self.settings = s = settings or CheckSettings()
         self.train = train
         self.holdout = holdout if holdout is not None and len(holdout) > 0 else None
-        self.extractor = extractor if self.settings.use_features else None
+        self.extractor = extractor if s.use_features else None
         if len(train) < 2:
             raise ValueError("the memorization check needs at least 2 training volumes")
-        s = self.settings
-        if self.holdout is not None:
-            ref = memorization.pairwise_similarity(self.holdout.prepared, train.prepared,
-                                                   max_shift=s.max_shift, flips=s.flips)
-            self.reference_name = "holdout-to-train"
-            ref_feat = self._feature_nn(self.holdout, exclude_self=False)
-        else:
-            ref = memorization.pairwise_similarity(train.prepared, train.prepared, max_shift=s.max_shift,
-                                                   flips=s.flips, exclude_self=True)
-            self.reference_name = "train-to-train (leave-one-out)"
-            ref_feat = self._feature_nn(train, exclude_self=True)
-        nn = memorization.nearest_neighbours(ref)
-        # The nearest/second-nearest ratio rule needs a holdout reference: leave-one-out ratios
-        # within the training set are under-dispersed (on demo-cohort heads 3 of 40 fresh
-        # volumes crossed a train-to-train ratio bound, none crossed a holdout one).
+        self.identity_ref = IdentityReference(train.prepared, IdentitySettings(**{**asdict(s.identity),
+                                                                                "flips": s.flips}))
         self.use_ratio = s.use_ratio and self.holdout is not None
-        # Feature distances flag only in a pretrained space (random-weight features are reported only).
         self.use_feature_rule = self.extractor is not None and bool(getattr(self.extractor, "pretrained", True))
-        self.reference = nn
-        self.reference_feature = ref_feat
-        self.rule = calibration.calibrate_rule(
-            nn.similarity,
-            nn.ratio if self.use_ratio else None,
-            ref_feat[1] if ref_feat is not None and self.use_feature_rule else None,
-            alpha=s.alpha,
-            reference_name=self.reference_name,
-        )
-        self._cap_with_planted()
+        if self.holdout is not None:
+            self.reference_name = "holdout-to-train"
+            ref = self._match(self.holdout, exclude_self=False)
+        else:
+            self.reference_name = "train-to-train (leave-one-out)"
+            ref = self._match(train, exclude_self=True)
+        self.reference = ref
+        self.rule = calibration.calibrate_rule(self._values(ref), alpha=s.alpha, reference_name=self.reference_name)
 
     # ------------------------------------------------------------------ pieces
-    def _feature_nn(self, queries: VolumeSet, exclude_self: bool) -> tuple[np.ndarray, np.ndarray] | None:
-        """Nearest training volume in feature space: (indices (Q,), cosine distances (Q,)).
-
-        Features are standardised per dimension with the training set's mean and s.d. first, so
-        the cosine compares deviations from the typical volume rather than the (all-positive)
-        activations shared by every head."""
+    def _feature_nn(self, queries: VolumeSet, exclude_self: bool) -> tuple[tuple[np.ndarray, np.ndarray] | None,
+                                                                          np.ndarray | None]:
+        """Nearest training volume in feature space ((indices (Q,), cosine distances (Q,)),
+        distance matrix (Q, R)). Features are standardised per dimension with the training
+        set's mean and s.d., so the cosine compares deviations from the typical volume."""
         refs = _both(self.train)
         if self.extractor is None or refs is None or queries.features is None:
-            return None
-        mu = self.train.features.mean(axis=0)
-        sd = self.train.features.std(axis=0)
-        keep = sd > 1e-6 * max(float(sd.max()), 1e-30)  # dimensions that vary over the training set
+            return None, None
+        mu, sd = self.train.features.mean(axis=0), self.train.features.std(axis=0)
+        keep = sd > 1e-6 * max(float(sd.max()), 1e-30)
         if not keep.any():
-            return None
+            return None, None
         z = lambda f: (f[..., keep] - mu[keep]) / sd[keep]
         d = memorization.feature_distances(z(queries.features), z(refs), exclude_self=exclude_self)
         idx = np.argmin(d, axis=1)
-        return idx, d[np.arange(len(idx)), idx]
+        return (idx, d[np.arange(len(idx)), idx]), d
 
-    def score(self, synth: VolumeSet) -> tuple[list[dict[str, Any]], memorization.Alignment]:
-        """One record per synthetic volume (flag and reason included) and the raw alignment."""
+    def _match(self, queries: VolumeSet, *, exclude_self: bool) -> Details:
         s = self.settings
-        al = memorization.pairwise_similarity(synth.prepared, self.train.prepared,
-                                              max_shift=s.max_shift, flips=s.flips)
-        nn = memorization.nearest_neighbours(al)
-        feat = self._feature_nn(synth, exclude_self=False)
-        flags, reasons = self.rule.apply(nn.similarity, nn.ratio if self.use_ratio else None,
-                                         feat[1] if feat is not None and self.use_feature_rule else None)
+        al = memorization.pairwise_similarity(queries.prepared, self.train.prepared, max_shift=s.max_shift,
+                                              flips=s.flips, exclude_self=exclude_self)
+        idm = self.identity_ref.compare(queries.prepared, exclude_self=exclude_self)
+        feat, fmat = self._feature_nn(queries, exclude_self)
+        return Details(al, idm, feat, fmat)
+
+    def _values(self, d: Details) -> dict[str, np.ndarray | None]:
+        """The flagging statistics of matched queries: name -> (Q,) (None where off)."""
+        on = set(self.settings.rules)
+        vals: dict[str, np.ndarray | None] = {
+            "similarity": d.alignment.similarity.max(axis=1),
+            "identity": d.identity.similarity,
+            "ratio": d.identity.ratio if self.use_ratio else None,
+            "shape_dice": d.identity.shape_dice,
+            "feature_distance": d.feature[1] if d.feature is not None and self.use_feature_rule else None,
+        }
+        return {k: (v if k in on else None) for k, v in vals.items()}
+
+    def score(self, synth: VolumeSet) -> tuple[list[dict[str, Any]], Details]:
+        """One record per synthetic volume (flag and reason included) and the raw matches."""
+        d = self._match(synth, exclude_self=False)
+        flags, reasons = self.rule.apply(self._values(d))
+        al, idm = d.alignment, d.identity
+        image = memorization.nearest_neighbours(al)
         records = []
         for i, sid in enumerate(synth.ids):
-            j = int(nn.nearest[i])
-            aligned = memorization.align(self.train.prepared[j], nn.shift[i], bool(nn.flipped[i]))
+            j = int(idm.nearest[i])
+            shift, flip = al.shift[i, j], bool(al.flipped[i, j])
+            aligned = memorization.align(self.train.prepared[j], shift, flip)
             records.append({
                 "id": sid,
                 "nearest": self.train.ids[j],
-                "distance": _f(1.0 - nn.similarity[i]),
-                "similarity": _f(nn.similarity[i]),
-                "shift": [int(v) for v in nn.shift[i]],
-                "flipped": bool(nn.flipped[i]),
+                "identity": _f(idm.similarity[i]),
+                "second_nearest": self.train.ids[int(idm.second[i])] if idm.second[i] >= 0 else None,
+                "second_identity": _f(idm.second_similarity[i]),
+                "ratio": _f(idm.ratio[i]),
+                "shape_dice": _f(idm.shape_dice[i]),
+                "image_nearest": self.train.ids[int(image.nearest[i])],
+                "similarity": _f(image.similarity[i]),
+                "distance": _f(1.0 - image.similarity[i]),
+                "shift": [int(v) for v in shift],
+                "flipped": flip,
                 "ssim": _f(memorization.ssim(synth.prepared[i], aligned)),
-                "second_nearest": self.train.ids[int(nn.second[i])] if nn.second[i] >= 0 else None,
-                "second_similarity": _f(nn.second_similarity[i]),
-                "ratio": _f(nn.ratio[i]),
-                "feature_nearest": self.train.ids[int(feat[0][i])] if feat is not None else None,
-                "feature_distance": _f(feat[1][i]) if feat is not None else None,
+                "feature_nearest": self.train.ids[int(d.feature[0][i])] if d.feature is not None else None,
+                "feature_distance": _f(d.feature[1][i]) if d.feature is not None else None,
                 "flagged": bool(flags[i]),
                 "reason": reasons[i],
             })
-        return records, al
+        return records, d
 
-    def _planted(self) -> tuple[VolumeSet, list[tuple[int, str]]]:
-        """Near-copies of a few training volumes (noise + 1-voxel shift; mirrored + noise), seeded,
-        and (source index, kind) for each."""
-        s = self.settings
-        rng = np.random.default_rng([s.seed, 0x5EED])
-        n = min(s.planted_max, len(self.train))
-        pick = np.sort(rng.choice(len(self.train), size=n, replace=False))
-        variants = [("noise+shift", (1, 0, -1), False), ("mirror+noise", (0, 0, 0), True)]
-        arrays, labels = [], []
-        for j in pick:
-            for name, shift, flip in variants:
-                arrays.append(_plant_prepared(self.train.prepared[j], rng, s.planted_noise, shift, flip))
-                labels.append((int(j), name))
-        vs = VolumeSet([f"planted-{k}" for k in range(len(arrays))], np.stack(arrays))
-        return vs, labels
-
-    def _cap_with_planted(self) -> None:
-        """Lower a useless similarity bound (tiny reference) using planted copies (see
-        :func:`synthkit.privacy.calibration.cap_between`)."""
-        s = self.settings
-        vs, _ = self._planted()
-        al = memorization.pairwise_similarity(vs.prepared, self.train.prepared, max_shift=s.max_shift, flips=s.flips)
-        planted_min = float(al.similarity.max(axis=1).min())
-        capped = calibration.cap_between(self.rule.similarity, planted_min)
-        if capped is not self.rule.similarity:
-            self.rule = dataclasses.replace(self.rule, similarity=capped)
+    def similarity_matrices(self, d: Details) -> dict[str, np.ndarray]:
+        """(Q, R) scores, higher = closer, per statistic, for attacks that rank training subjects."""
+        out = {"identity": d.identity.matrix, "shape_dice": d.identity.dice_matrix,
+               "image": d.alignment.similarity}
+        if d.feature_matrix is not None:
+            out["features"] = -d.feature_matrix
+        return out
 
     def planted_copy_check(self) -> dict[str, Any]:
-        """Plant near-copies of a few training volumes (noise + 1-voxel shift; mirrored + noise)
-        and report how many the rule flags, as a measured sensitivity of this calibration."""
+        """Plant copies of a few training volumes and report how many the rule catches (see
+        :mod:`synthkit.privacy.planted`); the bounds are not changed by it."""
         s = self.settings
-        vs, labels = self._planted()
-        vs = with_features(vs, self.extractor)
+        arrays, labels = planted.planted_copies(self.train.prepared, s.planted_max, planted.DEFAULT_KINDS, s.seed,
+                                                flips=s.flips)
+        vs = with_features(VolumeSet([f"planted-{k}" for k in range(len(arrays))], arrays), self.extractor)
         records, _ = self.score(vs)
-        caught = [r["flagged"] and r["nearest"] == self.train.ids[j] for r, (j, _) in zip(records, labels, strict=True)]
-        by_kind = {}
-        for (_, name), c in zip(labels, caught, strict=True):
-            by_kind.setdefault(name, [0, 0])
-            by_kind[name][0] += int(c)
-            by_kind[name][1] += 1
-        return {
-            "planted": len(records),
-            "caught": int(sum(caught)),
-            "by_kind": {k: {"caught": v[0], "planted": v[1]} for k, v in by_kind.items()},
-            "noise": s.planted_noise,
-            "similarity": [r["similarity"] for r in records],
-            "description": "copies of training volumes on the comparison grid: Gaussian noise of "
-                           f"{s.planted_noise} x the head intensity s.d. with a (1, 0, -1) voxel shift, "
-                           "and left-right mirrored with the same noise",
-        }
+        return planted.catch_report(records, labels, self.train.ids, planted.DEFAULT_KINDS, s.planted_min_catch)
 
     def pairs(self, synth: VolumeSet, records: list[dict[str, Any]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """For each flagged record: (synthetic prepared volume, nearest training volume mirrored
-        and shifted into alignment), both (C, D, H, W), for side-by-side display."""
+        """For each flagged record: (synthetic prepared volume, nearest training subject mirrored
+        and shifted into voxel alignment), both (C, D, H, W), for side-by-side display."""
         index = {tid: j for j, tid in enumerate(self.train.ids)}
-        out = {}
-        for i, r in enumerate(records):
-            if r["flagged"]:
-                ref = memorization.align(self.train.prepared[index[r["nearest"]]], r["shift"], r["flipped"])
-                out[r["id"]] = (synth.prepared[i], ref)
-        return out
+        return {r["id"]: (synth.prepared[i], memorization.align(self.train.prepared[index[r["nearest"]]],
+                                                                r["shift"], r["flipped"]))
+                for i, r in enumerate(records) if r["flagged"]}
 
     def calibration_record(self, planted_check: bool = True) -> dict[str, Any]:
         """The rule, its thresholds and reference statistics (no case ids), and optionally the
-        planted-copy sensitivity check."""
+        planted-copy self-test."""
         calib: dict[str, Any] = {
             "rule": "flagged when any active statistic crosses its bound; each bound is the one-sided normal "
                     "prediction bound at false-positive rate alpha, fitted (median and Qn scale; s.d. when n<10) "
-                    "to the reference values on a Fisher-z (similarity) or log (ratio, feature distance) scale",
+                    "to the reference values on a Fisher-z (similarity, identity), logit (shape_dice) or log "
+                    "(ratio, feature distance) scale",
+            "statistics": {
+                "identity": "cosine of residuals from the training template after affine alignment (refined "
+                            "against the closest subjects)",
+                "ratio": "nearest / second-nearest identity distance",
+                "shape_dice": "Dice of the aligned head masks",
+                "similarity": "voxel correlation over shifts and a left-right mirror",
+                "feature_distance": "cosine distance of standardised extractor features",
+            },
             "reference": self.reference_name,
             "alpha_per_statistic": self.settings.alpha,
             "thresholds": self.rule.to_dict(),
@@ -309,57 +236,47 @@ class MemorizationChecker:
     # ------------------------------------------------------------------ everything
     def run(self, synth: VolumeSet, *, planted_check: bool = True) -> PrivacyResult:
         """Score every synthetic volume, cohort-level scores, calibration record."""
-        s = self.settings
         if len(synth) == 0:
             raise ValueError("no synthetic volumes to check")
-        records, al_st = self.score(synth)
-        cohort: dict[str, Any] = {
-            "n_synthetic": len(synth),
-            "n_train": len(self.train),
-            "n_holdout": len(self.holdout) if self.holdout is not None else 0,
-            "n_flagged": sum(r["flagged"] for r in records),
-        }
-        not_computed: list[str] = []
+        records, d = self.score(synth)
+        cohort: dict[str, Any] = {"n_synthetic": len(synth), "n_train": len(self.train),
+                                  "n_holdout": len(self.holdout) if self.holdout is not None else 0,
+                                  "n_flagged": sum(r["flagged"] for r in records)}
         if self.holdout is not None:
-            al_sh = memorization.pairwise_similarity(synth.prepared, self.holdout.prepared,
-                                                     max_shift=s.max_shift, flips=s.flips)
-            nn_sh = memorization.nearest_neighbours(al_sh)
-            for r, j, sim in zip(records, nn_sh.nearest, nn_sh.similarity, strict=True):
-                r["nearest_holdout"] = self.holdout.ids[int(j)]
-                r["holdout_similarity"] = _f(sim)
-                r["closer_to_train"] = bool(r["similarity"] is not None and r["similarity"] > sim)
-            nn_st_sim = np.array([r["similarity"] for r in records], dtype=np.float64)
-            cohort["closer_to_train"] = scores.closer_to_train(
-                nn_st_sim, nn_sh.similarity, n_train=len(self.train), n_holdout=len(self.holdout))
-            cohort["membership_inference"] = scores.membership_inference_auc(
-                al_st.similarity.max(axis=0), al_sh.similarity.max(axis=0))
-        else:
-            not_computed += [
-                "closer_to_train: needs a holdout set (--holdout)",
-                "membership_inference: needs a holdout set (--holdout)",
-                "calibration used train-to-train leave-one-out distances instead of holdout-to-train",
-            ]
-            if s.use_ratio:
-                not_computed.append("ratio rule: off without a holdout set (train-to-train nearest/second-nearest "
-                                    "ratios are too narrow a reference); ratios are still reported")
-        if self.extractor is None:
-            not_computed.append("feature_distance: no feature extractor (features disabled)")
-        elif not self.use_feature_rule:
-            not_computed.append("feature rule: off with random (not pretrained) MedicalNet weights; feature "
-                                "distances are reported only (give --feature-weights)")
+            cohort.update(self._cohort_scores(records, d))
         calib = self.calibration_record(planted_check)
-        settings = {**asdict(s), "feature_extractor": getattr(self.extractor, "name", None)}
-        return PrivacyResult(records, cohort, calib, settings, not_computed)
+        settings = {**asdict(self.settings), "feature_extractor": getattr(self.extractor, "name", None)}
+        return PrivacyResult(records, cohort, calib, settings, self._not_computed(), details=d)
 
+    def _cohort_scores(self, records: list[dict[str, Any]], d: Details) -> dict[str, Any]:
+        """Closer-to-train and distance-based membership scores on identity residuals (screening
+        values, unmirrored, so that training and holdout subjects are treated alike)."""
+        syn_res = d.identity.query.residual
+        hold = self.reference.identity.query  # the holdout, aligned when the rule was calibrated
+        st = cosine(syn_res, self.identity_ref.ident[0].residual)  # (S, R)
+        sh = cosine(syn_res, hold.residual)  # (S, H)
+        for r, j, sim_h, sim_t in zip(records, sh.argmax(axis=1), sh.max(axis=1), st.max(axis=1), strict=True):
+            r["nearest_holdout"] = self.holdout.ids[int(j)]
+            r["holdout_identity"] = _f(sim_h)
+            r["closer_to_train"] = bool(sim_t > sim_h)
+        out = {"closer_to_train": scores.closer_to_train(st.max(axis=1), sh.max(axis=1), n_train=len(self.train),
+                                                          n_holdout=len(self.holdout)),
+               "membership_inference": scores.membership_inference_auc(st.max(axis=0), sh.max(axis=0))}
+        out["membership_inference"]["score"] = "identity similarity of each real volume to its nearest synthetic volume"
+        return out
 
-def _plant_prepared(p: np.ndarray, rng: np.random.Generator, noise: float, shift: tuple[int, int, int],
-                    flip: bool) -> np.ndarray:
-    """A near-copy of a prepared volume (C, D, H, W), re-standardised inside its head."""
-    v = p[:, ::-1] if flip else p
-    v = np.roll(v, shift, axis=(1, 2, 3))
-    head = np.any(v != 0, axis=0)
-    out = np.zeros_like(v)
-    for c in range(v.shape[0]):
-        x = v[c][head] + rng.normal(0.0, noise, size=int(head.sum()))
-        out[c][head] = (x - x.mean()) / max(float(x.std()), 1e-12)
-    return out.astype(np.float32)
+    def _not_computed(self) -> list[str]:
+        s, out = self.settings, []
+        if self.holdout is None:
+            out += ["closer_to_train: needs a holdout set (--holdout)",
+                    "membership_inference: needs a holdout set (--holdout)",
+                    "calibration used train-to-train leave-one-out distances instead of holdout-to-train"]
+            if s.use_ratio and "ratio" in s.rules:
+                out.append("ratio rule: off without a holdout set (train-to-train nearest/second-nearest "
+                           "ratios are too narrow a reference); ratios are still reported")
+        if self.extractor is None:
+            out.append("feature_distance: no feature extractor (features disabled)")
+        elif not self.use_feature_rule:
+            out.append("feature rule: off with random (not pretrained) weights; feature distances are reported only "
+                       "(give --feature-weights)")
+        return out
