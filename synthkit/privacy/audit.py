@@ -1,5 +1,5 @@
-"""``synthkit privacy`` as a library call: read the cohorts, run the memorization check, write
-the JSON and the HTML report.
+"""``synthkit privacy`` as a library call: read the cohorts, run the memorization check and
+the attacks (linkage, loss-based membership inference), write the JSON and the HTML report.
 
     result, pairs = audit("data/train", "synthetic/", holdout="data/holdout")
     write_json("privacy.json", result.to_dict())
@@ -103,11 +103,16 @@ def audit(
     feature_weights: str | Path | None = None,
     strict: bool = False,
     on_case: Callable[[], None] | None = None,
+    sources: str | Path | None = None,
+    model: str | Path | None = None,
+    device: str = "cpu",
 ) -> tuple[PrivacyResult, dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Check every volume of the cohort ``synth`` against the cohort ``train`` (calibrated on
-    ``holdout`` if given, else train-to-train). Returns the result and, per flagged volume, the
-    aligned (synthetic, training) pair for the report. Unreadable cases are listed in
-    ``result.cohort["errors"]`` unless ``strict``."""
+    ``holdout`` if given, else train-to-train), then run the attacks (:func:`run_attacks`):
+    linkage with the synthetic->source links (``sources``: a sidecar; default: found in
+    ``synth``), loss-based membership inference with the run ``model`` (needs ``holdout``).
+    Returns the result and, per flagged volume, the aligned (synthetic, training) pair for the
+    report. Unreadable cases are listed in ``result.cohort["errors"]`` unless ``strict``."""
     settings = settings or CheckSettings()
     extractor = make_extractor(feature_weights, seed=settings.seed) if settings.use_features else None
     errors: list[dict[str, str]] = []
@@ -127,4 +132,64 @@ def audit(
     except ValueError as e:
         raise UsageError(str(e)) from None
     result.cohort["errors"] = errors
+    run_attacks(result, checker, sy, synth, train=train, holdout=holdout, sources=sources, model=model,
+                device=device, errors=errors, strict=strict)
     return result, checker.pairs(sy, result.volumes)
+
+
+def run_attacks(result: PrivacyResult, checker: MemorizationChecker, synth_set: VolumeSet, synth: str | Path, *,
+                train: str | Path, holdout: str | Path | None, sources: str | Path | None, model: str | Path | None,
+                device: str = "cpu", errors: list[dict[str, str]] | None = None, strict: bool = False) -> None:
+    """Add ``result.attacks["linkage"]`` and ``["membership"]`` (or say in ``not_computed`` why not)."""
+    from synthkit.privacy.attacks import linkage_attack, sources_from_ids
+    from synthkit.privacy.sources import read_links
+
+    links, how = read_links(synth, synth_set.ids, checker.train.ids, sources)
+    src = sources_from_ids(synth_set.ids, checker.train.ids, links)
+    if (src >= 0).any():
+        link = linkage_attack(checker.similarity_matrices(result.details), src)
+        result.attacks["linkage"] = {**link, "links_from": how}
+    else:
+        result.not_computed.append(f"linkage attack: no synthetic volume has a training case as its source "
+                                   f"(links from {how}; give --sources)")
+    if model is None:
+        result.not_computed.append("membership attack (denoising loss): give --model RUN (and --holdout)")
+    elif holdout is None:
+        result.not_computed.append("membership attack (denoising loss): needs a holdout set (--holdout)")
+    else:
+        result.attacks["membership"] = membership_from_run(model, train, holdout, device=device, seed=checker.settings.seed,
+                                                           errors=errors, strict=strict)
+
+
+def membership_from_run(model: str | Path, train: str | Path, holdout: str | Path, *, device: str = "cpu",
+                        seed: int = 0, errors: list[dict[str, str]] | None = None, strict: bool = False
+                        ) -> dict[str, Any]:
+    """Loss-based membership inference of the run ``model`` on the cohorts ``train`` (members)
+    and ``holdout`` (non-members); unusable cases go to ``errors`` (or raise with ``strict``)."""
+    from synthkit.io import discover_cohort, read_image, read_mask
+    from synthkit.privacy.attacks import DenoisingError, case_errors, membership_attack
+
+    err = DenoisingError.from_run(model, device, seed=seed)
+
+    def cases(path: str | Path) -> Iterator[tuple[str, Any, Any]]:
+        for case in discover_cohort(path).cases:
+            if case.mask is None:
+                continue
+            try:
+                yield case.case_id, read_image(case), read_mask(case)
+            except SynthkitError as e:
+                note(case.case_id, e)
+
+    def note(case_id: str, e: Exception) -> None:
+        if strict:
+            raise SynthkitError(f"membership attack, case {case_id}: {e}")
+        if errors is not None:
+            errors.append({"set": "membership", "case": case_id, "error": str(e)})
+
+    members = case_errors(err, cases(train), note)
+    nonmembers = case_errors(err, cases(holdout), note)
+    try:
+        res = membership_attack(members.values(), nonmembers.values(), seed=seed)
+    except ValueError as e:
+        raise UsageError(f"membership attack: {e}") from None
+    return {**res, "timesteps": list(err.timesteps)}

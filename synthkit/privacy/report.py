@@ -1,9 +1,10 @@
 """A plain, self-contained HTML privacy report (images inlined as base64 PNG, no scripts).
 
-It shows the cohort scores, the calibration (rule, thresholds, reference, planted-copy
-sensitivity), what could not be computed, one row per synthetic volume, and every flagged
-synthetic volume next to its nearest training volume (mirrored and shifted into alignment),
-in three orthogonal slices through the comparison grid.
+It shows the cohort scores, the attacks (re-identification of each volume's source, loss-based
+membership inference), the calibration (rule, thresholds, reference, the planted-copy
+self-test and whether it passed), what could not be computed, one row per synthetic volume,
+and every flagged synthetic volume next to its nearest training subject (mirrored and shifted
+into voxel alignment), in three orthogonal slices through the comparison grid.
 
 For a report that leaves the institution (``synthkit anonymize``), ``share=True`` drops the
 training images and training case ids: only synthetic ids and numbers remain.
@@ -24,7 +25,7 @@ from synthkit.privacy.check import PrivacyResult
 _CSS = """body{font-family:sans-serif;margin:2em;max-width:70em;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:.25em .6em;text-align:left}
 th{background:#eee}tr.flag td{background:#fde2e2}.note{color:#555}code{background:#f4f4f4;padding:0 .2em}
-figure{display:inline-block;margin:.5em}figcaption{font-size:90%}"""
+figure{display:inline-block;margin:.5em}figcaption{font-size:90%}.fail{color:#a00;font-weight:bold}"""
 
 
 def _fmt(v: Any) -> str:
@@ -88,8 +89,18 @@ def render(result: PrivacyResult, pairs: dict[str, tuple[np.ndarray, np.ndarray]
     if mia:
         rows += [("membership-inference AUC (0.5 = no leak)", mia["auc"]),
                  ("Mann-Whitney p-value (one-sided)", mia["p_value"])]
+    link = (result.attacks or {}).get("linkage")
+    if link and "best" in link:
+        b = link["best"]
+        rows += [(f"re-identification top-1 ({b['statistic']}; chance {b['top1']['chance']:.3g})", b["top1"]["rate"]),
+                 ("re-identification top-1 binomial p-value", b["top1"]["p_value"])]
+    mem = (result.attacks or {}).get("membership")
+    if mem:
+        rows += [("membership inference from the denoising loss: AUC", mem["auc"]),
+                 (f"AUC {mem['confidence']:.0%} bootstrap interval", f"{mem['ci'][0]:.3f} to {mem['ci'][1]:.3f}")]
     out += [f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in rows]
     out.append("</table>")
+    out += _attacks(result.attacks or {})
     if result.not_computed:
         out.append("<h3>Not computed</h3><ul>")
         out += [f"<li>{html.escape(s)}</li>" for s in result.not_computed]
@@ -109,15 +120,19 @@ def render(result: PrivacyResult, pairs: dict[str, tuple[np.ndarray, np.ndarray]
     out.append("</table>")
     planted = cal.get("planted_copies")
     if planted:
-        out.append(f"<p>Sensitivity check: {planted['caught']} of {planted['planted']} planted copies flagged "
-                   f"({html.escape(planted['description'])}).</p>")
+        cls = "" if planted.get("passed", True) else " class='fail'"
+        verdict = planted.get("verdict") or f"{planted['caught']} of {planted['planted']} planted copies caught"
+        out.append(f"<p{cls}>{html.escape(verdict)}.</p><p class='note'>{html.escape(planted['description'])}; "
+                   + ", ".join(f"{html.escape(k)}: {v['caught']}/{v['planted']}" for k, v in planted["by_kind"].items())
+                   + "</p>")
     s = result.settings
     out.append(f"<p class='note'>Comparison grid {_fmt(list(s.get('shape', [])))}, shifts up to "
                f"&plusmn;{s.get('max_shift')} voxels, left-right mirror {'on' if s.get('flips') else 'off'}; "
                f"feature extractor: {_fmt(s.get('feature_extractor'))}.</p>")
 
     out.append("<h2>Synthetic volumes</h2><table><tr><th>id</th>")
-    cols = ["similarity", "ssim", "ratio", "feature_distance", "flipped", "shift", "flagged", "reason"]
+    cols = ["identity", "ratio", "shape_dice", "similarity", "ssim", "feature_distance", "flipped", "shift",
+            "flagged", "reason"]
     if not share:
         cols.insert(0, "nearest")
     out += [f"<th>{html.escape(k)}</th>" for k in cols]
@@ -145,6 +160,32 @@ def render(result: PrivacyResult, pairs: dict[str, tuple[np.ndarray, np.ndarray]
                        f"{html.escape(v['reason'])}</figcaption></figure>")
     out.append("</body></html>\n")
     return "".join(out)
+
+
+def _attacks(attacks: dict[str, Any]) -> list[str]:
+    """The attack tables (none when no attack ran)."""
+    out: list[str] = []
+    link, mem = attacks.get("linkage"), attacks.get("membership")
+    if link and link.get("statistics"):
+        out.append(f"<h2>Re-identification attack</h2><p>For each of {link['n_linked']} synthetic volumes with a known "
+                   f"source (links from {html.escape(str(link.get('links_from', '?')))}), the training subjects are "
+                   "ranked by similarity; the attack succeeds when the source is among the top k. "
+                   f"{html.escape(link['test'])}.</p><table><tr><th>attacker statistic</th><th>top-1</th>"
+                   "<th>chance</th><th>p</th><th>top-5</th><th>chance</th><th>p</th><th>median rank</th></tr>")
+        for name, r in link["statistics"].items():
+            t1, t5 = r["top1"], r.get("top5", {})
+            out.append(f"<tr><td>{html.escape(name)}</td><td>{_fmt(t1['rate'])}</td><td>{_fmt(t1['chance'])}</td>"
+                       f"<td>{_fmt(t1['p_value'])}</td><td>{_fmt(t5.get('rate'))}</td><td>{_fmt(t5.get('chance'))}</td>"
+                       f"<td>{_fmt(t5.get('p_value'))}</td><td>{_fmt(r['median_rank'])} (chance "
+                       f"{_fmt(r['chance_median_rank'])})</td></tr>")
+        out.append("</table>")
+    if mem:
+        out.append(f"<h2>Membership-inference attack</h2><p>{html.escape(mem['score'])} at timesteps "
+                   f"{_fmt(mem.get('timesteps'))}: AUC {_fmt(mem['auc'])} ({mem['confidence']:.0%} interval "
+                   f"{_fmt(mem['ci'][0])} to {_fmt(mem['ci'][1])}; 0.5 = no leak) on {mem['n_members']} training and "
+                   f"{mem['n_nonmembers']} holdout cases; median error {_fmt(mem['member_error_median'])} vs "
+                   f"{_fmt(mem['nonmember_error_median'])}; {html.escape(mem['test'])}, p = {_fmt(mem['p_value'])}.</p>")
+    return out
 
 
 def write_report(folder: str | Path, result: PrivacyResult,
