@@ -239,6 +239,14 @@ def _subject(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarra
     return img, lab.astype(np.uint8), out_aff, (clean * scale).astype(np.float32)
 
 
+def demo_head(index: int, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The head of demo subject ``index`` (cohort ``seed``): a bool mask ``(size,)*3`` (tumour
+    included) and its RAS affine. A head that belongs to no one, e.g. for the ``template`` mask
+    operation (:mod:`synthkit.masks.template`)."""
+    _img, lab, aff, _clean = _subject(np.random.default_rng([seed, index]), size)
+    return lab > 0, aff
+
+
 _CASE_FILE = re.compile(r"^case_(\d{3,})(_0000)?\.nii\.gz$")
 
 

@@ -11,7 +11,7 @@ Every operation is ``sample`` (draw parameters from a ``numpy.random.Generator``
     moved, params = perturb(labels, "move", ctx, np.random.default_rng(0))   # (D, H, W) int
     assert (apply_chain(labels, params) == moved).all()                     # the replay
 
-Operations: ``move`` (default), ``transplant``, ``remove``, ``place``, ``deform``.
+Operations: ``move`` (default), ``transplant``, ``remove``, ``place``, ``deform``, ``template``.
 Names are imported lazily so ``import synthkit.masks`` stays cheap.
 """
 
@@ -44,6 +44,7 @@ _API: dict[str, str] = {
     "RemoveParams": "synthkit.masks.remove",
     "PlaceParams": "synthkit.masks.place",
     "DeformParams": "synthkit.masks.deform",
+    "TemplateParams": "synthkit.masks.template",
     "PerturbReport": "synthkit.masks.pipeline",
     "perturb_cohort": "synthkit.masks.pipeline",
     "read_sidecar": "synthkit.masks.pipeline",

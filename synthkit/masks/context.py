@@ -37,12 +37,16 @@ class InMemoryDonors:
 
 @dataclass(frozen=True)
 class SampleContext:
-    """Everything a ``sample`` function may look at apart from the mask and the generator."""
+    """Everything a ``sample`` function may look at apart from the mask and the generator.
+
+    ``affine``: the mask's (4, 4) voxel -> RAS mm matrix, for operations that place world-
+    oriented content (``template``); None means RAS voxel axes of size ``spacing``."""
 
     roles: LabelRoles
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
     case_id: str = ""
     donors: DonorPool | None = None
+    affine: Any = None
 
     def base_fields(self, labels: np.ndarray) -> dict[str, Any]:
         """The :class:`~synthkit.masks.params.OpParams` fields for this mask."""

@@ -23,7 +23,7 @@ from synthkit.errors import UsageError
 # The built-in operations: importing a module registers its ``OPERATION``. A new operation is
 # one module (``synthkit/masks/<name>.py`` ending in ``OPERATION = register(Operation(...))``,
 # importing only params / constraints / geometry / objects, never this module) plus its name here.
-from synthkit.masks import deform, move, place, remove, transplant  # noqa: F401
+from synthkit.masks import deform, move, place, remove, template, transplant  # noqa: F401
 from synthkit.masks.constraints import ConstraintViolation, MaskOpError
 from synthkit.masks.context import SampleContext
 from synthkit.masks.params import Operation, OpParams, from_dict, parse_options, registered, to_dict

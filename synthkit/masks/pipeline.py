@@ -142,7 +142,8 @@ def perturb_cohort(
             vol = _read_case(cohort, case, donors)
             labels = vol.data[0]
             roles = resolve_roles(tumour_labels, head_labels, cohort.labels, np.unique(labels).tolist())
-            ctx = SampleContext(roles=roles, spacing=vol.spacing, case_id=case.case_id, donors=donors)
+            ctx = SampleContext(roles=roles, spacing=vol.spacing, case_id=case.case_id, donors=donors,
+                                affine=vol.affine)
             for k in range(n_per_mask):
                 result, chain = perturb(labels, specs, ctx, case_rng(seed, case.case_id, k), max_tries)
                 name = f"{case.case_id}_{k}"
