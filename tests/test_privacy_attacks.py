@@ -107,7 +107,13 @@ def _write(root: Path, items, suffix: str = "") -> Path:
 def world(tmp_path_factory):
     """Train / holdout folders of one texture, a tiny run trained on train, and a synthetic folder
     named like `synthkit sample` output: copies of 3 training subjects and 3 fresh subjects."""
-    from synthkit.config import DiffusionConfig, PreprocessConfig, RunConfig, TrainConfig, model_config
+    from synthkit.config import (
+        DiffusionConfig,
+        PreprocessConfig,
+        RunConfig,
+        TrainConfig,
+        model_config,
+    )
     from synthkit.training import train
 
     root = tmp_path_factory.mktemp("attacks")

@@ -43,7 +43,7 @@ def test_subjects_share_their_anatomy(shared):
 
 
 def test_near_and_warped_copies_flagged_no_fresh_subject_is(shared):
-    checker, result, source = shared
+    _, result, source = shared
     by_id = {v["id"]: v for v in result.volumes}
     for cid, src in source.items():
         assert by_id[cid]["flagged"], (cid, by_id[cid])
