@@ -24,6 +24,12 @@ _API: dict[str, str] = {
     "write_dicom_series": "synthkit.privacy.deid",
     "nifti_header_problems": "synthkit.privacy.deid",
     "scan_for_identifiers": "synthkit.privacy.deid",
+    "identifier_needles": "synthkit.privacy.deid",
+    "canonical_affine": "synthkit.privacy.deid",
+    "value_mapping": "synthkit.privacy.deid",
+    "linkage_attack": "synthkit.privacy.attacks",
+    "membership_attack": "synthkit.privacy.attacks",
+    "DenoisingError": "synthkit.privacy.attacks",
     "closer_to_train": "synthkit.privacy.scores",
     "membership_inference_auc": "synthkit.privacy.scores",
 }
