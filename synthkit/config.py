@@ -264,7 +264,7 @@ class AutoencoderConfig:
 
     image_channels: int = 1
     latent_channels: int = 4
-    channels: tuple[int, ...] = (32, 64, 128)
+    channels: tuple[int, ...] = (16, 32, 64)
     num_res_blocks: int = 1
     norm_groups: int = 8
 
@@ -284,7 +284,7 @@ class AutoencoderRunConfig:
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     preprocess: PreprocessConfig = field(default_factory=lambda: PreprocessConfig(target_shape=(128, 128, 128)))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        steps=2000, batch_size=2, lr=5e-4, lr_final=1e-4, lr_drop_fraction=0.75, checkpoint_every=100,
+        steps=2000, batch_size=2, lr=1e-3, lr_final=2e-4, lr_drop_fraction=0.75, checkpoint_every=100,
         preview_every=200))
     data: DataConfig = field(default_factory=DataConfig)
     crop: int = 64

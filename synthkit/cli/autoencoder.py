@@ -20,7 +20,7 @@ from synthkit.cli._common import (
 
 def build_ae_config(*, out: Path, resume: bool, preset: str | None, **flags):
     """The AutoencoderRunConfig: with ``--resume`` the run's config.json, else the defaults (preset
-    ``demo``, 128^3); then every flag that was given overrides it."""
+    ``small``, 128^3); then every flag that was given overrides it."""
     import dataclasses
 
     from synthkit.config import AutoencoderRunConfig, autoencoder_config
@@ -30,7 +30,7 @@ def build_ae_config(*, out: Path, resume: bool, preset: str | None, **flags):
         cfg = AutoencoderRunConfig.load(out / "config.json")
     else:
         cfg = AutoencoderRunConfig()
-        preset = preset or "demo"
+        preset = preset or "small"
     if preset is not None:
         cfg = dataclasses.replace(cfg, autoencoder=autoencoder_config(preset, cfg.autoencoder.image_channels),
                                   preset=preset)
@@ -75,13 +75,13 @@ def register(app: typer.Typer) -> None:
     def train(
         cohort: Annotated[Path, typer.Argument(help="Cohort folder (nnU-Net raw, flat, BraTS or DICOM).")],
         out: Annotated[Path, typer.Option("--out", "-o", help="Autoencoder run folder to write.")],
-        preset: Annotated[str | None, typer.Option(help="Size: tiny, small or demo (default).")] = None,
+        preset: Annotated[str | None, typer.Option(help="Size: tiny, small (default) or demo.")] = None,
         shape: Annotated[tuple[int, int, int] | None, typer.Option(help="Grid D H W the cohort is preprocessed to (default 128 128 128).")] = None,
         crop: Annotated[int | None, typer.Option(help="Edge of the random training crops (default 64).")] = None,
         steps: Annotated[int | None, typer.Option(help="Optimizer steps in total.")] = None,
         batch_size: Annotated[int | None, typer.Option(help="Crops per step.")] = None,
-        lr: Annotated[float | None, typer.Option(help="Adam learning rate (default 5e-4).")] = None,
-        lr_final: Annotated[float | None, typer.Option(help="Learning rate of the last quarter (default 1e-4).")] = None,
+        lr: Annotated[float | None, typer.Option(help="Adam learning rate (default 1e-3).")] = None,
+        lr_final: Annotated[float | None, typer.Option(help="Learning rate of the last quarter (default 2e-4).")] = None,
         kl_weight: Annotated[float | None, typer.Option(help="Weight of the KL term (default 1e-6).")] = None,
         ema_decay: Annotated[float | None, typer.Option(help="EMA decay of the saved weights.")] = None,
         seed: Annotated[int | None, typer.Option(help="Seed for initialisation, crops and posterior noise.")] = None,

@@ -275,11 +275,11 @@ def train_autoencoder(cohort: Any, run_dir: str | Path, cfg: AutoencoderRunConfi
                       resume: bool = False, device: str = "cpu", progress: Any = None,
                       cache_dir: str | Path | None = None, on_note: Callable[[str], None] | None = None) -> Path:
     """Train an autoencoder on ``cohort`` into ``run_dir`` (see the module docstring); returns it.
-    ``cfg``: default the ``demo`` preset at 128^3."""
+    ``cfg``: default the ``small`` preset at 128^3."""
     if cfg is None:
         from synthkit.config import autoencoder_config
 
-        cfg = AutoencoderRunConfig(autoencoder=autoencoder_config("demo"), preset="demo")
+        cfg = AutoencoderRunConfig(autoencoder=autoencoder_config("small"), preset="small")
     trainer = AutoencoderTrainer(cohort, run_dir, cfg, resume=resume, device=device, progress=progress,
                                  cache_dir=cache_dir, on_note=on_note)
     return trainer.run()
