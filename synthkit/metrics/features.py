@@ -1,6 +1,8 @@
-"""Volume preprocessing for the evaluation metrics and cached MedicalNet feature extraction.
+"""Volume preprocessing for the MedicalNet features (Med-DDPM's 3D-FID), MSE / MS-SSIM scaling,
+and the feature cache shared by every extractor (deepbet's own preprocessing is in
+:mod:`synthkit.metrics.deepbet`; which one applies is :class:`synthkit.metrics.extractors.Extractor`).
 
-Exactly what happens to every volume, real and synthetic alike (:func:`prepare`):
+Exactly what happens to every volume for MedicalNet, real and synthetic alike (:func:`prepare`):
 
 1. **Common grid.** Each channel ``(D, H, W)`` is resized in voxel space to the evaluation grid
    (by default the most common shape of the real set) with trilinear interpolation
@@ -25,8 +27,8 @@ For MSE / MS-SSIM the volume is instead scaled to ``[0, 1]`` with ``(v - vmin) /
 clipped (:func:`unit_range`), whole volume, no masking, ``data_range = 1``.
 
 **Feature cache.** Features are stored as ``<cache>/features/<key>.npy`` (no pickle) where the
-key is a SHA-256 of the volume's file *contents*, the extractor identity (depth + weights
-SHA-256, or the random seed), the grid and :data:`PREP_VERSION`. ``<cache>`` is
+key is a SHA-256 of the volume's file *contents*, the extractor identity (network, weights
+SHA-256 or the random seed, its preprocessing version), the grid and :data:`PREP_VERSION`. ``<cache>`` is
 ``$SYNTHKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/synthkit``, else ``~/.cache/synthkit``; nothing is
 ever written into the input folders.
 """
