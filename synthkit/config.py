@@ -161,7 +161,10 @@ class GanConfig:
 class RunConfig:
     """Everything about a run. ``model_type``: ``"ddpm"`` (Med-DDPM: ``model`` + ``diffusion``)
     or one of the GAN baselines ``"pix2pix"`` / ``"discogan"`` (``gan``; ``model`` then only
-    carries the channel counts). Old config files without these keys load as ``"ddpm"``."""
+    carries the channel counts). Old config files without these keys load as ``"ddpm"``.
+    ``"latent"``: Med-DDPM on the latents of the autoencoder described by ``autoencoder`` (see
+    synthkit.training.autoencoder_latent; ``preprocess`` is the image grid, ``model`` the denoiser
+    on the latent grid)."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
@@ -170,8 +173,9 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     preset: str = "custom"
     synthkit_version: str = "0.1.0"
-    model_type: Literal["ddpm", "pix2pix", "discogan"] = "ddpm"
+    model_type: Literal["ddpm", "pix2pix", "discogan", "latent"] = "ddpm"
     gan: GanConfig = field(default_factory=GanConfig)
+    autoencoder: AutoencoderRunConfig | None = None
 
     def save(self, path: str | Path) -> Path:
         from synthkit.io.atomic import write_json

@@ -41,7 +41,7 @@ def build_config(*, config: Path | None, run_dir: Path, resume: bool, preset: st
         preset = preset or "small"
     if model_type is not None:
         cfg = dataclasses.replace(cfg, model_type=model_type)
-    if cfg.model_type != "ddpm":
+    if cfg.model_type in ("pix2pix", "discogan"):
         return _gan_config(cfg, preset, flags)
     model = cfg.model
     if preset is not None:
@@ -143,6 +143,8 @@ def register(app: typer.Typer) -> None:
         brain_label: Annotated[int | None, typer.Option(help="Add this label for unlabelled brain voxels (BraTS: 4).")] = None,
         mask_labels: Annotated[list[int] | None, typer.Option("--mask-label", help="Label values to condition on, in order (repeat). Default: from the cohort.")] = None,
         cache_dir: Annotated[Path | None, typer.Option(help="Preprocessing cache (default RUN/cache).")] = None,
+        autoencoder: Annotated[Path | None, typer.Option("--autoencoder", help="Train latent Med-DDPM on the latents of this "
+                               "autoencoder run ('synthkit autoencoder train'); copied into RUN/autoencoder.")] = None,
         num_workers: Annotated[int | None, typer.Option(help="Data loader worker processes.")] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ) -> None:
@@ -159,7 +161,12 @@ def register(app: typer.Typer) -> None:
                            brain_label=brain_label, mask_labels=mask_labels, num_workers=num_workers,
                            model_type=value_of(model))
         trainer_cls = Trainer
-        if cfg.model_type != "ddpm":
+        if autoencoder is not None or cfg.model_type == "latent":
+            from synthkit.training.autoencoder_latent import LatentTrainer, prepare_latent_run
+
+            cfg = prepare_latent_run(out, cfg, autoencoder, shape)
+            trainer_cls = LatentTrainer
+        elif cfg.model_type != "ddpm":
             from synthkit.training.gan import GanTrainer
 
             trainer_cls = GanTrainer  # same interface; single process

@@ -32,6 +32,11 @@ def train(cohort: Any, run_dir: str | Path, cfg: RunConfig | None = None, *, res
         from synthkit.config import model_config
 
         cfg = RunConfig(model=model_config("small"), preset="small")
+    if cfg.model_type == "latent":  # the run folder must hold autoencoder/ (attach_autoencoder)
+        from synthkit.training.autoencoder_latent import LatentTrainer
+
+        return run_trainer(LatentTrainer, cohort, run_dir, cfg, resume=resume, device=device, progress=progress,
+                           cache_dir=cache_dir, on_note=on_note)
     if cfg.model_type != "ddpm":
         from synthkit.training.gan import train_gan
 

@@ -1,0 +1,40 @@
+"""Preview PNGs of latent Med-DDPM training: a quick DDIM sample in latent space for one training
+mask, decoded by the run's autoencoder, next to the real image (image grid, mask outlined)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+@torch.no_grad()
+def write_latent_preview(trainer: Any, step: int, sampling_steps: int = 8) -> None:
+    """``trainer``: a LatentTrainer; writes ``previews/step_XXXXXXXX.png`` in its run folder."""
+    from synthkit.diffusion import sample
+    from synthkit.training.autoencoder_eval import load_autoencoder
+    from synthkit.training.autoencoder_latent import AE_FOLDER
+    from synthkit.viz import montage
+
+    latent = trainer.dataset
+    item, real = latent[0], latent.base[0]
+    ae, ae_cfg = load_autoencoder(trainer.run_dir / AE_FOLDER, trainer.device)
+    model = trainer.ema.model
+    g = torch.Generator(device=trainer.device).manual_seed(trainer.cfg.train.seed)
+    steps = max(1, min(sampling_steps, int(trainer.cfg.diffusion.timesteps)))
+    was = model.training
+    model.eval()
+    try:
+        z = sample(model, trainer.diffusion, item["cond"][None].to(trainer.device), sampler="ddim", steps=steps,
+                   eta=0.0, generator=g, image_channels=latent.image_channels, clip_x0=False)
+    finally:
+        model.train(was)
+    synth = ae.decode(z / float(ae_cfg.scale_factor)).clamp(-1, 1)[0].float().cpu()
+    labels = real["labels"].numpy()
+    image = real["image"].float()
+    vols, masks, titles = [], [], []
+    for c in range(min(int(image.shape[0]), 4)):
+        vols += [image[c].numpy(), synth[c].numpy()]
+        masks += [labels, labels]
+        titles += [f"real ch{c}", f"latent sample ch{c} (step {step})"]
+    montage(vols, masks, titles, trainer.run_dir / "previews" / f"step_{step:08d}.png", window=(-1.0, 1.0))

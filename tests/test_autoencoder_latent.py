@@ -1,0 +1,173 @@
+"""Latent Med-DDPM training: pooled masks, cached scaled latents, the latent run folder, exact
+resume (in-process and after kill -9), and refused combinations."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from test_training_helpers import write_phantom_cohort
+
+from synthkit.config import (
+    AutoencoderRunConfig,
+    DiffusionConfig,
+    PreprocessConfig,
+    RunConfig,
+    TrainConfig,
+    autoencoder_config,
+    model_config,
+)
+from synthkit.training import checkpoint as ckpt
+from synthkit.training.autoencoder import train_autoencoder
+from synthkit.training.autoencoder_eval import load_autoencoder
+from synthkit.training.autoencoder_latent import attach_autoencoder, latent_run_config, pool_cond
+from synthkit.training.loop import train
+from synthkit.training.runlog import read_log
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    return write_phantom_cohort(tmp_path_factory.mktemp("cohort"), n=3)
+
+
+@pytest.fixture(scope="module")
+def ae(cohort, tmp_path_factory) -> Path:
+    cfg = AutoencoderRunConfig(autoencoder=autoencoder_config("tiny"), crop=8, preset="tiny",
+                               preprocess=PreprocessConfig(target_shape=(16, 16, 16)),
+                               train=TrainConfig(steps=3, checkpoint_every=3, batch_size=2, lr=1e-3, seed=1))
+    return train_autoencoder(cohort, tmp_path_factory.mktemp("ae") / "ae", cfg)
+
+
+def latent_cfg(ae: Path, steps: int = 6) -> RunConfig:
+    base = RunConfig(model=model_config("tiny"), diffusion=DiffusionConfig(timesteps=10), preset="tiny",
+                     train=TrainConfig(steps=steps, checkpoint_every=2, batch_size=2, lr=1e-3, lr_final=1e-3, seed=3))
+    return latent_run_config(base, load_autoencoder(ae)[1])
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k, v in a.items():
+        assert torch.equal(v, b[k]), k
+
+
+def test_pooling_keeps_a_one_voxel_tumour_as_a_partial_volume():
+    cond = torch.zeros(2, 8, 8, 8)
+    cond[0, :4] = 1.0  # head: the lower half
+    cond[1, 5, 6, 7] = 1.0  # a one-voxel tumour
+    pooled = pool_cond(cond, 4)
+    assert pooled.shape == (2, 2, 2, 2)
+    assert pooled[1, 1, 1, 1] == pytest.approx(1 / 64) and pooled[1].sum() == pytest.approx(1 / 64)
+    assert pooled[0, 0].eq(1).all() and pooled[0, 1].eq(0).all()
+
+
+def test_cli_latent_run_folder(cohort, ae, tmp_path, cli):
+    run = tmp_path / "latent"
+    r = cli("train", cohort, "--out", run, "--autoencoder", ae, "--preset", "tiny", "--timesteps", "10",
+            "--steps", "2", "--checkpoint-every", "2", "--preview-every", "2", "--quiet")
+    assert r.exit_code == 0, r.output
+    cfg = RunConfig.load(run / "config.json")
+    ae_cfg = AutoencoderRunConfig.load(ae / "config.json")
+    assert cfg.model_type == "latent" and cfg.autoencoder == ae_cfg and cfg.autoencoder.scale_factor > 0
+    assert cfg.preprocess.target_shape == (16, 16, 16)  # the autoencoder's grid
+    assert cfg.model.image_channels == 4 and cfg.model.in_channels == 4 + 2
+    assert (run / "autoencoder" / "model.safetensors").read_bytes() == (ae / "model.safetensors").read_bytes()
+    assert [x["step"] for x in read_log(run / "log.jsonl")] == [1, 2]
+    assert (run / "previews" / "step_00000002.png").is_file()
+    meta = json.loads(__import__("safetensors").safe_open(str(run / "model.safetensors"), "pt").metadata()["synthkit"])
+    from synthkit.io.hashing import file_sha256
+
+    assert meta["info"]["autoencoder_sha256"] == file_sha256(ae / "model.safetensors")
+    assert len(list((run / "cache").glob("latent_*.safetensors"))) == 3
+    # the denoiser's targets are the autoencoder's scaled posterior means; masks pooled to its grid
+    from synthkit.training.autoencoder_latent import LatentTrainer
+
+    lt = LatentTrainer(cohort, run, dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=3)),
+                       resume=True)
+    model, _ = load_autoencoder(ae)
+    base = lt.dataset.base
+    with torch.no_grad():
+        z = model.encode(base[1]["image"][None])[0][0] * ae_cfg.scale_factor
+    assert torch.equal(lt.dataset[1]["image"], z)
+    assert torch.allclose(lt.dataset[1]["cond"], pool_cond(base[1]["cond"], 4))
+    lt.close()
+
+
+def test_latent_resume_after_interruption_is_bit_identical(cohort, ae, tmp_path):
+    from synthkit.training.autoencoder_latent import LatentTrainer
+
+    for name in ("full", "cut"):
+        attach_autoencoder(tmp_path / name, ae)
+    full = train(cohort, tmp_path / "full", latent_cfg(ae), progress=None)
+    t = LatentTrainer(cohort, tmp_path / "cut", latent_cfg(ae))
+    t.run(stop_at=4)
+    t.close()
+    resumed = train(cohort, tmp_path / "cut", latent_cfg(ae), resume=True, progress=None)
+    a, b = ckpt.load_checkpoint(ckpt.latest_checkpoint(full)), ckpt.load_checkpoint(ckpt.latest_checkpoint(resumed))
+    assert a.step == b.step == 6
+    _same(a.model, b.model)
+    _same(a.ema, b.ema)
+    assert [r["loss"] for r in read_log(full / "log.jsonl")] == [r["loss"] for r in read_log(resumed / "log.jsonl")]
+
+
+def _cli(cohort: Path, run: Path, steps: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "synthkit", "train", str(cohort), "--out", str(run), "--preset", "tiny",
+            "--timesteps", "10", "--steps", str(steps), "--checkpoint-every", "2", "--batch-size", "2",
+            "--lr", "1e-3", "--lr-final", "1e-3", "--seed", "3", "--quiet", *extra]
+
+
+def test_latent_kill_dash_9_then_resume_reaches_the_same_weights(cohort, ae, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(cohort, run, 3000, "--autoencoder", str(ae)), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:
+            log = run / "log.jsonl"
+            if log.exists() and sum(1 for line in log.read_text().splitlines() if line.strip()) >= 5:
+                break
+            assert proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    killed_at = ckpt.list_checkpoints(run)[-1][0]
+    assert killed_at >= 4
+    total = killed_at + 4
+    out = subprocess.run(_cli(cohort, run, total, "--resume"), check=False, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert [r["step"] for r in read_log(run / "log.jsonl")] == list(range(1, total + 1))
+    attach_autoencoder(tmp_path / "ref", ae)
+    ref = train(cohort, tmp_path / "ref", latent_cfg(ae, steps=total), progress=None)
+    _same(ckpt.load_weights(ref / "model.safetensors"), ckpt.load_weights(run / "model.safetensors"))
+
+
+def test_refused_combinations_are_one_line(cohort, ae, tmp_path, cli):
+    run = tmp_path / "run"
+    r = cli("train", cohort, "--out", run, "--autoencoder", ae, "--model", "pix2pix", "--quiet")
+    assert r.exit_code == 2 and "--autoencoder" in r.output and "Traceback" not in r.output
+    r = cli("train", cohort, "--out", run, "--autoencoder", ae, "--preset", "small", "--quiet")
+    assert r.exit_code == 2 and "divisible by 32" in r.output
+    r = cli("train", cohort, "--out", run, "--autoencoder", tmp_path / "nope", "--quiet")
+    assert r.exit_code != 0 and "nope" in r.output and "Traceback" not in r.output
+    # a started latent run keeps its autoencoder
+    r = cli("train", cohort, "--out", run, "--autoencoder", ae, "--preset", "tiny", "--timesteps", "10",
+            "--steps", "1", "--quiet")
+    assert r.exit_code == 0, r.output
+    other = tmp_path / "other_ae"
+    other.mkdir()
+    data = json.loads((ae / "config.json").read_text())
+    data["scale_factor"] = 1.0
+    (other / "config.json").write_text(json.dumps(data))
+    (other / "model.safetensors").write_bytes((ae / "model.safetensors").read_bytes())
+    r = cli("train", cohort, "--out", run, "--autoencoder", other, "--resume", "--steps", "2", "--quiet")
+    assert r.exit_code == 2 and "another autoencoder" in r.output
+    assert len(r.output.strip().splitlines()) == 1
