@@ -50,15 +50,15 @@ def _untrained_run(root: Path, model_type: str = "ddpm") -> Path:
 def test_unknown_kind_is_refused_in_one_line(tmp_path, cli):
     from synthkit.pipeline.registry import kind_class, known_kinds
 
-    assert known_kinds() == ["ddpm", "discogan", "pix2pix"]
+    assert known_kinds() == ["ddpm", "discogan", "latent", "pix2pix"]
     with pytest.raises(UsageError) as e:
-        kind_class("latent")
-    assert str(e.value) == "unknown model kind 'latent' (known: ddpm, discogan, pix2pix)"
+        kind_class("vae")
+    assert str(e.value) == "unknown model kind 'vae' (known: ddpm, discogan, latent, pix2pix)"
     run = _untrained_run(tmp_path / "run")
     cfg = json.loads((run / "config.json").read_text())
-    cfg["model_type"] = "latent"
+    cfg["model_type"] = "vae"
     (run / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(CheckpointError, match="latent"):
+    with pytest.raises(CheckpointError, match="vae"):
         import synthkit
 
         synthkit.load(run)
@@ -68,7 +68,7 @@ def test_unknown_kind_is_refused_in_one_line(tmp_path, cli):
     write_nifti(tmp_path / "masks" / "a.nii.gz", m.data, m.affine, is_label=True)
     r = cli("sample", run, tmp_path / "masks", "--out", tmp_path / "o", "--quiet")
     lines = r.output.strip().splitlines()
-    assert r.exit_code == 1 and len(lines) == 1 and lines[0].startswith("synthkit: error:") and "latent" in lines[0]
+    assert r.exit_code == 1 and len(lines) == 1 and lines[0].startswith("synthkit: error:") and "vae" in lines[0]
 
 
 def test_a_new_kind_registers_and_is_found(monkeypatch):

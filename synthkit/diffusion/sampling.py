@@ -5,7 +5,7 @@
         eps, x0 = denoise(model(cat(x_t, cond), t))  (prediction type, clamp, background hold)
         x_t = scheduler.step((eps, x0), t, x_t, generator).prev_sample
         progress(i, n)
-    return clamp(x, -1, 1)
+    return clamp(x, -1, 1)                         (unless clamp_output=False: latents)
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def sample(
     background: torch.Tensor | None = None,
     progress: Callable[[int, int], None] | None = None,
     autocast: Precision | None = None,
+    clamp_output: bool = True,
 ) -> torch.Tensor:
     """Generate images for the given masks (Med-DDPM Algorithm 2, DDIM or DPM-Solver++).
 
@@ -66,8 +67,10 @@ def sample(
         progress: called as ``progress(steps_done, total)`` after every step.
         autocast: precision of the network calls: None/"fp32", "bf16", "fp16" (CUDA) or "auto";
             unsupported choices fall back to fp32.
+        clamp_output: clamp the final sample to [-1, 1]. Latent diffusion turns it off (and
+            ``clip_x0`` too): scaled latents have unit variance, they are not bounded by [-1, 1].
     Returns:
-        (N, C_img, D, H, W) float32 in [-1, 1].
+        (N, C_img, D, H, W) float32, in [-1, 1] with ``clamp_output``.
     """
     scheduler = make_scheduler(sampler, diffusion, steps=steps, eta=eta)  # fresh state per call
     x, bg = start_chain(cond, generator, image_channels, background)
@@ -84,4 +87,4 @@ def sample(
     finally:
         if isinstance(model, torch.nn.Module) and was_training:
             model.train()
-    return x.clamp(-1.0, 1.0)
+    return x.clamp(-1.0, 1.0) if clamp_output else x

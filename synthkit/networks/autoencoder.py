@@ -170,5 +170,17 @@ def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
 
 
+def pool_cond(cond: torch.Tensor, factor: int) -> torch.Tensor:
+    """One-hot mask ``cond`` (K, D, H, W) or (N, K, D, H, W) -> the latent grid, (K, D/f, H/f, W/f)
+    or (N, K, D/f, H/f, W/f) float32: the fraction of each latent voxel's f^3 block that carries
+    each label (average pooling, so partial volumes are kept and a tumour smaller than one latent
+    voxel survives). Latent training and latent sampling both call this one function."""
+    if cond.ndim not in (4, 5):
+        raise ValueError(f"cond must be (K, D, H, W) or (N, K, D, H, W), got shape {tuple(cond.shape)}")
+    if cond.ndim == 4:
+        return F.avg_pool3d(cond[None].float(), factor)[0]
+    return F.avg_pool3d(cond.float(), factor)
+
+
 def build_autoencoder(cfg: AutoencoderConfig) -> Autoencoder3D:
     return Autoencoder3D(cfg)

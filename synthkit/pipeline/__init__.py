@@ -25,6 +25,7 @@ _API: dict[str, str] = {
     "Generator": "synthkit.pipeline.pipeline",
     "DiffusionPipeline": "synthkit.pipeline.diffusion",
     "GanPipeline": "synthkit.pipeline.gan",
+    "LatentPipeline": "synthkit.pipeline.latent",
     "register_kind": "synthkit.pipeline.registry",
     "kind_class": "synthkit.pipeline.registry",
     "known_kinds": "synthkit.pipeline.registry",

@@ -32,6 +32,7 @@ BUILTIN: dict[str, str] = {
     "ddpm": "synthkit.pipeline.diffusion",
     "pix2pix": "synthkit.pipeline.gan",
     "discogan": "synthkit.pipeline.gan",
+    "latent": "synthkit.pipeline.latent",
 }
 
 _KINDS: dict[str, type[Pipeline]] = {}

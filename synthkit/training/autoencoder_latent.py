@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from synthkit.config import AutoencoderRunConfig, RunConfig
 from synthkit.errors import UsageError
+from synthkit.networks.autoencoder import pool_cond  # shared with synthkit.pipeline.latent
 from synthkit.training import checkpoint as ckpt
 from synthkit.training.trainer import Trainer
 
@@ -89,12 +89,6 @@ def prepare_latent_run(run_dir: str | Path, cfg: RunConfig, ae_dir: str | Path |
     if cfg.model_type not in ("ddpm", "latent"):
         raise UsageError(f"--autoencoder trains latent Med-DDPM; it does not combine with --model {cfg.model_type}")
     return latent_run_config(cfg, attach_autoencoder(run_dir, ae_dir), shape)
-
-
-def pool_cond(cond: torch.Tensor, factor: int) -> torch.Tensor:
-    """One-hot ``cond`` (K, D, H, W) -> (K, D/f, H/f, W/f): the fraction of each latent voxel's
-    f^3 block carrying each label (average pooling; partial volumes kept)."""
-    return F.avg_pool3d(cond[None].float(), factor)[0]
 
 
 class LatentDataset(torch.utils.data.Dataset):

@@ -26,7 +26,8 @@ def write_latent_preview(trainer: Any, step: int, sampling_steps: int = 8) -> No
     model.eval()
     try:
         z = sample(model, trainer.diffusion, item["cond"][None].to(trainer.device), sampler="ddim", steps=steps,
-                   eta=0.0, generator=g, image_channels=latent.image_channels, clip_x0=False)
+                   eta=0.0, generator=g, image_channels=latent.image_channels, clip_x0=False,
+                   clamp_output=False)
     finally:
         model.train(was)
     synth = ae.decode(z / float(ae_cfg.scale_factor)).clamp(-1, 1)[0].float().cpu()

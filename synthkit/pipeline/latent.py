@@ -1,0 +1,202 @@
+"""The latent Med-DDPM kind (``model_type: "latent"``): the Med-DDPM sampling loop on the latent
+grid of a frozen KL autoencoder, then its decoder (LDM: Rombach et al. 2022; MAISI for CT).
+
+A latent run folder is a pixel run folder plus ``autoencoder/`` (``config.json`` and
+``model.safetensors`` of the autoencoder it was trained on, written by ``synthkit train
+--autoencoder AE``). ``config.preprocess`` is the IMAGE grid (e.g. 128^3), ``config.model`` the
+denoiser on the latent grid (``image_channels`` = latent channels), ``config.autoencoder`` the
+autoencoder's config with its ``scale_factor``; the denoiser's ``model.safetensors`` metadata
+records the SHA-256 of the autoencoder weights it was trained on, checked at load.
+
+Shapes for one batch (``f``: the autoencoder's downsampling per axis, 4)::
+
+    cond   (B, K, D, H, W)       one-hot mask on the image grid        (prepare(), as the pixel kind)
+    c_lat  (B, K, D/f, H/f, W/f) pool_cond(cond, f): average pooling, the training pooling
+    z      (B, C_lat, D/f, ...)  sample(denoiser, cat(z_t, c_lat)); no x0 clamp (latents are not
+                                 in [-1, 1]); one generator per volume
+    x      (B, C_img, D, H, W)   decoder(z / scale_factor), one volume at a time, clamped to [-1, 1];
+                                 -1 outside the head (image-grid cond all zero) when asked
+
+then :meth:`Pipeline.to_volume` puts each volume on its mask's own grid and affine, intensities
+mapped through ``intensity.json`` exactly as for pixel runs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from synthkit.config import AutoencoderRunConfig, ConfigError, RunConfig
+from synthkit.errors import CheckpointError
+from synthkit.networks.autoencoder import pool_cond
+from synthkit.pipeline.diffusion import DiffusionPipeline
+from synthkit.pipeline.pipeline import Progress
+from synthkit.pipeline.registry import register_kind
+
+#: The run subfolder holding the autoencoder (synthkit.training.autoencoder_latent.AE_FOLDER).
+AE_FOLDER = "autoencoder"
+
+
+def recorded_autoencoder_sha256(weights: Path) -> str | None:
+    """The autoencoder SHA-256 that a latent denoiser's ``model.safetensors`` records in its
+    metadata (``info.autoencoder_sha256``), or None. Reads the JSON header only."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt", device="cpu") as f:
+            doc = json.loads((f.metadata() or {}).get("synthkit", "{}"))
+        sha = doc.get("info", {}).get("autoencoder_sha256")
+    except Exception:  # noqa: BLE001  (any unreadable header: nothing recorded)
+        return None
+    return sha if isinstance(sha, str) else None
+
+
+def _check_autoencoder_folder(run_dir: Path, config: RunConfig) -> AutoencoderRunConfig:
+    """``config.autoencoder``, after checking that ``run_dir/autoencoder`` holds that autoencoder
+    (its config) and the weights the denoiser was trained on (SHA-256); CheckpointError if not."""
+    from synthkit.io.hashing import file_sha256
+
+    ae = config.autoencoder
+    if ae is None or ae.scale_factor is None:
+        raise CheckpointError("a latent run's config.json must record its autoencoder with a scale_factor",
+                              run_dir / "config.json")
+    ae_dir = run_dir / AE_FOLDER
+    weights = ae_dir / "model.safetensors"
+    if not weights.is_file():
+        raise CheckpointError("the latent run has no autoencoder weights (autoencoder/model.safetensors)", ae_dir)
+    try:
+        copy = AutoencoderRunConfig.load(ae_dir / "config.json")
+    except ConfigError as e:
+        raise CheckpointError(f"bad autoencoder config ({e})", ae_dir / "config.json") from None
+    if copy != ae:
+        raise CheckpointError("autoencoder/config.json differs from the autoencoder in the run's config.json",
+                              ae_dir / "config.json")
+    recorded = recorded_autoencoder_sha256(run_dir / "model.safetensors")
+    if recorded is None:
+        raise CheckpointError("the latent denoiser's weights record no autoencoder SHA-256",
+                              run_dir / "model.safetensors")
+    actual = file_sha256(weights)
+    if actual != recorded:
+        raise CheckpointError(f"refusing the autoencoder weights: SHA-256 {actual[:16]}... is not the "
+                              f"{recorded[:16]}... the denoiser was trained on", weights)
+    return ae
+
+
+@register_kind("latent")
+class LatentPipeline(DiffusionPipeline):
+    """A loaded latent Med-DDPM run (see the module docstring); the interface of every
+    :class:`~synthkit.pipeline.pipeline.Pipeline`. Samplers, steps and eta as the pixel kind
+    (``ddpm`` all T steps, ``ddim``, ``dpmpp``), run on the latent grid.
+
+    Extra attributes: ``autoencoder`` (eval mode, frozen), ``ae_config``
+    (:class:`~synthkit.config.AutoencoderRunConfig`), ``autoencoder_sha256``. ``precision``
+    applies to the denoiser and the decoder (None = fp32; bf16 only where native).
+    """
+
+    def __init__(self, *args: Any, autoencoder: torch.nn.Module, ae_config: AutoencoderRunConfig,
+                 autoencoder_sha256: str, **kw: Any):
+        super().__init__(*args, **kw)
+        self.autoencoder = autoencoder
+        self.ae_config = ae_config
+        self.autoencoder_sha256 = autoencoder_sha256
+
+    @classmethod
+    def from_run(cls, run_dir: Path, config: RunConfig, device: str, precision: str | None = None) -> LatentPipeline:
+        """The denoiser (``model.safetensors``, EMA weights) and the run's own autoencoder copy
+        (``autoencoder/``), refused unless its weights are the ones the denoiser recorded."""
+        from synthkit.networks.autoencoder import build_autoencoder
+        from synthkit.pipeline.weights import load_network, read_intensity
+
+        model, sha = load_network(lambda: cls.build_network(config), run_dir, device,
+                                  what="latent denoiser weights")
+        ae_cfg = _check_autoencoder_folder(run_dir, config)
+        ae, ae_sha = load_network(lambda: build_autoencoder(ae_cfg.autoencoder), run_dir / AE_FOLDER, device,
+                                  what="autoencoder weights")
+        f = int(ae.factor)
+        if any(int(s) % (f * config.model.downsample_factor) for s in config.preprocess.target_shape):
+            raise CheckpointError(f"the image grid {tuple(config.preprocess.target_shape)} is not divisible by the "
+                                  f"autoencoder's {f}x times the denoiser's {config.model.downsample_factor}x",
+                                  run_dir / "config.json")
+        if ae_cfg.autoencoder.latent_channels != config.model.image_channels:
+            raise CheckpointError(f"the denoiser works on {config.model.image_channels} latent channel(s), the "
+                                  f"autoencoder makes {ae_cfg.autoencoder.latent_channels}", run_dir / "config.json")
+        return cls(run_dir, config, model, cls.build_schedule(config), device, read_intensity(run_dir), sha,
+                   precision, autoencoder=ae, ae_config=ae_cfg, autoencoder_sha256=ae_sha)
+
+    # -------------------------------------------------------------- shapes
+    @property
+    def image_channels(self) -> int:
+        """Channels of the generated image (the autoencoder's), not of the latent."""
+        return int(self.ae_config.autoencoder.image_channels)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.config.model.image_channels)
+
+    @property
+    def factor(self) -> int:
+        """Downsampling per axis from the image grid to the latent grid."""
+        return int(self.autoencoder.factor)
+
+    @property
+    def scale_factor(self) -> float:
+        return float(self.ae_config.scale_factor)
+
+    def latent_cond(self, cond: torch.Tensor) -> torch.Tensor:
+        """Image-grid one-hot ``cond`` ``(B, K, D, H, W)`` (what :meth:`prepare` gives) -> the
+        denoiser's condition ``(B, K, D/f, H/f, W/f)``: the pooling of training
+        (:func:`synthkit.networks.autoencoder.pool_cond`)."""
+        return pool_cond(cond, self.factor)
+
+    # -------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Scaled latents ``z`` ``(B, C_lat, d, h, w)`` -> images ``(B, C_img, f*d, f*h, f*w)``
+        float32 in [-1, 1] on the CPU: ``decoder(z / scale_factor)``, one volume at a time (at
+        128^3 the decoder's full-resolution activations are the memory peak)."""
+        from synthkit.networks.precision import autocast_context
+
+        b, _, *lat = z.shape
+        out = torch.empty((b, self.image_channels, *(self.factor * int(s) for s in lat)), dtype=torch.float32)
+        for i in range(b):
+            zi = z[i : i + 1].to(self.device, torch.float32) / self.scale_factor
+            with autocast_context(zi.device, self.precision):
+                x = self.autoencoder.decode(zi)
+            out[i] = x[0].float().clamp_(-1.0, 1.0).cpu()
+        return out
+
+    @torch.no_grad()
+    def sample_batch(self, cond: torch.Tensor, seeds: Sequence[int], *, sampler: str = "ddpm",
+                     steps: int | None = None, eta: float = 0.0, background: Sequence[bool] | None = None,
+                     progress: Progress | None = None) -> torch.Tensor:
+        """``cond`` ``(B, K, D, H, W)`` on the image grid -> ``(B, C_img, D, H, W)`` float32 in
+        [-1, 1] on the CPU. One latent chain for the batch (one denoiser call per step on
+        ``(B, C_lat + K, D/f, H/f, W/f)``), volume ``i``'s noise only from ``seeds[i]``; then
+        decoding, and ``background[i]`` holds volume ``i`` at -1 outside its head in image space.
+        ``progress(done, total)``: one unit per sampling step, and one for the decoding."""
+        from synthkit.diffusion import sample
+
+        self._check_batch(cond, seeds, background)
+        c = cond.to(self.device, torch.float32)
+        gens = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seeds]
+        total: list[int] = [0]
+
+        def step(done: int, n: int) -> None:
+            total[0] = n + 1
+            if progress is not None:
+                progress(done, n + 1)
+
+        z = sample(self.model, self.diffusion, self.latent_cond(c), sampler=sampler, steps=steps, eta=eta,
+                   generator=gens, image_channels=self.latent_channels, clip_x0=False, clamp_output=False,
+                   progress=step, autocast=self.precision)
+        x = self.decode(z)
+        bg = self.background_mask(c, background)
+        if bg is not None:
+            x = x.masked_fill_(bg.cpu(), -1.0)
+        if progress is not None:
+            progress(total[0], total[0])
+        return x
