@@ -242,3 +242,26 @@ def test_sampling_a_latent_run_resumes_from_its_manifest(world, tmp_path, monkey
     manifest = sample_masks(pipe, masks, out, per_mask=2, sampler="ddim", steps=2, batch_size=1)
     assert len(calls) == 1 and len(manifest["items"]) == 4
     assert (out / "imagesTr/big_s1_0000.nii.gz").read_bytes() == before
+
+
+def test_existing_latent_run_needs_resume_then_continues_and_samples(world, tmp_path, cli):
+    """As tests/test_training.py does for pixel runs: an existing run needs --resume, a different
+    diffusion setup is refused on resume, more steps continue it, and the result samples."""
+    from synthkit.training.runlog import read_log
+
+    run = tmp_path / "run"
+    base = ["train", world["cohort"], "--out", run, "--timesteps", "10", "--lr", "1e-3", "--checkpoint-every", "1",
+            "--quiet"]
+    r = cli(*base, "--autoencoder", world["ae"], "--preset", "tiny", "--steps", "2")
+    assert r.exit_code == 0, r.output
+    r = cli(*base, "--autoencoder", world["ae"], "--preset", "tiny", "--steps", "2")
+    assert r.exit_code == 2 and "--resume" in r.output and len(r.output.strip().splitlines()) == 1
+    r = cli(*base, "--resume", "--steps", "3", "--prediction", "v")
+    assert r.exit_code == 2 and "diffusion settings differ" in r.output and len(r.output.strip().splitlines()) == 1
+    r = cli(*base, "--resume", "--steps", "3")  # the run's own autoencoder/ copy is used
+    assert r.exit_code == 0, r.output
+    assert [x["step"] for x in read_log(run / "log.jsonl")] == [1, 2, 3]
+    import synthkit
+
+    vol = synthkit.load(run).sample(phantom(size=16, seed=1)[1], seed=0, sampler="ddim", steps=2)
+    assert vol.data.shape == (1, 16, 16, 16) and np.isfinite(vol.data).all()
