@@ -95,7 +95,8 @@ def test_demo_page_has_metric_table_reading_and_model_card(demo):
     assert "3D-FID" in table and all(n in table for n in names)
     fid = metrics["sets"][0]["fid"]["value"]
     assert f"{fid:.3g}" in html  # the number on the page is the one in the evaluation
-    assert "RANDOMLY INITIALISED" in html and "Lower is better" in html
+    extractor = metrics["settings"]["extractor"]  # pretrained deepbet by default: named on the page
+    assert extractor["pretrained"] and extractor["name"] in html and "Lower is better" in html
     assert "Tiny test model" in html and "<b>throwaway</b>" in html  # model card rendered
     assert "This stage failed" not in html
     assert re.search(r"flagged when its similarity to the closest training volume exceeds 0\.\d{3}", html)

@@ -81,6 +81,11 @@ def metric_reading(result: dict[str, Any]) -> list[str]:
                    "given): 3D-FID and MMD are comparable between the rows of this table only, NOT to published "
                    "numbers, and a random network is a weak judge of realism: look at the pictures too. Set "
                    "SYNTHKIT_MEDICALNET_WEIGHTS to a MedicalNet checkpoint for pretrained features.")
+    else:
+        ext = result.get("settings", {}).get("extractor", {})
+        out.append(f"Features: {ext.get('name', '?')} (pretrained; weights SHA-256 "
+                   f"{str(ext.get('weights_sha256'))[:12]}...). 3D-FID and MMD compare the rows of this table, "
+                   "and runs on the same features; they are not comparable to published MedicalNet numbers.")
     return out
 
 
