@@ -63,3 +63,14 @@ def test_fid_bad_shapes_raise():
         fid(np.zeros((1, 4)), np.zeros((10, 4)))
     with pytest.raises(ValueError):
         fid(np.full((3, 4), np.nan), np.zeros((10, 4)))
+
+
+def test_package_gives_the_metric_functions_even_after_the_pipeline_is_imported():
+    import inspect
+
+    import synthkit.metrics.evaluate  # noqa: F401 - imports every private metric module
+    from synthkit.metrics import fid as f
+    from synthkit.metrics import mmd, ms_ssim, prdc
+
+    assert all(inspect.isfunction(g) for g in (f, mmd, ms_ssim, prdc))
+    assert f.__name__ == "fid" and prdc.__module__ == "synthkit.metrics._prdc"
