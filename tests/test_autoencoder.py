@@ -142,10 +142,11 @@ def test_cli_train_writes_a_complete_run_folder(cohort, tmp_path, cli):
     run = tmp_path / "ae"
     r = cli("autoencoder", "train", cohort, "--out", run, "--preset", "tiny", "--shape", "16", "16", "16",
             "--crop", "8", "--steps", "4", "--checkpoint-every", "2", "--preview-every", "2", "--lr", "1e-3",
-            "--threads", "1", "--quiet")
+            "--threads", "1", "--latent-channels", "6", "--quiet")
     assert r.exit_code == 0, r.output
     cfg = AutoencoderRunConfig.load(run / "config.json")
     assert cfg.kind == "autoencoder" and cfg.preset == "tiny" and cfg.autoencoder.channels == (8, 8, 16)
+    assert cfg.autoencoder.latent_channels == 6
     assert cfg.preprocess.target_shape == (16, 16, 16) and cfg.crop == 8 and cfg.data.channel_names == ("T1",)
     log = read_log(run / "log.jsonl")
     assert [x["step"] for x in log] == [1, 2, 3, 4]

@@ -34,6 +34,11 @@ def build_ae_config(*, out: Path, resume: bool, preset: str | None, **flags):
     if preset is not None:
         cfg = dataclasses.replace(cfg, autoencoder=autoencoder_config(preset, cfg.autoencoder.image_channels),
                                   preset=preset)
+    if flags.get("latent_channels") is not None:
+        if int(flags["latent_channels"]) < 1:
+            raise UsageError("--latent-channels must be at least 1")
+        cfg = dataclasses.replace(cfg, autoencoder=dataclasses.replace(
+            cfg.autoencoder, latent_channels=int(flags["latent_channels"])))
     train_keys = ("steps", "batch_size", "lr", "lr_final", "seed", "precision", "checkpoint_every",
                   "preview_every", "ema_decay")
     train = dataclasses.replace(cfg.train, **{k: flags[k] for k in train_keys if flags.get(k) is not None})
@@ -83,6 +88,7 @@ def register(app: typer.Typer) -> None:
         lr: Annotated[float | None, typer.Option(help="Adam learning rate (default 1e-3).")] = None,
         lr_final: Annotated[float | None, typer.Option(help="Learning rate of the last quarter (default 2e-4).")] = None,
         kl_weight: Annotated[float | None, typer.Option(help="Weight of the KL term (default 1e-6).")] = None,
+        latent_channels: Annotated[int | None, typer.Option(help="Channels of the latent (default: the preset's, 4).")] = None,
         ema_decay: Annotated[float | None, typer.Option(help="EMA decay of the saved weights.")] = None,
         seed: Annotated[int | None, typer.Option(help="Seed for initialisation, crops and posterior noise.")] = None,
         resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
@@ -106,7 +112,7 @@ def register(app: typer.Typer) -> None:
             torch.set_num_threads(threads)
         cfg = build_ae_config(out=out, resume=resume, preset=preset, shape=shape, crop=crop, steps=steps,
                               batch_size=batch_size, lr=lr, lr_final=lr_final, kl_weight=kl_weight,
-                              ema_decay=ema_decay, seed=seed, precision=precision,
+                              latent_channels=latent_channels, ema_decay=ema_decay, seed=seed, precision=precision,
                               checkpoint_every=checkpoint_every, preview_every=preview_every)
 
         def note(msg: str) -> None:
