@@ -152,6 +152,40 @@ def _model_section(ctx: Any, record: dict[str, Any]) -> str:
     return f"<h2>The model</h2><table>{rows}</table>{body}"
 
 
+def _metrics_section(e: Any) -> str:
+    """The metric table of the evaluate stage and how to read it (or why it is missing)."""
+    if e is None or e.status != "ok":
+        return "<h2>Metrics</h2>" + (_failed(e) or "")
+    head = "".join(f"<th>{esc(h)}</th>" for h in e.info["header"])
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in e.info["rows"])
+    reading = "".join(f"<li>{esc(t)}</li>" for t in metric_reading(e.info["result"]))
+    warn = ('<p class="warn">Feature extractor randomly initialised: FID/MMD are NOT comparable to '
+            'published numbers.</p>' if e.info["result"].get("warning") else "")
+    return (f"<h2>Metrics</h2>{warn}<table class='metrics'><tr>{head}</tr>{body}</table>"
+            f"<p class='small'>value ± std; full details, intervals and figures in the "
+            f"<a href=\"{esc(e.info['report'])}\">evaluation report</a> "
+            f"(<a href=\"{esc(e.info['json'])}\">metrics.json</a>).</p><h3>How to read it</h3><ul>{reading}</ul>")
+
+
+def _privacy_section(a: Any) -> str:
+    """What the anonymize stage wrote, regenerated and dropped (or why it is missing)."""
+    if a is None or a.status != "ok":
+        return "<h2>Shareable synthetic cohort</h2>" + (_failed(a) or "")
+    i = a.info
+    checked = (f"checked every one against {esc(i['reference'])} for copies (memorization check)"
+               if i.get("reference") else "did NOT check them for copies (the model's training cohort "
+               "is unknown)")
+    return ("<h2>Shareable synthetic cohort</h2>"
+            f"<p><code>synthkit anonymize</code> warped each mask, generated one image per mask, {checked}, "
+            f"and wrote the accepted ones under "
+            f"opaque ids with clean headers as an nnU-Net dataset in <a href=\"{esc(i['folder'])}/\">"
+            f"{esc(i['folder'])}/</a>: <b>{i['written']}</b> written, <b>{i['regenerated']}</b> "
+            f"regenerated with a new seed after a flag, <b>{i['dropped']}</b> dropped"
+            + (f", {i['failed']} failed" if i["failed"] else "") +
+            f". Details: <a href=\"{esc(i['report'])}\">privacy report</a>.</p>"
+            + (f"<p>{esc(i['rule'])}</p>" if i.get("rule") else ""))
+
+
 def write_page(ctx: Any, record: dict[str, Any]) -> Path:
     """Write ``ctx.out/index.html`` from the stage results (:class:`synthkit.demo.pipeline.Context`)."""
     from synthkit.io.atomic import write_text
@@ -200,41 +234,9 @@ def write_page(ctx: Any, record: dict[str, Any]) -> Path:
         f'{_fig(i["synthetic"], i["case"] + ": " + i["ops"] + " -> generated image")}</div>'
         for i in p.info["items"]))
 
-    # metrics
-    e = st.get("evaluate")
-    sec.append("<h2>Metrics</h2>")
-    if e is not None and e.status == "ok":
-        head = "".join(f"<th>{esc(h)}</th>" for h in e.info["header"])
-        body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in e.info["rows"])
-        reading = "".join(f"<li>{esc(t)}</li>" for t in metric_reading(e.info["result"]))
-        warn = ('<p class="warn">Feature extractor randomly initialised: FID/MMD are NOT comparable to '
-                'published numbers.</p>' if e.info["result"].get("warning") else "")
-        sec.append(f"{warn}<table class='metrics'><tr>{head}</tr>{body}</table>"
-                   f"<p class='small'>value ± std; full details, intervals and figures in the "
-                   f"<a href=\"{esc(e.info['report'])}\">evaluation report</a> "
-                   f"(<a href=\"{esc(e.info['json'])}\">metrics.json</a>).</p><h3>How to read it</h3><ul>{reading}</ul>")
-    else:
-        sec.append(_failed(e))
-
-    # privacy
-    a = st.get("anonymize")
-    sec.append("<h2>Shareable synthetic cohort</h2>")
-    if a is not None and a.status == "ok":
-        i = a.info
-        checked = (f"checked every one against {esc(i['reference'])} for copies (memorization check)"
-                   if i.get("reference") else "did NOT check them for copies (the model's training cohort "
-                   "is unknown)")
-        sec.append(f"<p><code>synthkit anonymize</code> warped each mask, generated one image per mask, {checked}, "
-                   f"and wrote the accepted ones under "
-                   f"opaque ids with clean headers as an nnU-Net dataset in <a href=\"{esc(i['folder'])}/\">"
-                   f"{esc(i['folder'])}/</a>: <b>{i['written']}</b> written, <b>{i['regenerated']}</b> "
-                   f"regenerated with a new seed after a flag, <b>{i['dropped']}</b> dropped"
-                   + (f", {i['failed']} failed" if i["failed"] else "") +
-                   f". Details: <a href=\"{esc(i['report'])}\">privacy report</a>.</p>"
-                   + (f"<p>{esc(i['rule'])}</p>" if i.get("rule") else ""))
-    else:
-        sec.append(_failed(a))
-
+    e, a = st.get("evaluate"), st.get("anonymize")
+    sec.append(_metrics_section(e))
+    sec.append(_privacy_section(a))
     sec.append(_model_section(ctx, record))
     links = []
     if e is not None and e.status == "ok":
