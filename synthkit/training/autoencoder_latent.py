@@ -208,6 +208,6 @@ class LatentTrainer(Trainer):
         from synthkit.training.autoencoder_latent_preview import write_latent_preview
 
         try:
-            write_latent_preview(self, step)
+            write_latent_preview(self, step, self.run_dir / AE_FOLDER)
         except ImportError as e:  # viz not installed
             self.note(f"preview skipped ({e})")

@@ -3,22 +3,23 @@ mask, decoded by the run's autoencoder, next to the real image (image grid, mask
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 
 
 @torch.no_grad()
-def write_latent_preview(trainer: Any, step: int, sampling_steps: int = 8) -> None:
-    """``trainer``: a LatentTrainer; writes ``previews/step_XXXXXXXX.png`` in its run folder."""
+def write_latent_preview(trainer: Any, step: int, ae_dir: Path, sampling_steps: int = 8) -> None:
+    """``trainer``: a LatentTrainer; ``ae_dir``: the autoencoder folder of its run; writes
+    ``previews/step_XXXXXXXX.png`` in the run folder."""
     from synthkit.diffusion import sample
     from synthkit.training.autoencoder_eval import load_autoencoder
-    from synthkit.training.autoencoder_latent import AE_FOLDER
     from synthkit.viz import montage
 
     latent = trainer.dataset
     item, real = latent[0], latent.base[0]
-    ae, ae_cfg = load_autoencoder(trainer.run_dir / AE_FOLDER, trainer.device)
+    ae, ae_cfg = load_autoencoder(ae_dir, trainer.device)
     model = trainer.ema.model
     g = torch.Generator(device=trainer.device).manual_seed(trainer.cfg.train.seed)
     steps = max(1, min(sampling_steps, int(trainer.cfg.diffusion.timesteps)))
