@@ -15,8 +15,9 @@ from synthkit.privacy import deid
 
 NAME, PID, BIRTH = "DOE^JOHNATHAN", "PAT-ID-48213", "19610923"
 INSTITUTION, REFERRER = "St. Example General Hospital", "HOUSE^GREGORY"
+SHORT_ID = "0042"  # a 4-character id, only in the LAST file of each series (the old scan read the first)
 CASES = [f"{PID}-{s}" for s in ("A", "B", "C")]
-NEEDLES = [NAME, "JOHNATHAN", PID, BIRTH, INSTITUTION, "Example General", REFERRER, "GREGORY", *CASES]
+NEEDLES = [NAME, "JOHNATHAN", PID, BIRTH, INSTITUTION, "Example General", REFERRER, "GREGORY", SHORT_ID, *CASES]
 
 
 def _phantom_cohort(root: Path, seeds: range) -> Path:
@@ -41,6 +42,8 @@ def _dicom_cohort(root: Path) -> Path:
             ds.PatientName, ds.PatientID, ds.PatientBirthDate = NAME, PID, BIRTH
             ds.InstitutionName, ds.ReferringPhysicianName = INSTITUTION, REFERRER
             ds.PatientIdentityRemoved = "NO"
+            if f == files[-1]:
+                ds.AdmissionID = SHORT_ID
             ds.save_as(f)
         m = nib.Nifti1Image(msk.data[0].astype(np.uint8), img.affine)
         m.header["descrip"] = NAME.encode()
@@ -176,6 +179,9 @@ class _CopyingPipeline:
     def __init__(self, n_copies: int):
         self.n_copies, self.calls = n_copies, 0
 
+    def to_network_mask(self, mask, **kw):  # masks labelled as the model's
+        return mask
+
     def prepare(self, mask, label_space="raw"):
         import torch
 
@@ -217,7 +223,7 @@ def test_privacy_gate_regenerates_then_drops(world, tmp_path, n_copies, status, 
     entries = []
     engine = Engine(_CopyingPipeline(n_copies), Sampling(), seed=lambda job, a: seed_for(s.seed, job.key, a),
                     gate=_gate(checker, s), max_retries=s.max_retries, batch_size=1)
-    _, write = _writer(tmp_path, s, ("MR",), 1)
+    _, write = _writer(tmp_path, s, ("MR",), 1, {"background": 0, "head": 1, "tumour": 2})
     res = engine.run([Job("syn_0123456789ab", cohort.cases[0])], lambda made: entries.append(write(made)))
     (entry,) = entries
     assert entry["status"] == status and len(entry["attempts"]) == attempts
@@ -234,9 +240,19 @@ def test_self_check_needles_come_from_tags_names_and_headers(world):
     from synthkit.privacy.anonymize import identifier_needles
 
     needles = identifier_needles(discover_cohort(world[3], need_images=False))
-    for s in (NAME, "DOE JOHNATHAN", PID, BIRTH, INSTITUTION, REFERRER, *CASES):
+    for s in (NAME, "DOE JOHNATHAN", PID, BIRTH, INSTITUTION, REFERRER, SHORT_ID, *CASES):
         assert s in needles
-    assert all(len(n) >= 5 for n in needles)
+
+
+def test_self_check_fails_the_run_when_a_short_id_reaches_the_output(cli, world, tmp_path, monkeypatch):
+    """The final scan is the complete one: a 4-digit id planted in the last file of each input
+    series, were it to reach an output path, fails the run (exit 1, one line)."""
+    ids = [f"syn_{i:02d}_{SHORT_ID}" for i in range(3)]  # as a whole token in every output file name
+    monkeypatch.setattr(deid, "fresh_case_ids", lambda n, rng, **kw: ids[:n])
+    res = cli(*_args(world, tmp_path / "out"))
+    assert res.exit_code == 1
+    assert "self-check found" in res.output and "do not share it" in res.output and "Traceback" not in res.output
+    assert deid.scan_for_identifiers(tmp_path / "out", [SHORT_ID])  # it is there: the check was right
 
 
 @pytest.mark.parametrize(("extra", "perturbed"), [((), True), (("--perturb-masks", "move"), True),
@@ -266,3 +282,71 @@ def test_unknown_mask_operation_is_refused_before_any_case(cli, world, tmp_path)
     assert res.exit_code == 2
     assert "wobble" in res.output and "Traceback" not in res.output
     assert not (out / "imagesTr").exists()
+
+
+def _oblique_masks(root: Path) -> Path:
+    """Masks on a scanner-like geometry: oblique (10 degrees), off-centre, 1.4999 mm voxels."""
+    theta = np.deg2rad(10)
+    rot = np.array([[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]])
+    aff = np.eye(4)
+    aff[:3, :3] = rot @ np.diag([1.4999, 1.4999, 1.5001])
+    aff[:3, 3] = [-31.7, 12.25, 88.0]
+    for i in range(2):
+        _, m = phantom(16, seed=60 + i)
+        write_nifti(root / "masks" / f"subject_{i}.nii.gz", m.data, aff, is_label=True)
+    write_nnunet_dataset_json(root, ("T1",), {"background": 0, "head": 1, "tumour": 2}, 2)
+    return root
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_output_geometry_is_canonical_unless_keep_geometry(cli, world, tmp_path, keep):
+    src = _oblique_masks(tmp_path / "in")
+    out, mapping = tmp_path / "out", tmp_path / "map.json"
+    args = _args(world, out, "--mapping", mapping, *(["--keep-geometry"] if keep else []))
+    args[1] = src
+    res = cli(*args)
+    assert res.exit_code == 0, res.output
+    pairs = json.loads(mapping.read_text())["mapping"]
+    assert len(pairs) == 2
+    for cid, oid in pairs.items():
+        source = nib.load(str(src / "masks" / f"{cid}.nii.gz"))
+        want = source.affine if keep else deid.canonical_affine(source.affine, source.shape)
+        for p in (out / "imagesTr" / f"{oid}_0000.nii.gz", out / "labelsTr" / f"{oid}.nii.gz"):
+            img = nib.load(str(p))
+            assert img.shape == source.shape
+            np.testing.assert_allclose(img.affine, want, atol=1e-4)
+            # the default drops the obliquity, the scanner position and the exact voxel size
+            assert np.allclose(img.affine, source.affine, atol=1e-3) == keep
+        if not keep:
+            assert np.allclose(img.affine[:3, :3], np.diag([1.5, 1.5, 1.5]))
+    assert json.loads((out / "manifest.json").read_text())["settings"]["keep_geometry"] is keep
+
+
+@pytest.mark.parametrize("pool", ["demo", "dir"])
+def test_template_masks_keep_the_tumour_in_a_head_that_is_not_the_patients(cli, world, tmp_path, pool):
+    """--perturb-masks template through the engine's perturbation step: the output mask's head
+    comes from the pool (demo heads, or --template-heads DIR), its tumour from the patient."""
+    _, _, _, cohort = world
+    out, mapping = tmp_path / "out", tmp_path / "map.json"
+    extra = ["--perturb-masks", "template"]
+    if pool == "dir":
+        heads = tmp_path / "pool_site_A"
+        for i in range(3):
+            _, m = phantom(16, seed=300 + i)
+            write_nifti(heads / f"volunteer_{i}.nii.gz", (m.data > 0).astype(np.int16), m.affine, is_label=True)
+        extra += ["--template-heads", heads]
+    res = cli(*_args(world, out, *extra, "--mapping", mapping))
+    assert res.exit_code == 0, res.output
+    for cid, oid in json.loads(mapping.read_text())["mapping"].items():
+        src = np.asarray(nib.load(str(cohort / "masks" / f"{cid}.nii.gz")).dataobj)
+        new = np.asarray(nib.load(str(out / "labelsTr" / f"{oid}.nii.gz")).dataobj)
+        assert set(np.unique(new)) == {0, 1, 2}
+        a, b = src > 0, new > 0
+        dice = 2 * (a & b).sum() / (a.sum() + b.sum())
+        assert dice < 0.95, dice  # not the patient's head outline (0.87-0.92 here; the patient's own: 1)
+        assert 0.5 < (new == 2).sum() / (src == 2).sum() < 2.0  # the patient's tumour, slightly rescaled
+    recorded = json.loads((out / "manifest.json").read_text())["settings"]["perturb_masks"]
+    if pool == "dir":
+        assert recorded.startswith("template:heads=dir:") and "pool_site_A" not in (out / "manifest.json").read_text()
+    else:
+        assert recorded == "template"

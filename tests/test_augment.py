@@ -115,6 +115,37 @@ def test_writer_output_is_a_valid_nnunet_dataset(tmp_path):
         NnunetDatasetWriter(root, ("T1",), LABELS)
 
 
+def test_writer_renumbers_labels_consecutively_and_keeps_their_names(tmp_path):
+    from synthkit.io.nnunet import NnunetWriter, consecutive_labels
+
+    brats = {"background": 0, "necrotic core": 1, "edema": 2, "enhancing": 4}
+    assert consecutive_labels(brats) == ({"background": 0, "necrotic core": 1, "edema": 2, "enhancing": 3},
+                                         {0: 0, 1: 1, 2: 2, 4: 3})
+    img, lab = tiny_case(0)
+    raw = lab.data.copy()
+    raw[raw == 1] = 0
+    raw[(raw == 2) & (np.indices(raw.shape)[1] % 2 == 0)] = 4  # half the tumour enhancing (4)
+    raw[0, 8, 8, 8] = 1
+    w = NnunetWriter(tmp_path / "ds", ("T1",), brats)
+    w.write_case("c0", img, Volume(raw, lab.affine))
+    with pytest.raises(ValueError, match=r"label values \[7\]"):  # refused before any file is written
+        w.write_case("c1", img, Volume(np.where(raw == 2, 7, raw).astype(np.int16), lab.affine))
+    assert not (tmp_path / "ds" / "imagesTr" / "c1_0000.nii.gz").exists()
+    w.finish()
+    written = np.asarray(nib.load(str(tmp_path / "ds" / "labelsTr" / "c0.nii.gz")).dataobj)
+    assert np.array_equal(written == 3, raw[0] == 4) and np.array_equal(written == 1, raw[0] == 1)
+    assert set(np.unique(written)) == {0, 1, 2, 3}
+    dj = json.loads((tmp_path / "ds" / "dataset.json").read_text())
+    assert dj["labels"] == {"background": 0, "necrotic core": 1, "edema": 2, "enhancing": 3}
+    assert validate_nnunet_dataset(tmp_path / "ds") == []
+    # without a table up front the values cannot be renumbered: a non-consecutive one is refused
+    w = NnunetWriter(tmp_path / "ds2", ("T1",))
+    w.write_case("c0", img, Volume(raw, lab.affine))
+    with pytest.raises(ValueError, match="consecutive"):
+        w.finish(labels=brats)
+    assert not (tmp_path / "ds2" / "dataset.json").exists()
+
+
 @pytest.mark.parametrize(
     "breakage, expected",
     [

@@ -153,6 +153,73 @@ def test_sample_batch_checks_its_arguments(tmp_path):
         pipe.sample_batch(cond, [1], background=[True, False], sampler="ddim", steps=2)
 
 
+# ---------------------------------------------------------------------- the run's label rules
+
+BRATS_NET = {"background": 0, "necrotic core": 1, "edema": 2, "enhancing": 3, "brain": 4}
+
+
+def _brats_pipeline():
+    """A Pipeline (config only, no network) of a run trained the paper's way on BraTS."""
+    from synthkit.config import DataConfig, PreprocessConfig, RunConfig
+    from synthkit.pipeline import Pipeline
+
+    cfg = RunConfig(preprocess=PreprocessConfig(target_shape=(16, 16, 16), mask_labels=(1, 2, 3, 4),
+                                                label_map={"4": 3}, brain_label=4),
+                    data=DataConfig(channel_names=("T1", "T1ce", "T2", "FLAIR"), labels=BRATS_NET))
+    return Pipeline(Path("run"), cfg, None, None, "cpu", {}, "")
+
+
+def _brats_case():
+    """(raw seg (1, 16, 16, 16) with 0/1/2/4, a 4-channel image whose brain is T1 > 0)."""
+    from synthkit.io.volume import Volume
+
+    img, m = phantom(16, seed=3, channels=4)
+    brain = m.data[0] > 0
+    seg = np.where(m.data[0] == 2, 2, 0).astype(np.int16)
+    idx = np.argwhere(seg == 2)
+    seg[tuple(idx[0])], seg[tuple(idx[1])] = 4, 1
+    return Volume(seg[None], m.affine), Volume(np.where(brain, img.data * 100, 0).astype(np.float32), m.affine)
+
+
+def test_network_labels_and_the_runs_label_rules_on_an_input_mask():
+    from synthkit.errors import CohortError
+    from synthkit.io.brats import LABELS
+    from synthkit.io.volume import Volume
+
+    pipe = _brats_pipeline()
+    assert pipe.network_labels() == BRATS_NET
+    seg, img = _brats_case()
+    raw = seg.data[0]
+    brain = (raw == 0) & (img.data[0] > 0)
+    want = np.where(raw == 4, 3, raw) + 4 * brain
+    # BraTS names (enhancing 4): translated by name; the brain label from the first channel, read lazily
+    calls = []
+    out = pipe.to_network_mask(seg, image=lambda: calls.append(1) or img, labels=LABELS)
+    assert np.array_equal(out.data[0], want) and calls == [1] and np.array_equal(out.affine, seg.affine)
+    # no names: the run's label_map by value, the same result
+    assert np.array_equal(pipe.to_network_mask(seg, image=img).data[0], want)
+    # a dataset synthkit wrote (network names and values, brain included): unchanged, no image read
+    again = pipe.to_network_mask(out, image=lambda: calls.append(1), labels=BRATS_NET)
+    assert np.array_equal(again.data[0], want) and calls == [1]
+    # the same names renumbered (e.g. brain 4 written as 1): back to the run's values by name
+    renamed = {"background": 0, "brain": 1, "necrotic core": 2, "edema": 3, "enhancing": 4}
+    to_new = {0: 0, 4: 1, 1: 2, 2: 3, 3: 4}
+    shuffled = Volume(np.vectorize(to_new.get)(want).astype(np.int16)[None], seg.affine)
+    assert np.array_equal(pipe.to_network_mask(shuffled, labels=renamed).data[0], want)
+    # 'network' leaves values alone; without an image there is no brain label to add
+    assert np.array_equal(pipe.to_network_mask(seg, label_space="network").data[0], raw)
+    assert np.array_equal(pipe.to_network_mask(seg).data[0], np.where(raw == 4, 3, raw))
+    # an image on another grid is refused, not silently used
+    shifted = Volume(img.data, img.affine + np.array([[0, 0, 0, 3.0]] * 3 + [[0, 0, 0, 0]]))
+    with pytest.raises(CohortError, match="same grid"):
+        pipe.to_network_mask(seg, image=shifted)
+    with pytest.raises(UsageError, match="label_space"):
+        pipe.to_network_mask(seg, label_space="other")
+    # prepare on the result: the brain label is the head, so the background may be held
+    prepared = pipe.prepare(out, "network")
+    assert prepared.has_head and prepared.cond.shape == (4, 16, 16, 16)
+
+
 # ---------------------------------------------------------------------- import direction
 
 

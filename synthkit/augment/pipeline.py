@@ -14,7 +14,16 @@ Two methods, both writing an nnU-Net v2 raw dataset (:mod:`synthkit.augment.data
   images" rows).
 
 With ``include_real`` the real cases are added as ``real_{j:04d}`` (images and masks copied
-onto a clean header). Case names never carry the source case id (which may identify a
+onto a clean header).
+
+Labels: with a model, every mask (the synthetic copies' and, with ``include_real``, the real
+ones) is first put into the model's label values by the run's recorded rules
+(:meth:`synthkit.pipeline.Pipeline.to_network_mask`: the label mapping and the brain label from
+the case's first image channel), so a raw BraTS cohort needs no flags and real and synthetic
+cases share one label table; the mask operations work on those labels (``tumour_labels`` /
+``head_labels`` given as numbers are the model's values; names are safer). Without a model the
+cohort's own labels are kept. Either way the dataset is written with consecutive label values,
+the names kept in ``dataset.json`` (:class:`synthkit.io.nnunet.NnunetWriter`). Case names never carry the source case id (which may identify a
 patient); ``augment.json`` records each copy's source *index*, seeds and the applied
 parameters (mask operations or augmentation transforms), enough to replay it.
 
@@ -54,14 +63,23 @@ class AugmentReport:
     manifest: dict[str, Any] = field(default_factory=dict)
 
 
-def _labels_for(cohort_labels: dict[str, int], seen: set[int]) -> dict[str, int]:
-    """dataset.json labels: the cohort's names when it declares them, else ``label_{v}``."""
-    if cohort_labels and cohort_labels.get("background") == 0:
-        out = dict(cohort_labels)
-        for v in sorted(seen - set(out.values())):
-            out[f"label_{v}"] = int(v)
-        return out
-    return {"background": 0, **{f"label_{v}": int(v) for v in sorted(seen) if v != 0}}
+def _dataset_labels(coh: Any, cases: list[Any], gen: Any) -> dict[str, int]:
+    """The dataset's label table before renumbering: the model's labels (with a model), else the
+    cohort's declared names, else ``label_{v}`` for every value found in the source masks."""
+    if gen is not None:
+        return gen.network_labels()
+    declared = dict(coh.labels)
+    if declared.get("background") == 0 and len(set(declared.values())) == len(declared):
+        return declared
+    from synthkit.io import read_mask
+
+    seen: set[int] = {0}
+    for case in cases:
+        try:
+            seen.update(int(v) for v in np.unique(read_mask(case).data))
+        except (SynthkitError, ValueError):
+            continue  # reported when the case is used
+    return {"background": 0, **{f"label_{v}": v for v in sorted(seen - {0})}}
 
 
 
@@ -108,11 +126,11 @@ def _synthetic_copies(gen: Any, coh: Any, cases: list[Any], writer: Any, fail: C
     moves on to the next source when one fails (``job.k`` counts the sources tried)."""
     from synthkit.io import read_mask
     from synthkit.masks.constraints import MaskOpError
-    from synthkit.pipeline.engine import Engine, Job, Sampling
+    from synthkit.pipeline.engine import Engine, Job, Sampling, first_channel
     from synthkit.pipeline.perturb import MaskPerturbation
 
     perturbation = MaskPerturbation(ops, rng=lambda job: np.random.default_rng([int(seed), int(job.index), 0]),
-                                    labels=dict(coh.labels), tumour_labels=tumour_labels, head_labels=head_labels,
+                                    labels=gen.network_labels(), tumour_labels=tumour_labels, head_labels=head_labels,
                                     case_id=lambda job: cases[job.case].case_id)
     if any(s.name == "transplant" for s in perturbation.specs):
         from synthkit.masks.pipeline import CohortDonors
@@ -141,7 +159,8 @@ def _synthetic_copies(gen: Any, coh: Any, cases: list[Any], writer: Any, fail: C
         records.append({"case": cid, "source": made.job.case, "seed": made.seed, "ops": made.info["ops"]})
 
     engine = Engine(gen, Sampling(sampler, steps), seed=lambda job, attempt: copy_seed(seed, job.index, 1),
-                    read=read, perturb=perturbation, batch_size=batch_size, progress=report)
+                    read=read, image=lambda job: first_channel(cases[job.case]), labels=dict(coh.labels),
+                    perturb=perturbation, batch_size=batch_size, progress=report)
     engine.run([Job(i, i % len(cases), 0, i) for i in range(n)], write, on_fail=on_fail)
     return records
 
@@ -163,6 +182,9 @@ def _classic_copies(coh: Any, cases: list[Any], writer: Any, fail: Callable[[str
             try:
                 s = copy_seed(seed, i, 1)
                 img, lab, applied = augment_case(read_image(cases[j]), read_mask(cases[j]), s, classic)
+                problem = writer.label_problem(lab)
+                if problem:
+                    raise ValueError(problem)
             except (SynthkitError, ValueError) as e:
                 fail(f"copy {i} from source case #{j}: {e}")
                 bad.add(j)
@@ -177,8 +199,10 @@ def _classic_copies(coh: Any, cases: list[Any], writer: Any, fail: Callable[[str
 
 
 def _real_copies(cases: list[Any], writer: Any, fail: Callable[[str], None],
-                 report: Callable[[float, int], None]) -> list[dict[str, Any]]:
-    """The real cases as ``real_0000`` ... (images and masks onto a clean header)."""
+                 report: Callable[[float, int], None], gen: Any = None,
+                 labels: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    """The real cases as ``real_0000`` ... (images and masks onto a clean header; with a model
+    ``gen``, masks in its label values, as the synthetic copies')."""
     from synthkit.io import read_image, read_mask
 
     records: list[dict[str, Any]] = []
@@ -188,6 +212,11 @@ def _real_copies(cases: list[Any], writer: Any, fail: Callable[[str], None],
             why = grid_mismatch(image.spatial_shape, image.affine, mask.spatial_shape, mask.affine)
             if why:
                 raise ValueError(f"image and mask grids differ ({why})")
+            if gen is not None:
+                mask = gen.to_network_mask(mask, image=image, labels=labels)
+            problem = writer.label_problem(mask)
+            if problem:
+                raise ValueError(problem)
         except (SynthkitError, ValueError) as e:
             fail(f"real case #{j}: {e}")
         else:
@@ -253,7 +282,7 @@ def augment_cohort(
     gen, channel_names = None, tuple(coh.channel_names)
     if method == "diffusion" and n > 0:
         gen, channel_names = _load_model(model, device, coh, need_images)
-    writer = NnunetDatasetWriter(out, channel_names or None, {"background": 0}, overwrite=overwrite)
+    writer = NnunetDatasetWriter(out, channel_names or None, _dataset_labels(coh, cases, gen), overwrite=overwrite)
     tick = as_progress(progress, "classic augmentation" if method == "classic" else "generate") or (lambda d, t: None)
     total = n + (len(cases) if include_real else 0)
     records: list[dict[str, Any]] = []
@@ -266,7 +295,8 @@ def augment_cohort(
                                    report=lambda d, t: tick(d, total))
     n_real = 0
     if include_real:
-        real = _real_copies(cases, writer, fail, report=lambda d, t: tick(n + d, total))
+        real = _real_copies(cases, writer, fail, report=lambda d, t: tick(n + d, total), gen=gen,
+                            labels=dict(coh.labels))
         records += real
         n_real = len(real)
     manifest: dict[str, Any] = {"format": MANIFEST_FORMAT, "method": method, "n": n, "include_real": include_real,
@@ -282,5 +312,5 @@ def augment_cohort(
 
         manifest["classic"] = dataclasses.asdict(classic)
     manifest["cases"] = records
-    writer.finish(manifest, labels=_labels_for(dict(coh.labels), writer.label_values))
+    writer.finish(manifest)
     return AugmentReport(out=out, n_generated=n, n_real=n_real, failures=failures, manifest=manifest)

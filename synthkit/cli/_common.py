@@ -202,8 +202,10 @@ class LossChoice(Choice):
 
 
 class LabelSpaceChoice(Choice):
-    """``sample --label-space``: masks in raw file labels or already in the model's label values."""
+    """``sample --label-space``: by the cohort's label names when they match the run's (auto), in
+    raw file labels, or already in the model's label values."""
 
+    AUTO = "auto"
     RAW = "raw"
     NETWORK = "network"
 

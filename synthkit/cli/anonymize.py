@@ -31,7 +31,12 @@ def register(app: typer.Typer) -> None:
         eta: Annotated[float, typer.Option(help="DDIM stochasticity.")] = 0.0,
         perturb_masks: Annotated[str, typer.Option(help="Perturb each mask before generation with synthkit.masks "
                                  "operations: 'deform' (a small whole-mask warp; masks are patient-derived), e.g. "
-                                 "'move+deform', or 'none' to keep the masks as they are.")] = "deform",
+                                 "'move+deform'; 'template' (the patient's tumour in a head from a reference pool "
+                                 "that is not the patient's: the demo heads, or --template-heads); or 'none' to "
+                                 "keep the masks as they are.")] = "deform",
+        template_heads: Annotated[Path | None, typer.Option(help="Head masks (NIfTI) of people who are not in the "
+                                  "cohort, the pool of --perturb-masks template (default: synthkit's demo "
+                                  "heads).")] = None,
         privacy_gate: Annotated[bool, typer.Option("--privacy-gate/--no-privacy-gate", help="Regenerate (new seed) "
                                 "or drop volumes the memorization check flags as copies of training volumes.")] = True,
         max_retries: Annotated[int, typer.Option(help="New seeds tried for a flagged volume before it is dropped.")] = 3,
@@ -47,13 +52,21 @@ def register(app: typer.Typer) -> None:
                            "outside --out).")] = None,
         dicom: Annotated[bool, typer.Option("--dicom", help="Also export every synthetic image as a DICOM series "
                          "(PS3.15 Basic Application Level Confidentiality Profile).")] = False,
+        keep_geometry: Annotated[bool, typer.Option("--keep-geometry", help="Write each output on its source case's "
+                                 "exact affine (scanner position, obliquity, voxel size): a link back to the input "
+                                 "scan. Default: the same voxels and orientation on a canonical geometry (voxel "
+                                 "sizes rounded to 0.01 mm, no obliquity, centred on the world origin).")] = False,
         device: DeviceOption = "auto",
         batch_size: Annotated[int | None, typer.Option(help="Volumes per network call (default: 1 on cpu, 4 on "
                               "cuda); within 1e-4 of the intensity range of batch size 1.")] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ) -> None:
         """Generate a synthetic image for every mask of COHORT, check each against the training cohort
-        (regenerate or drop copies), and write a de-identified nnU-Net cohort with manifest and report."""
+        (regenerate or drop copies), and write a de-identified nnU-Net cohort with manifest and report.
+
+        Masks follow the run's recorded label rules (label mapping, brain label from the first image
+        channel), so a raw BraTS cohort needs no flags. Outputs are on a canonical geometry, not the
+        source scan's exact affine, unless --keep-geometry."""
         from synthkit.cli._progress import volume_progress
         from synthkit.errors import UsageError
         from synthkit.privacy.anonymize import AnonymizeSettings
@@ -66,14 +79,10 @@ def register(app: typer.Typer) -> None:
             raise UsageError("--batch-size must be at least 1")
         if shape < 8 or not 0 < alpha < 0.5:
             raise UsageError("--shape must be >= 8 and --alpha in (0, 0.5)")
-        ops = None if perturb_masks.strip().lower() in ("", "none") else perturb_masks
-        if ops is not None:
-            from synthkit.masks import parse_op_specs
-
-            parse_op_specs(ops)  # an unknown operation is a usage error before any case runs
+        ops = _mask_ops(perturb_masks, template_heads)
         settings = AnonymizeSettings(
             per_case=per_case, sampler=value_of(sampler), steps=steps, eta=eta, seed=seed, privacy_gate=privacy_gate,
-            max_retries=max_retries, perturb_masks=ops, dicom=dicom,
+            max_retries=max_retries, perturb_masks=ops, dicom=dicom, keep_geometry=keep_geometry,
             check=CheckSettings(shape=(shape,) * 3, alpha=alpha, use_features=features, seed=seed),
         )
 
@@ -100,3 +109,29 @@ def register(app: typer.Typer) -> None:
                 raise UsageError(f"no case could be anonymized ({len(result.failed)} failed)")
             err_console.print(f"synthkit: {len(result.failed)} case(s) failed", markup=False)
             raise typer.Exit(1)
+
+
+def _mask_ops(perturb_masks: str, template_heads: Path | None) -> str | None:
+    """The ``--perturb-masks`` spec (None for 'none'), with ``--template-heads`` as the template
+    operation's ``heads`` option; an unknown operation is a usage error before any case runs."""
+    from synthkit.errors import UsageError
+    from synthkit.masks import parse_op_specs
+
+    ops = None if perturb_masks.strip().lower() in ("", "none") else perturb_masks
+    specs = parse_op_specs(ops) if ops is not None else []
+    if template_heads is None:
+        return ops
+    if not any(s.name == "template" for s in specs):
+        raise UsageError("--template-heads is the pool of --perturb-masks template; add 'template' to --perturb-masks")
+    if not template_heads.is_dir():
+        raise UsageError("--template-heads must be a folder of head masks", template_heads)
+    folder = str(template_heads.resolve())
+    if any(c in folder for c in "+,"):
+        raise UsageError("--template-heads: the folder path must not contain '+' or ','", template_heads)
+    parts = []
+    for s in specs:
+        opts = {**s.options, "heads": folder} if s.name == "template" else dict(s.options)
+        parts.append(s.name + (":" + ",".join(f"{k}={v}" for k, v in opts.items()) if opts else ""))
+    spec = "+".join(parts)
+    parse_op_specs(spec)
+    return spec

@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
                               "intensity range at other batch sizes.")] = None,
         background: Annotated[bool | None, typer.Option("--background/--no-background",
                               help="Hold the image at background outside the head. Default: on when the mask has a head/brain label.")] = None,
-        label_space: Annotated[LabelSpaceChoice, typer.Option(help="raw: masks labelled like the training files (label_map applied); network: already in the model's label values (e.g. BraTS masks with the brain label).")] = LabelSpaceChoice.RAW,
+        label_space: Annotated[LabelSpaceChoice, typer.Option(help="How mask values are read. auto: by the cohort's label names (dataset.json, BraTS) when they are the run's, else as raw; raw: labelled like the training files (the run's label map applied); network: already in the model's label values. The run's brain label is added from the first image channel when a case has images.")] = LabelSpaceChoice.AUTO,
         device: DeviceOption = "auto",
         strict: Annotated[bool, typer.Option("--strict", help="Stop at the first unusable mask.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,

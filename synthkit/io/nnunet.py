@@ -15,6 +15,12 @@ per name) are not base labels: their values only widen the set of allowed label 
 per channel; ``labelsTr/{case}.nii.gz``), each file atomically, and ``dataset.json`` last, so a
 dataset cut short by a crash has no ``dataset.json``. Every command that writes a dataset
 (``sample``, ``augment``, ``anonymize``) writes it through this class.
+
+Labels are written **consecutive** (nnU-Net v2 refuses others: "Labels must be in consecutive
+order"): given the dataset's label table up front (name -> value, e.g. BraTS ``background 0,
+necrotic core 1, edema 2, enhancing 4``), the writer stores the ``i``-th smallest value as
+``i`` in every label file and ``dataset.json`` keeps the names with their new values
+(``enhancing 3``); :func:`consecutive_labels` is that mapping.
 """
 
 from __future__ import annotations
@@ -133,6 +139,18 @@ def write_nnunet_dataset_json(
     return write_json(Path(root) / "dataset.json", obj)
 
 
+def consecutive_labels(labels: dict[str, int]) -> tuple[dict[str, int], dict[int, int]]:
+    """``labels`` (name -> value, ``background: 0``, distinct values) renumbered 0, 1, 2, ... in
+    value order: (the new name -> value table, {old value: new value})."""
+    if labels.get("background") != 0:
+        raise ValueError(f"labels must include background: 0, got {labels}")
+    values = sorted({int(v) for v in labels.values()})
+    if len(values) != len(labels):
+        raise ValueError(f"label values must be distinct: {labels}")
+    old_to_new = {v: i for i, v in enumerate(values)}
+    return {k: old_to_new[int(v)] for k, v in sorted(labels.items(), key=lambda kv: int(kv[1]))}, old_to_new
+
+
 def nnunet_image_name(case_id: str, channel: int, file_ending: str = ".nii.gz") -> str:
     """``imagesTr`` file name of one channel: ``{case}_{channel:04d}{file_ending}``."""
     return f"{case_id}_{channel:04d}{file_ending}"
@@ -158,8 +176,10 @@ class NnunetWriter:
     """Writes cases into an nnU-Net v2 raw dataset folder ``root``.
 
     ``channel_names`` in channel order, or None to name them ``channel_0``, ... from the first
-    image written. ``labels``: name -> value with ``background: 0`` (may be given at
-    :meth:`finish`). ``existing``: what to do when ``root`` already holds dataset files
+    image written. ``labels``: the dataset's label table, name -> value with ``background: 0``;
+    label files are written with consecutive values and ``dataset.json`` with the same names
+    (module docstring; :attr:`value_map` old -> new). Without it (deprecated) values are
+    written as they are and :meth:`finish` needs a consecutive table. ``existing``: what to do when ``root`` already holds dataset files
     (``owned``): ``"refuse"`` (UsageError), ``"replace"`` (remove only those) or ``"keep"``
     (write beside them: resuming). ``nifti``: the NIfTI writer, ``(path, data, affine, *,
     is_label) -> path`` (default :func:`synthkit.io.nifti.write_nifti`; the de-identifying
@@ -174,7 +194,13 @@ class NnunetWriter:
         if labels is not None and labels.get("background") != 0:
             raise UsageError(f"labels must include background: 0, got {labels}")
         self.channel_names = tuple(channel_names) if channel_names else None
-        self.labels = dict(labels) if labels is not None else None
+        self.labels: dict[str, int] | None = None
+        self.value_map: dict[int, int] | None = None
+        if labels is not None:
+            try:
+                self.labels, self.value_map = consecutive_labels(dict(labels))
+            except ValueError as e:
+                raise UsageError(str(e)) from None
         self.file_ending = file_ending
         self.nifti = nifti
         self.case_ids: list[str] = []
@@ -197,10 +223,27 @@ class NnunetWriter:
         return ([f"imagesTr/{nnunet_image_name(case_id, c, self.file_ending)}" for c in range(channels)],
                 f"labelsTr/{nnunet_label_name(case_id, self.file_ending)}")
 
+    def label_problem(self, label: Any) -> str | None:
+        """Why ``label`` (Volume ``(1, D, H, W)``) cannot go into this dataset (values outside
+        its label table), or None."""
+        if self.value_map is None:
+            return None
+        extra = sorted(set(np.unique(label.data).tolist()) - set(self.value_map))
+        return f"label values {extra} are not among the dataset's labels {self.labels}" if extra else None
+
+    def _renumbered(self, label: Any) -> np.ndarray:
+        data = np.asarray(label.data)
+        if self.value_map is None or all(k == v for k, v in self.value_map.items()):
+            return data
+        lut_keys = np.asarray(sorted(self.value_map), dtype=np.int64)
+        lut_vals = np.asarray([self.value_map[k] for k in lut_keys], dtype=np.int16)
+        return lut_vals[np.searchsorted(lut_keys, data.astype(np.int64))]
+
     def write_case(self, case_id: str, image: Any, label: Any) -> list[str]:
         """Write one case: ``image`` Volume ``(C, D, H, W)`` float, ``label`` Volume ``(1, D, H, W)``
-        int on the same grid (the label is stored with the image's affine). Returns the relative
-        paths written, images first."""
+        int on the same grid (the label is stored with the image's affine and consecutive
+        values). ValueError, before any file is written, for a bad case id, grid or label value.
+        Returns the relative paths written, images first."""
         from synthkit.io.nifti import write_nifti
         from synthkit.io.volume import grid_mismatch
 
@@ -214,13 +257,17 @@ class NnunetWriter:
         why = grid_mismatch(image.spatial_shape, image.affine, label.spatial_shape, label.affine)
         if why:
             raise ValueError(f"case {case_id}: image and label grids differ ({why})")
+        problem = self.label_problem(label)
+        if problem:
+            raise ValueError(f"case {case_id}: {problem}")
         write = self.nifti or write_nifti
         images, lab = self.names(case_id, image.n_channels)
         for c, rel in enumerate(images):
             write(self.root / rel, np.asarray(image.data[c : c + 1], dtype=np.float32), image.affine)
-        write(self.root / lab, label.data, image.affine, is_label=True)
+        data = self._renumbered(label)
+        write(self.root / lab, data, image.affine, is_label=True)
         self.case_ids.append(case_id)
-        self.label_values.update(int(v) for v in np.unique(label.data))
+        self.label_values.update(int(v) for v in np.unique(data))
         return [*images, lab]
 
     def finish(self, num_training: int | None = None, *, labels: dict[str, int] | None = None,
@@ -228,14 +275,22 @@ class NnunetWriter:
                sidecars: dict[str, Any] | None = None) -> Path:
         """Write the ``sidecars`` (file name -> JSON object, e.g. a manifest), then
         ``dataset.json`` (``numTraining``: ``num_training``, default the cases written here);
-        returns the root."""
+        returns the root. ``labels``: only for a writer made without a label table (it must
+        then be consecutive already and name every value written)."""
         for fname, obj in (sidecars or {}).items():
             write_json(self.root / fname, obj)
-        labels = labels if labels is not None else self.labels
         if not self.channel_names:
             raise UsageError("no case could be written", self.root)
+        if labels is not None and self.labels is not None and dict(labels) != self.labels:
+            raise ValueError("labels were given when the writer was made; finish() cannot change them")
+        labels = self.labels if self.labels is not None else labels
         if labels is None:
             raise ValueError("finish() needs labels (name -> value with background: 0)")
+        if sorted(int(v) for v in labels.values()) != list(range(len(labels))):
+            raise ValueError(f"dataset labels must be consecutive from 0 (nnU-Net v2), got {labels}")
+        undeclared = sorted(self.label_values - {int(v) for v in labels.values()})
+        if undeclared:
+            raise ValueError(f"label files hold values {undeclared} that dataset.json would not declare")
         write_nnunet_dataset_json(self.root, self.channel_names, labels,
                                   len(self.case_ids) if num_training is None else num_training,
                                   self.file_ending, name=name, description=description)

@@ -3,12 +3,16 @@
 ``synthkit sample``, ``augment``, ``anonymize`` and the demo are configurations of one
 :class:`Engine`; they differ only in the callables they hand it and in what they write::
 
-    jobs (cases x k) --shard (DDP)--> skip done (ManifestStore) --> mask step (read, perturb)
-        --> Pipeline.prepare --> batches of B --> Pipeline.sample_batch (one network call per step)
+    jobs (cases x k) --shard (DDP)--> skip done (ManifestStore) --> mask step (read, to the
+        network's labels, perturb) --> Pipeline.prepare --> batches of B --> Pipeline.sample_batch (one network call per step)
         --> to_volume --> gate (accept / regenerate with the next seed / drop) --> write --> manifest
 
 * **Jobs**: one :class:`Job` per volume to make; ``key`` is its manifest key.
-* **Mask step**: ``read(job)`` (default: :func:`synthkit.io.read_mask` of ``job.case``), then the
+* **Mask step**: ``read(job)`` (default: :func:`synthkit.io.read_mask` of ``job.case``); then
+  :meth:`Pipeline.to_network_mask` applies the run's recorded label rules (label mapping, by
+  the input cohort's label names ``labels`` when they match the run's; the brain label from
+  ``image(job)``, by default the first image channel of ``job.case``, read only when needed),
+  so every later step, the writers included, sees the network's label values; then the
   optional ``perturb(job, mask) -> (mask, info)`` (seeded from the job, so a volume never
   depends on its batch or rank).
 * **Seed rule**: ``seed(job, attempt) -> int``; attempt 0 first, 1, 2, ... for regenerations.
@@ -65,13 +69,13 @@ class Sampling:
     steps: int | None = None
     eta: float = 0.0
     background: bool | None = None  # None: on for masks with a head/brain label
-    label_space: str = "raw"
+    label_space: str = "auto"  # see Pipeline.to_network_mask
 
 
 @dataclasses.dataclass
 class Made:
-    """A finished job handed to the writer: the ``mask`` the image was generated for (perturbed
-    if a perturbation ran), the ``image`` (None when the gate dropped it), every attempt's
+    """A finished job handed to the writer: the ``mask`` the image was generated for (in the
+    network's label values, perturbed if a perturbation ran), the ``image`` (None when the gate dropped it), every attempt's
     ``{"seed": ..., **gate record}``, the perturbation's ``info`` and the background flag."""
 
     job: Job
@@ -117,12 +121,29 @@ def _read_case(job: Job) -> Any:
     return read_mask(job.case)
 
 
+def first_channel(case: Any) -> Any:
+    """The first image channel of a cohort case as a Volume ``(1, D, H, W)``, or None when the
+    case lists no image (what the run's brain-label rule reads)."""
+    images = getattr(case, "images", None)
+    if not images or getattr(case, "missing_images", ()):  # with a channel missing, images[0] may not be channel 0
+        return None
+    from synthkit.io import read_dicom_series, read_nifti
+
+    vol = read_dicom_series(images[0]) if images[0].is_dir() else read_nifti(images[0])
+    return vol if vol.n_channels == 1 else type(vol)(vol.data[:1], vol.affine)
+
+
+def _case_image(job: Job) -> Any:
+    return first_channel(job.case)
+
+
 class Engine:
     """See the module docstring. ``pipe``: a loaded :class:`Pipeline`; ``sampling``: the
     sampler settings; the rest are the hooks a command configures."""
 
     def __init__(self, pipe: Pipeline, sampling: Sampling, *, seed: Callable[[Job, int], int],
                  batch_size: int | None = None, read: Callable[[Job], Any] | None = None,
+                 image: Callable[[Job], Any] | None = None, labels: dict[str, int] | None = None,
                  perturb: Callable[[Job, Any], tuple[Any, dict[str, Any]]] | None = None,
                  gate: Callable[[Job, Any, Any], dict[str, Any]] | None = None, max_retries: int = 0,
                  enforce_gate: bool = True, errors: tuple[type[BaseException], ...] = (SynthkitError, ValueError),
@@ -135,6 +156,7 @@ class Engine:
             raise UsageError("--batch-size must be at least 1 and --max-retries at least 0")
         self.pipe, self.sampling, self.seed = pipe, sampling, seed
         self.read = read or _read_case
+        self.image, self.labels = image or _case_image, dict(labels) if labels else None
         self.perturb, self.gate = perturb, gate
         self.max_retries, self.enforce_gate, self.errors = max_retries, enforce_gate, errors
         self.dist = dist or DistInfo()
@@ -195,11 +217,12 @@ class Engine:
         """The mask step and :meth:`Pipeline.prepare`; None when the job failed for good."""
         while job is not None:
             try:
-                mask = self.read(job)
+                mask = self.pipe.to_network_mask(self.read(job), image=lambda j=job: self.image(j), labels=self.labels,
+                                                 label_space=self.sampling.label_space)
                 info: dict[str, Any] = {}
                 if self.perturb is not None:
                     mask, info = self.perturb(job, mask)
-                prepared = self.pipe.prepare(mask, self.sampling.label_space)
+                prepared = self.pipe.prepare(mask, "network")
             except self.errors as e:
                 job = self._fail(job, e, on_fail, res)
                 continue

@@ -21,7 +21,8 @@ class MaskPerturbation:
     ``ops``: operation specs (``"move+deform:elastic=2"`` or a parsed list); ``rng(job)``: the
     job's parameter generator; ``labels``: the cohort's label names (roles); ``tumour_labels``
     / ``head_labels``: explicit roles; ``donors``: a donor pool (``transplant``);
-    ``case_id(job)``: the source case id given to the operations (None: not given).
+    ``case_id(job)``: the source case id given to the operations (None: not given). The mask's
+    affine goes to the operations too (``template`` places its pool head in world coordinates).
     """
 
     ops: Any
@@ -46,6 +47,7 @@ class MaskPerturbation:
         labels = mask.data[0]
         roles = resolve_roles(self.tumour_labels, self.head_labels, self.labels, np.unique(labels).tolist())
         ctx = SampleContext(roles=roles, spacing=tuple(float(v) for v in mask.spacing),
-                            case_id=self.case_id(job) if self.case_id is not None else "", donors=self.donors)
+                            case_id=self.case_id(job) if self.case_id is not None else "", donors=self.donors,
+                            affine=mask.affine)
         new, chain = perturb(labels, self.specs, ctx, self.rng(job))
         return Volume(np.asarray(new, dtype=np.int16)[None], mask.affine), {"ops": chain_to_json(chain)}

@@ -1,10 +1,12 @@
 """The Pipeline: a loaded model that turns masks into volumes, the same way for every model kind.
 
-Three steps, each its own method, so that callers can batch the middle one::
+Three steps, each its own method, so that callers can batch the middle one (after the input
+mask is put into the network's label values by the run's recorded rules)::
 
-    cond, record, has_head = pipe.prepare(mask)        # mask Volume -> network grid (K, d, h, w)
-    x = pipe.sample_batch(conds, seeds, ...)           # (B, K, d, h, w) -> (B, C, d, h, w) in [-1, 1]
-    vol = pipe.to_volume(x[i], record)                 # back to mask i's own grid and affine
+    net = pipe.to_network_mask(mask, image=img, labels=names)  # input labels -> the network's values
+    cond, record, has_head = pipe.prepare(net, "network")      # mask -> network grid (K, d, h, w)
+    x = pipe.sample_batch(conds, seeds, ...)    # (B, K, d, h, w) -> (B, C, d, h, w) in [-1, 1]
+    vol = pipe.to_volume(x[i], record)          # back to mask i's own grid and affine
 
 :meth:`Pipeline.sample` chains them for one mask. A model kind (diffusion, Pix2Pix, DiscoGAN,
 ...) is a subclass registered with :func:`synthkit.pipeline.registry.register_kind`; it says how
@@ -156,6 +158,62 @@ class Pipeline:
             vals.add(int(self.preprocess.brain_label))
         return vals
 
+    def network_labels(self) -> dict[str, int]:
+        """The label table of masks in the network's values (what :meth:`to_network_mask`
+        returns and what synthkit writes as ``labelsTr``): ``background: 0`` and every value of
+        ``mask_labels``, named as in ``config.data.labels`` (the first name of a value; BraTS
+        trained the paper's way: necrotic core 1, edema 2, enhancing 3, brain 4), else
+        ``label_{v}``."""
+        names: dict[int, str] = {}
+        for name, v in self.config.data.labels.items():
+            names.setdefault(int(v), str(name))
+        out = {"background": 0}
+        for v in sorted({int(v) for v in self.preprocess.mask_labels} - {0}):
+            name = names.get(v, f"label_{v}")
+            out[name if name not in out else f"{name}_{v}"] = v
+        return out
+
+    def to_network_mask(self, mask: Any, *, image: Any = None, labels: dict[str, int] | None = None,
+                        label_space: str = "auto") -> Any:
+        """An input mask Volume ``(1, D, H, W)`` -> the same grid in the network's label values,
+        by the rules the run recorded (``config.preprocess``), int16.
+
+        1. **Values.** ``label_space="auto"`` (default): when ``labels`` (the input cohort's
+           declared name -> value, e.g. from its ``dataset.json`` or the BraTS layout) names
+           only labels the run knows (:meth:`network_labels`, names compared case-insensitively),
+           values are translated by name (raw BraTS ``enhancing 4`` -> 3, and a dataset synthkit
+           wrote, with its consecutive values, back to the run's); otherwise as ``"raw"``.
+           ``"raw"``: ``label_map`` by value (masks labelled like the training files);
+           ``"network"``: unchanged.
+        2. **Brain label.** When the run adds a brain label (``brain_label``) and the mask does
+           not carry it, it is added from ``image`` (a Volume ``(C, D, H, W)`` on the mask's
+           grid, or a callable returning one or None; only its first channel is used) exactly
+           as in training (:func:`synthkit.preprocess.case.add_brain_label`). Without an image
+           the mask stays without it (the model then sees no brain outline).
+        """
+        from synthkit.errors import CohortError
+        from synthkit.io.volume import Volume, grid_mismatch
+        from synthkit.preprocess.case import add_brain_label, remap_labels
+
+        if label_space not in ("auto", "raw", "network"):
+            raise UsageError(f"label_space must be 'auto', 'raw' or 'network', not {label_space!r}")
+        data = np.asarray(mask.data[0]).astype(np.int16, copy=False)
+        by_name = _name_translation(labels, self.network_labels()) if label_space == "auto" else None
+        if by_name is not None:
+            data = remap_labels(data, by_name)
+        elif label_space in ("auto", "raw"):
+            data = remap_labels(data, self.preprocess.label_map)
+        brain = self.preprocess.brain_label
+        if brain is not None and not np.any(data == int(brain)):
+            img = image() if callable(image) else image
+            if img is not None:
+                why = grid_mismatch(img.spatial_shape, img.affine, mask.spatial_shape, mask.affine)
+                if why:
+                    raise CohortError(f"image and mask are not on the same grid ({why}), needed for the "
+                                      "run's brain label")
+                data = add_brain_label(data, np.asarray(img.data[0]), self.preprocess)
+        return Volume(np.asarray(data, dtype=np.int16)[None], mask.affine)
+
     def prepare(self, mask: Any, label_space: str = "raw") -> Prepared:
         """Mask Volume ``(1, D, H, W)`` -> :class:`Prepared` (cond ``(K, d, h, w)``, GridRecord,
         has_head); unpacks as a 3-tuple.
@@ -206,7 +264,8 @@ class Pipeline:
 
     def sample(self, mask: Any, *, seed: int = 0, sampler: str = "ddpm", steps: int | None = None,
                eta: float = 0.0, background: bool | None = None, affine: np.ndarray | None = None,
-               label_space: str = "raw", progress: Progress | None = None) -> Any:
+               label_space: str = "auto", image: Any = None, labels: dict[str, int] | None = None,
+               progress: Progress | None = None) -> Any:
         """Generate one volume for ``mask``; returns a ``Volume`` ``(C, D, H, W)`` float32 on the
         mask's own grid and affine.
 
@@ -214,15 +273,29 @@ class Pipeline:
         ``(D, H, W)`` (with ``affine``, default identity). ``sampler``: ``"ddpm"`` (all T steps,
         the paper) or ``"ddim"`` (``steps`` of them); one-pass kinds ignore it. ``background``:
         hold the predicted x0 at -1 outside the head (where the one-hot mask is all zero);
-        default: on when the mask holds a head/brain label. ``label_space``: see :meth:`prepare`.
+        default: on when the mask holds a head/brain label. ``label_space``, ``image`` (for the
+        run's brain label) and ``labels`` (the mask's label names): see :meth:`to_network_mask`.
         Same arguments and seed -> bit-identical output, and the same as a batch-1 run of
         ``synthkit sample``.
         """
-        cond, record, has_head = self.prepare(as_mask_volume(mask, affine), label_space)
+        net = self.to_network_mask(as_mask_volume(mask, affine), image=image, labels=labels, label_space=label_space)
+        cond, record, has_head = self.prepare(net, "network")
         use_bg = has_head if background is None else bool(background)
         x = self.sample_batch(cond[None], [seed], sampler=sampler, steps=steps, eta=eta,
                               background=[use_bg], progress=progress)
         return self.to_volume(x[0], record)
+
+
+def _name_translation(labels: dict[str, int] | None, network: dict[str, int]) -> dict[str, int] | None:
+    """``{str(input value): network value}`` when every named foreground label of ``labels`` is
+    one the network knows (case-insensitive); None otherwise (or without names)."""
+    if not labels:
+        return None
+    known = {k.lower(): int(v) for k, v in network.items()}
+    fg = {str(k).lower(): int(v) for k, v in labels.items() if int(v) != 0}
+    if not fg or any(k not in known for k in fg):
+        return None
+    return {str(v): known[k] for k, v in fg.items()}
 
 
 #: The name synthkit < 0.2 gave a loaded model (``synthkit.Generator``).

@@ -11,6 +11,7 @@ from synthkit._lazy import lazy_getattr
 
 _API: dict[str, str] = {
     "GridRecord": "synthkit.preprocess.case",
+    "add_brain_label": "synthkit.preprocess.case",
     "Preprocessed": "synthkit.preprocess.case",
     "RECORD_VERSION": "synthkit.preprocess.case",
     "one_hot": "synthkit.preprocess.case",

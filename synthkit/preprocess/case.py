@@ -161,12 +161,23 @@ def _checked_arrays(image: Volume | None, mask: Volume) -> tuple[np.ndarray | No
     return img, labels
 
 
+def add_brain_label(labels: np.ndarray, first_channel: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """The brain-label rule (paper, BraTS setup): unlabelled voxels of ``labels`` ``(D, H, W)``
+    where ``first_channel`` ``(D, H, W)`` (raw intensities of the image's first channel, same
+    grid) is above ``cfg.brain_threshold`` of its robust range, holes filled, get
+    ``cfg.brain_label``. Unchanged when the run has no brain label."""
+    if cfg.brain_label is None:
+        return labels
+    brain = _brain_from_image(np.asarray(first_channel, dtype=np.float32), cfg.brain_threshold,
+                              cfg.clip_percentiles[1])
+    return np.where((labels == 0) & brain, np.int16(cfg.brain_label), labels).astype(np.int16)
+
+
 def _final_labels(labels: np.ndarray, img: np.ndarray | None, cfg: PreprocessConfig) -> np.ndarray:
     """Step 1: ``label_map``, then ``brain_label``; every value left must be in ``mask_labels``."""
     labels = remap_labels(labels, cfg.label_map)
-    if cfg.brain_label is not None and img is not None:
-        brain = _brain_from_image(img[0], cfg.brain_threshold, cfg.clip_percentiles[1])
-        labels = np.where((labels == 0) & brain, np.int16(cfg.brain_label), labels).astype(np.int16)
+    if img is not None:
+        labels = add_brain_label(labels, img[0], cfg)
     present = set(np.unique(labels).tolist()) - {0}
     unknown = sorted(present - set(cfg.mask_labels))
     if unknown:

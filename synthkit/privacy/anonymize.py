@@ -6,13 +6,25 @@ input cohort (any layout synthkit reads, DICOM included; only masks are used) an
 ``k < per_case``:
 
 1. the case's mask, perturbed with :mod:`synthkit.masks` (``perturb_masks``: ``"deform"``, a
-   small whole-mask affine + elastic warp, by default; e.g. ``"move+deform"``; None keeps the
-   mask as it is), conditions the trained model, which generates an image;
+   small whole-mask affine + elastic warp, by default; e.g. ``"move+deform"``; ``"template"``
+   puts the patient's tumour into a head from a reference pool that is not the patient's, the
+   demo heads or ``template:heads=DIR``; None keeps the mask as it is), conditions the trained
+   model, which generates an image;
 2. the memorization check (:mod:`synthkit.privacy.check`) compares it with the training cohort
    (its path recorded with the run, or given); with the privacy gate on, a flagged volume is
    regenerated with a new seed up to ``max_retries`` times and dropped if it stays flagged;
 3. image(s) and mask go through the de-identifying NIfTI writer under a fresh opaque id
-   (``syn_`` + 12 hex digits from a generator seeded by ``seed``), optionally also as DICOM.
+   (``syn_`` + 12 hex digits from a generator seeded by ``seed``), optionally also as DICOM,
+   on a geometry that is not the source scan's (:func:`synthkit.privacy.deid.canonical_affine`:
+   the same voxels and anatomical orientation, voxel sizes rounded to 0.01 mm, obliquity
+   dropped, the grid centred on the world origin); ``keep_geometry`` keeps the source case's
+   exact affine, a link back to the input scan.
+
+Masks are put into the model's label values by the run's recorded rules before anything else
+(:meth:`synthkit.pipeline.Pipeline.to_network_mask`: the label mapping, by the cohort's label
+names when they match the run's, and the brain label from the case's first image channel), so a
+raw BraTS cohort (labels 0/1/2/4, images beside the masks) goes through a model trained the
+paper's way with no flags; the dataset is written with consecutive label values (nnU-Net v2).
 
 Seeds: the mask warp of output ``oid`` draws from ``seed_for(seed, oid + ":mask", 0)``, attempt
 ``a`` of its image from ``seed_for(seed, oid, a)``; ``batch_size`` volumes share a network call
@@ -27,8 +39,10 @@ The manifest holds the model hash, settings, per-volume seeds and privacy result
 output id; neither it nor anything else in OUT names an input or training case. The
 input->output mapping is written only on request, outside OUT. Re-running with the same
 arguments continues where a run stopped (finished volumes are kept); a case that fails is
-reported and the others go on. Finally OUT is scanned for the input case ids, file names and
-DICOM identifying tag values (:func:`synthkit.privacy.deid.scan_for_identifiers`).
+reported and the others go on. Finally OUT is scanned for every identifier of the input
+(:func:`synthkit.privacy.identifiers.identifier_needles`: case ids and path components, every
+PN/LO/SH/DA/DT/TM/UI/AS value of every DICOM file, NIfTI header text; short values as whole
+tokens) with :func:`synthkit.privacy.identifiers.scan_for_identifiers`; a hit fails the run.
 
 Output ids depend only on ``seed`` and the position of the case in the sorted input cohort:
 ``seed`` is therefore the key that links outputs back to inputs; keep it private. (The masks
@@ -50,16 +64,12 @@ from synthkit.errors import SynthkitError, UsageError
 from synthkit.pipeline.seeds import seed_for
 from synthkit.privacy import deid
 from synthkit.privacy.check import CheckSettings, MemorizationChecker, PrivacyResult, prepare_set
+from synthkit.privacy.identifiers import identifier_needles
 
 FORMAT = "synthkit-anonymize/1"
 MANIFEST = "manifest.json"
 _ID_STREAM = 0xA11D
 _RECORD_KEYS = ("similarity", "distance", "ssim", "ratio", "feature_distance", "flipped", "shift", "flagged", "reason")
-_DICOM_TAGS = ("PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs", "OtherPatientNames",
-               "InstitutionName", "InstitutionAddress", "ReferringPhysicianName", "PerformingPhysicianName",
-               "OperatorsName", "AccessionNumber", "StudyID", "StationName", "DeviceSerialNumber",
-               "StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate", "PatientAddress")
-MIN_NEEDLE = 5
 
 
 @dataclass(frozen=True)
@@ -73,6 +83,7 @@ class AnonymizeSettings:
     max_retries: int = 3
     perturb_masks: str | None = "deform"
     dicom: bool = False
+    keep_geometry: bool = False
     check: CheckSettings = field(default_factory=CheckSettings)
 
 
@@ -108,49 +119,33 @@ def recorded_train_cohort(run_dir: Path) -> Path | None:
     return None
 
 
-def identifier_needles(cohort: Any) -> list[str]:
-    """Strings from the input cohort that must never appear in the output: case ids, file and
-    folder names (without suffixes), DICOM identifying tag values, NIfTI header text fields.
-    Strings shorter than ``MIN_NEEDLE`` are left out (chance matches in binary data)."""
-    import nibabel as nib
-    import pydicom
-
-    from synthkit.io.nifti import is_nifti, strip_nifti_suffix
-
-    found: set[str] = set()
-    for case in cohort.cases:
-        found.add(case.case_id)
-        for p in [*case.images, *([case.mask] if case.mask else [])]:
-            found.add(strip_nifti_suffix(p.name))
-            if p.is_dir():
-                first = next((f for f in sorted(p.rglob("*")) if f.is_file()), None)
-                if first is not None:
-                    try:
-                        ds = pydicom.dcmread(str(first), stop_before_pixels=True)
-                        for tag in _DICOM_TAGS:
-                            value = ds.get(tag)
-                            if value is not None:
-                                found.update(s for s in (str(value), str(value).replace("^", " ")) if s)
-                    except Exception:  # noqa: BLE001, S110 - best effort: a non-DICOM file adds nothing
-                        pass
-            elif p.is_file() and is_nifti(p):
-                try:
-                    hdr = nib.load(str(p)).header
-                    for fld in ("descrip", "aux_file", "intent_name", "db_name"):
-                        found.add(bytes(np.asarray(hdr[fld]).tobytes()).strip(b"\x00 ").decode("latin-1"))
-                except Exception:  # noqa: BLE001, S110 - an unreadable header adds nothing
-                    pass
-    return sorted(s.strip() for s in found if len(s.strip()) >= MIN_NEEDLE)
-
-
 def _inside(a: Path, b: Path) -> bool:
     a, b = a.resolve(), b.resolve()
     return a == b or b in a.parents
 
 
+def public_ops(ops: str | None) -> str | None:
+    """The mask operations as the manifest records them: a folder option (``template:heads=DIR``)
+    becomes ``dir:`` + the first 12 hex digits of the SHA-256 of its absolute path, because a path
+    may name a patient or a site."""
+    if not ops:
+        return ops
+    import hashlib
+
+    from synthkit.masks import parse_op_specs
+
+    parts = []
+    for spec in parse_op_specs(ops):
+        opts = {k: ("dir:" + hashlib.sha256(str(Path(v).resolve()).encode()).hexdigest()[:12] if k == "heads" else v)
+                for k, v in spec.options.items()}
+        parts.append(spec.name + (":" + ",".join(f"{k}={v}" for k, v in opts.items()) if opts else ""))
+    return "+".join(parts)
+
+
 def _fingerprint(gen: Any, s: AnonymizeSettings, n_cases: int) -> dict[str, Any]:
     d = asdict(s)
     d["check"] = {k: list(v) if isinstance(v, tuple) else v for k, v in d["check"].items()}
+    d["perturb_masks"] = public_ops(s.perturb_masks)
     return {"weights_sha256": gen.weights_sha256, "n_cases": n_cases, **d}
 
 
@@ -191,14 +186,27 @@ def _gate(checker: MemorizationChecker, s: AnonymizeSettings) -> Callable[[Any, 
     return gate
 
 
-def _writer(out: Path, s: AnonymizeSettings, channels: tuple[str, ...],
-            n_channels: int) -> tuple[Any, Callable[[Any], dict[str, Any]]]:
-    """The dataset writer (de-identifying NIfTI) and the engine's write step: the volume (and its
-    DICOM series) under the job's opaque id; it returns the manifest entry (a dropped volume:
-    its attempts, no files)."""
+def _output_geometry(made: Any, s: AnonymizeSettings) -> tuple[Any, Any]:
+    """(image, mask) on the output geometry: :func:`deid.canonical_affine` of the source grid,
+    or the source's own affine with ``keep_geometry``."""
+    from synthkit.io.volume import Volume
+
+    image, mask = made.image, made.mask
+    if s.keep_geometry:
+        return image, mask
+    affine = deid.canonical_affine(image.affine, image.spatial_shape)
+    return Volume(image.data, affine), Volume(mask.data, affine)
+
+
+def _writer(out: Path, s: AnonymizeSettings, channels: tuple[str, ...], n_channels: int,
+            labels: dict[str, int]) -> tuple[Any, Callable[[Any], dict[str, Any]]]:
+    """The dataset writer (de-identifying NIfTI, ``labels``: the model's label table, written
+    consecutive) and the engine's write step: the volume (and its DICOM series) under the job's
+    opaque id, on the output geometry; it returns the manifest entry (a dropped volume: its
+    attempts, no files)."""
     from synthkit.io.nnunet import NnunetWriter
 
-    writer = NnunetWriter(out, channels if len(channels) == n_channels else None, existing="keep",
+    writer = NnunetWriter(out, channels if len(channels) == n_channels else None, labels, existing="keep",
                           nifti=deid.write_deidentified_nifti)
 
     def write(made: Any) -> dict[str, Any]:
@@ -207,8 +215,8 @@ def _writer(out: Path, s: AnonymizeSettings, channels: tuple[str, ...],
         if not made.accepted:
             entry.update(status="dropped", files=[])
             return entry
-        files = writer.write_case(oid, made.image, made.mask)
-        vol = made.image
+        vol, mask = _output_geometry(made, s)
+        files = writer.write_case(oid, vol, mask)
         if s.dicom:
             rng = np.random.default_rng(seed_for(s.seed, oid + ":dicom", 0))
             study = deid.DicomStudy.new(rng)
@@ -230,10 +238,10 @@ def _engine(gen: Any, s: AnonymizeSettings, cohort: Any, checker: MemorizationCh
 
     perturb = None
     if s.perturb_masks:
-        perturb = MaskPerturbation(s.perturb_masks, labels=dict(cohort.labels),
+        perturb = MaskPerturbation(s.perturb_masks, labels=gen.network_labels(),
                                    rng=lambda job: np.random.default_rng(seed_for(s.seed, job.key + ":mask", 0)))
     return Engine(gen, Sampling(s.sampler, s.steps, s.eta), seed=lambda job, attempt: seed_for(s.seed, job.key, attempt),
-                  perturb=perturb, gate=_gate(checker, s) if checker is not None else None,
+                  labels=dict(cohort.labels), perturb=perturb, gate=_gate(checker, s) if checker is not None else None,
                   max_retries=s.max_retries, enforce_gate=s.privacy_gate,
                   errors=(SynthkitError, ValueError, RuntimeError), batch_size=batch_size,
                   progress=as_progress(progress, "anonymize"))
@@ -306,7 +314,7 @@ def anonymize(
     ids = deid.fresh_case_ids(len(cohort.cases) * s.per_case, np.random.default_rng([s.seed, _ID_STREAM]))
     jobs = [Job(ids[i * s.per_case + k], case, k, i) for i, case in enumerate(cohort.cases) for k in range(s.per_case)]
     channels = tuple(gen.config.data.channel_names)
-    writer, write_one = _writer(out, s, channels, gen.image_channels)
+    writer, write_one = _writer(out, s, channels, gen.image_channels, gen.network_labels())
 
     def write(made: Any) -> dict[str, Any]:
         entry = write_one(made)
@@ -333,10 +341,8 @@ def _finish(out: Path, store: Any, writer: Any, cohort: Any, gen: Any, s: Anonym
             ids: list[str]) -> None:
     """dataset.json, the manifest, the privacy report, the mapping (on request), the self-check."""
     entries = store.entries
-    labels = dict(cohort.labels) or dict(gen.config.data.labels)
-    labels = labels if "background" in labels else {"background": 0, **labels}
     store.finish(then=lambda doc: writer.finish(
-        sum(e["status"] == "ok" for e in entries.values()), labels=labels, name="synthkit synthetic cohort",
+        sum(e["status"] == "ok" for e in entries.values()), name="synthkit synthetic cohort",
         description="Synthetic images generated by synthkit (Med-DDPM); see manifest.json"))
     _write_privacy_report(out, entries, calibration, s, getattr(checker, "extractor", None) if checker else None,
                           checker is not None)
@@ -345,7 +351,9 @@ def _finish(out: Path, store: Any, writer: Any, cohort: Any, gen: Any, s: Anonym
                  for i, case in enumerate(cohort.cases) for k in range(s.per_case)
                  if ids[i * s.per_case + k] in entries}
         deid.write_mapping(mapping, out, pairs)
-    hits = deid.scan_for_identifiers(out, identifier_needles(cohort))
+    # what the output carries by design (the model's channel and label names) is not identifying
+    written_names = [*gen.config.data.channel_names, *gen.network_labels()]
+    hits = deid.scan_for_identifiers(out, identifier_needles(cohort, exclude=written_names))
     if hits:
         where = sorted({str(h.path.relative_to(out)) for h in hits})[:5]
         raise deid.DeidError(f"self-check found {len(hits)} input identifier(s) in the output "
