@@ -22,6 +22,7 @@ SCRIPTS: list[tuple[str, list[str], list[str]]] = [
     ("bench_sampling.py", ["--quick"], []),
     ("bench_evaluate.py", ["--quick"], []),
     ("bench_masks.py", ["--sizes", "48", "--repeats", "3"], []),
+    ("bench_latent.py", ["--quick"], []),
 ]
 
 
