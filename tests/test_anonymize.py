@@ -282,6 +282,11 @@ def test_unknown_mask_operation_is_refused_before_any_case(cli, world, tmp_path)
     assert res.exit_code == 2
     assert "wobble" in res.output and "Traceback" not in res.output
     assert not (out / "imagesTr").exists()
+    res = cli(*_args(world, out, "--template-heads", tmp_path))  # a pool without the template operation
+    assert res.exit_code == 2 and "--perturb-masks template" in res.output and "Traceback" not in res.output
+    res = cli(*_args(world, out, "--perturb-masks", "template", "--template-heads", tmp_path / "nope"))
+    assert res.exit_code == 2 and "folder" in res.output
+    assert not (out / "imagesTr").exists()
 
 
 def _oblique_masks(root: Path) -> Path:
