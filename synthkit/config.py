@@ -33,6 +33,23 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return _codec.to_dict(cfg)
 
 
+def _read_json(path: str | Path) -> Any:
+    """The parsed JSON of a config file; ConfigError (naming the file) when missing or not JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError("no such config file", Path(path)) from None
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"not a valid JSON config ({e})", Path(path)) from None
+
+
+def _save_json(cfg: Any, path: str | Path) -> Path:
+    """Write dataclass ``cfg`` as JSON, atomically."""
+    from synthkit.io.atomic import write_json
+
+    return write_json(path, to_dict(cfg))
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The 3D conditional U-Net denoiser.
@@ -178,20 +195,11 @@ class RunConfig:
     autoencoder: AutoencoderRunConfig | None = None
 
     def save(self, path: str | Path) -> Path:
-        from synthkit.io.atomic import write_json
-
-        return write_json(path, to_dict(self))
+        return _save_json(self, path)
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError("no such config file", path) from None
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"not a valid JSON config ({e})", path) from None
-        return from_dict(cls, data, where=str(path))
+        return from_dict(cls, _read_json(path), where=str(path))
 
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
@@ -299,19 +307,11 @@ class AutoencoderRunConfig:
     kind: Literal["autoencoder"] = "autoencoder"
 
     def save(self, path: str | Path) -> Path:
-        from synthkit.io.atomic import write_json
-
-        return write_json(path, to_dict(self))
+        return _save_json(self, path)
 
     @classmethod
     def load(cls, path: str | Path) -> AutoencoderRunConfig:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError("no such config file", path) from None
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"not a valid JSON config ({e})", path) from None
+        data = _read_json(path)
         if not isinstance(data, dict) or data.get("kind") != "autoencoder":
             raise ConfigError("not an autoencoder run's config (no \"kind\": \"autoencoder\")", path)
         return from_dict(cls, data, where=str(path))
