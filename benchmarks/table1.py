@@ -74,10 +74,19 @@ def _train(model: str, cohort: Path, work: Path, a) -> dict:
     per = _seconds_per_step(model, cohort, work, a)
     steps = max(a.probe_steps, math.floor(a.minutes * 60 / per))
     run = work / f"run_{model}"
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _children_cpu_s()
     _run(*_train_args(model, cohort, run, steps, a))
     return {"model": model, "seconds_per_step": per, "steps": steps, "train_s_logged": _log_times(run)[-1],
-            "train_wall_s": time.perf_counter() - t0, "run": run}
+            "train_wall_s": time.perf_counter() - t0, "train_cpu_s": _children_cpu_s() - cpu0, "run": run}
+
+
+def _children_cpu_s() -> float:
+    """CPU seconds (user + system) used so far by finished child processes: the training runs'
+    own CPU time, which stays comparable when the machine's load changes during the benchmark."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def _plot(rows: list[dict], path: Path) -> None:
