@@ -197,7 +197,7 @@ class _CopyingPipeline:
             self.calls += 1
             img, _ = phantom(16, seed=1 if self.calls <= self.n_copies else 90 + self.calls)
             rng = np.random.default_rng(seed % 2**32)
-            out.append(torch.from_numpy(img.data + rng.normal(0, 0.01, img.data.shape).astype(np.float32)))
+            out.append(torch.from_numpy(img.data + rng.normal(0, 0.001, img.data.shape).astype(np.float32)))
         return torch.stack(out)
 
     def to_volume(self, x, record):
@@ -206,30 +206,36 @@ class _CopyingPipeline:
         return Volume(x.numpy(), record.affine)
 
 
-@pytest.mark.parametrize("n_copies, status, attempts", [(1, "ok", 2), (10, "dropped", 3)])
-def test_privacy_gate_regenerates_then_drops(world, tmp_path, n_copies, status, attempts):
+@pytest.mark.parametrize("n_copies, rules, status, attempts", [
+    (1, None, "ok", 2),
+    (10, ("similarity", "identity"), "dropped", 3),  # copies with their own mask: max_retries=2, then dropped
+    (10, None, "dropped", 2),  # the head outline flagged two seeds in a row: no third attempt
+])
+def test_privacy_gate_regenerates_then_drops(world, tmp_path, n_copies, rules, status, attempts):
     from synthkit.io import discover_cohort
     from synthkit.pipeline.engine import Engine, Job, Sampling
     from synthkit.pipeline.seeds import seed_for
-    from synthkit.privacy.anonymize import AnonymizeSettings, _gate, _writer
-    from synthkit.privacy.audit import load_set
-    from synthkit.privacy.check import CheckSettings, MemorizationChecker
+    from synthkit.privacy.anonymize import AnonymizeSettings, _writer
+    from synthkit.privacy.anonymize_gate import make_gate, prepare_reference
+    from synthkit.privacy.check import CheckSettings
 
     _, train_dir, _, cohort_dir = world
-    check = CheckSettings(shape=(16,) * 3, use_features=False)
-    checker = MemorizationChecker(load_set(train_dir, "training", check, None, errors=[]), None, check)
-    cohort = discover_cohort(cohort_dir, need_images=False)
+    check = CheckSettings(shape=(16,) * 3, use_features=False, **({"rules": rules} if rules else {}))
+    ref = prepare_reference(train_dir, check)
+    cohort = discover_cohort(train_dir if rules else cohort_dir, need_images=False)
+    case = cohort.cases[1] if rules else cohort.cases[0]  # training case 1 is what the stand-in copies
     s = AnonymizeSettings(max_retries=2, check=check)
     entries = []
     engine = Engine(_CopyingPipeline(n_copies), Sampling(), seed=lambda job, a: seed_for(s.seed, job.key, a),
-                    gate=_gate(checker, s), max_retries=s.max_retries, batch_size=1)
+                    gate=make_gate(ref, {}, linkage=True), max_retries=s.max_retries, batch_size=1)
     _, write = _writer(tmp_path, s, ("MR",), 1, {"background": 0, "head": 1, "tumour": 2})
-    res = engine.run([Job("syn_0123456789ab", cohort.cases[0])], lambda made: entries.append(write(made)))
+    res = engine.run([Job("syn_0123456789ab", case)], lambda made: entries.append(write(made)))
     (entry,) = entries
     assert entry["status"] == status and len(entry["attempts"]) == attempts
     assert entry["attempts"][0]["flagged"]
     assert [a["seed"] for a in entry["attempts"]] == [seed_for(s.seed, "syn_0123456789ab", a) for a in range(attempts)]
     assert res.batches == attempts and (res.dropped == []) == (status == "ok")
+    assert ("retry" in entry["attempts"][-1]) == (rules is None and status == "dropped")
     assert "nearest" not in json.dumps(entry)
     written = list(tmp_path.rglob("*.nii.gz"))
     assert (len(written) == 2) == (status == "ok")
@@ -355,3 +361,118 @@ def test_template_masks_keep_the_tumour_in_a_head_that_is_not_the_patients(cli, 
         assert recorded.startswith("template:heads=dir:") and "pool_site_A" not in (out / "manifest.json").read_text()
     else:
         assert recorded == "template"
+
+
+def _in_source_mask(case, seed):
+    """A volume that is not a copy of any training image (a fresh phantom's texture) made for
+    ``case``'s mask: background held outside its head, as the model does."""
+    from synthkit.io import read_mask
+    from synthkit.io.volume import Volume
+
+    mask = read_mask(case)
+    img, _ = phantom(16, seed=seed)
+    data = img.data.copy()
+    data[:, mask.data[0] == 0] = data.min()
+    return Volume(data, mask.affine), mask
+
+
+def test_linkage_gate_flags_a_volume_whose_own_source_is_the_top_match(world):
+    """Training subjects as input: the gate ranks the training subjects for each volume (its own
+    source known by mask content), flags it when the source is the top match even though the
+    copy rule does not, and keeps only ranks and booleans."""
+    from synthkit.io import discover_cohort
+    from synthkit.pipeline.engine import Job
+    from synthkit.privacy.anonymize_gate import make_gate, prepare_reference, source_columns
+    from synthkit.privacy.check import CheckSettings
+
+    _, train_dir, _, dicom_in = world
+    ref = prepare_reference(train_dir, CheckSettings(shape=(16,) * 3, use_features=False, rules=("similarity",)))
+    train = discover_cohort(train_dir)
+    sources = source_columns(train, ref)
+    assert sources == {c.case_id: ref.checker.train.ids.index(c.case_id) for c in train.cases}
+    assert source_columns(discover_cohort(dicom_in, need_images=False), ref) == {}  # not training subjects
+    on, off = make_gate(ref, sources, linkage=True), make_gate(ref, sources, linkage=False)
+    retried = 0
+    for i, case in enumerate(train.cases):
+        job = Job(f"syn_{i:012d}", case)
+        vol, mask = _in_source_mask(case, 90 + i)
+        rec, plain = on(job, vol, mask), off(job, vol, mask)
+        assert not rec["copy_flag"] and not plain["flagged"]
+        assert set(rec["source_rank"]) == {"identity", "shape_dice", "image"}
+        assert rec["reidentified"] == (min(rec["source_rank"].values()) == 1) == plain["reidentified"]
+        assert rec["flagged"] == rec["reidentified"]
+        assert "re-identified" in rec["reason"]
+        assert not any(isinstance(v, str) and v.startswith("case_") for v in rec.values())
+        again = on(job, vol, mask)  # the same head outline flags a second seed: no more retries
+        retried += again.get("retry", True) is False
+        assert (again.get("retry", True) is False) == (rec["source_rank"]["shape_dice"] == 1)
+    assert sum(1 for c in train.cases) == 5 and retried >= 1
+    unknown = make_gate(ref, {}, linkage=True)(Job("syn_x", train.cases[0]), *_in_source_mask(train.cases[0], 90))
+    assert "source_rank" not in unknown and not unknown["flagged"]
+
+
+def _training_args(world, out, *extra):
+    args = _args(world, out, "--perturb-masks", "none", "--no-features", *extra)
+    args[1] = world[1]  # the model's own training cohort as the input: the attacker's worst case
+    return args
+
+
+def test_anonymize_of_training_subjects_reports_the_attack_and_drops_reidentified(cli, world, tmp_path):
+    out = tmp_path / "out"
+    res = cli(*_training_args(world, out))
+    assert res.exit_code == 0, res.output
+    man = json.loads((out / "manifest.json").read_text())
+    priv = man["privacy"]
+    assert priv["gate_linkage"] is True and priv["inputs_in_training"] == 5
+    before = priv["attacks"]["linkage_before_gate"]
+    assert before["n_linked"] == 5 and set(before["statistics"]) == {"identity", "shape_dice", "image"}
+    best = before["best"]["top1"]
+    assert best["chance"] == 0.2 and best["rate"] >= 0.8 and best["p_value"] < 0.01
+    for c in man["cases"]:
+        first, last = c["attempts"][0], c["attempts"][-1]
+        assert isinstance(first["reidentified"], bool) and set(first["source_rank"]) == set(before["statistics"])
+        assert c["status"] == ("dropped" if last["flagged"] else "ok")
+        assert last["flagged"] == (last["copy_flag"] or last["reidentified"])
+    shared = priv["attacks"]["linkage"]
+    assert shared["n_synthetic"] == sum(c["status"] == "ok" for c in man["cases"])
+    assert shared["n_linked"] == shared["n_synthetic"]
+    assert any(c["status"] == "dropped" for c in man["cases"])
+    assert any("needs a holdout set (--holdout DIR" in n for n in priv["not_computed"])
+    html = (out / "privacy_report.html").read_text()
+    assert "Re-identification attack: the first attempt of every volume, before the gate" in html
+    assert "dropped by the gate" in html and "--holdout" in html
+    train_ids = [f"case_{i:03d}" for i in range(5)]
+    assert deid.scan_for_identifiers(out, train_ids) == []  # ranks and booleans only
+    # the gate off: everything is written, and the attack is reported on what is shared
+    res = cli(*_training_args(world, tmp_path / "open", "--no-privacy-gate"))
+    assert res.exit_code == 0, res.output
+    man = json.loads((tmp_path / "open" / "manifest.json").read_text())
+    assert all(c["status"] == "ok" for c in man["cases"])
+    link = man["privacy"]["attacks"]["linkage"]
+    assert link["n_linked"] == 5 and link["best"]["top1"]["rate"] >= 0.8
+    assert deid.scan_for_identifiers(tmp_path / "open", train_ids) == []
+    # --no-gate-linkage: the attack is still reported; only the copy rule gates
+    res = cli(*_training_args(world, tmp_path / "nolink", "--no-gate-linkage"))
+    assert res.exit_code == 0, res.output
+    man = json.loads((tmp_path / "nolink" / "manifest.json").read_text())
+    assert man["privacy"]["gate_linkage"] is False and "linkage_before_gate" in man["privacy"]["attacks"]
+    assert all(c["attempts"][-1]["flagged"] == c["attempts"][-1]["copy_flag"] for c in man["cases"])
+
+
+def test_holdout_adds_membership_inference_and_calibrates_the_flag(cli, world, tmp_path):
+    holdout = _phantom_cohort(tmp_path / "holdout", range(20, 24))
+    out = tmp_path / "out"
+    res = cli(*_args(world, out, "--holdout", holdout, "--no-features"))
+    assert res.exit_code == 0, res.output
+    priv = json.loads((out / "manifest.json").read_text())["privacy"]
+    mem = priv["attacks"]["membership"]
+    assert mem["n_members"] == 5 and mem["n_nonmembers"] == 4 and 0 <= mem["auc"] <= 1
+    assert mem["ci"][0] <= mem["auc"] <= mem["ci"][1] and mem["n_unusable_cases"] == 0
+    assert priv["reference"] == "training cohort, calibrated holdout-to-train"
+    assert not any("needs a holdout" in n for n in priv["not_computed"])
+    assert any("re-identification attack: no input case" in n for n in priv["not_computed"])
+    html = (out / "privacy_report.html").read_text()
+    assert "Membership-inference attack" in html
+    assert deid.scan_for_identifiers(out, [f"case_{i:03d}" for i in [*range(5), *range(20, 24)]]) == []
+    res = cli(*_args(world, tmp_path / "out2", "--holdout", tmp_path / "missing"))
+    assert res.exit_code == 2 and "--holdout" in res.output and "Traceback" not in res.output

@@ -39,9 +39,16 @@ def register(app: typer.Typer) -> None:
                                   "heads).")] = None,
         privacy_gate: Annotated[bool, typer.Option("--privacy-gate/--no-privacy-gate", help="Regenerate (new seed) "
                                 "or drop volumes the memorization check flags as copies of training volumes.")] = True,
+        gate_linkage: Annotated[bool | None, typer.Option("--gate-linkage/--no-gate-linkage", help="Also regenerate "
+                                "or drop a volume whose own source subject is the re-identification attack's top-1 "
+                                "match among the training subjects (default: on when some input case is a training "
+                                "subject, i.e. its mask has the same voxels as a training mask).")] = None,
         max_retries: Annotated[int, typer.Option(help="New seeds tried for a flagged volume before it is dropped.")] = 3,
         train_cohort: Annotated[Path | None, typer.Option(help="The model's training cohort, for the memorization "
                                 "check (needed when the run does not record it).")] = None,
+        holdout: Annotated[Path | None, typer.Option(help="Real cases (with masks) the model was NOT trained on: "
+                           "calibrates the copy flag and adds the loss-based membership-inference AUC to the "
+                           "report.")] = None,
         feature_weights: Annotated[Path | None, typer.Option(help="MedicalNet weights for the feature space.")] = None,
         features: Annotated[bool, typer.Option("--features/--no-features", help="Also compare in feature space.")] = True,
         shape: Annotated[int, typer.Option(help="Comparison grid edge for the memorization check.")] = 32,
@@ -62,7 +69,8 @@ def register(app: typer.Typer) -> None:
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ) -> None:
         """Generate a synthetic image for every mask of COHORT, check each against the training cohort
-        (regenerate or drop copies), and write a de-identified nnU-Net cohort with manifest and report.
+        (regenerate or drop copies, and volumes re-identified as their own source when the inputs are
+        training subjects), and write a de-identified nnU-Net cohort with manifest and report.
 
         Masks follow the run's recorded label rules (label mapping, brain label from the first image
         channel), so a raw BraTS cohort needs no flags. Outputs are on a canonical geometry, not the
@@ -82,7 +90,7 @@ def register(app: typer.Typer) -> None:
         ops = _mask_ops(perturb_masks, template_heads)
         settings = AnonymizeSettings(
             per_case=per_case, sampler=value_of(sampler), steps=steps, eta=eta, seed=seed, privacy_gate=privacy_gate,
-            max_retries=max_retries, perturb_masks=ops, dicom=dicom, keep_geometry=keep_geometry,
+            gate_linkage=gate_linkage, max_retries=max_retries, perturb_masks=ops, dicom=dicom, keep_geometry=keep_geometry,
             check=CheckSettings(shape=(shape,) * 3, alpha=alpha, use_features=features, seed=seed),
         )
 
@@ -91,15 +99,16 @@ def register(app: typer.Typer) -> None:
                 err_console.print(f"synthkit: {msg}", markup=False)
 
         with make_progress(quiet) as progress:
-            result = run_anonymize(cohort, model, out, settings=settings, train_cohort=train_cohort, mapping=mapping,
-                                   feature_weights=feature_weights, device=device, batch_size=batch_size,
+            result = run_anonymize(cohort, model, out, settings=settings, train_cohort=train_cohort, holdout=holdout,
+                                   mapping=mapping, feature_weights=feature_weights, device=device, batch_size=batch_size,
                                    on_note=note, progress=volume_progress(progress, "anonymize", quiet))
         if not result.privacy_checked:
             note("memorization check NOT run (no training cohort); the privacy report says so")
         if result.resumed:
             note(f"{result.resumed} volume(s) were already done and kept")
         if result.dropped:
-            note(f"{len(result.dropped)} volume(s) dropped: still flagged as copies after {max_retries} retries")
+            note(f"{len(result.dropped)} volume(s) dropped by the privacy gate (flagged as copies or re-identified; "
+                 "see privacy_report.html)")
         for case_id, msg in result.failed:
             err_console.print(f"synthkit: case {case_id} failed: {msg}", markup=False)
         n_ok = len(result.written) + result.resumed

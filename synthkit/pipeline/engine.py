@@ -18,7 +18,8 @@
 * **Seed rule**: ``seed(job, attempt) -> int``; attempt 0 first, 1, 2, ... for regenerations.
 * **Gate** (optional): ``gate(job, image, mask) -> record`` with ``"flagged"``; with
   ``enforce_gate`` a flagged volume is made again with the next attempt's seed, up to
-  ``max_retries`` times, then dropped (written as a dropped entry with no image).
+  ``max_retries`` times, then dropped (written as a dropped entry with no image); a record
+  with ``"retry": False`` (a new seed cannot change the verdict) is dropped at once.
 * **Failures** of the mask step or the gate (``errors``) go to ``on_fail(job, error)``, which may
   re-raise (``--strict``), record, or return a replacement :class:`Job` to try instead.
 * **Batches**: ``batch_size`` volumes per :meth:`Pipeline.sample_batch` call (one network call
@@ -261,7 +262,7 @@ class Engine:
                 res.failed.append((item.job, str(e)))
                 return None
             if self.enforce_gate and item.attempts[-1].get("flagged"):
-                if len(item.attempts) <= self.max_retries:
+                if len(item.attempts) <= self.max_retries and item.attempts[-1].get("retry", True):
                     retry.append(item)
                     self._total += 1
                     self._report()

@@ -11,8 +11,13 @@ input cohort (any layout synthkit reads, DICOM included; only masks are used) an
    demo heads or ``template:heads=DIR``; None keeps the mask as it is), conditions the trained
    model, which generates an image;
 2. the memorization check (:mod:`synthkit.privacy.check`) compares it with the training cohort
-   (its path recorded with the run, or given); with the privacy gate on, a flagged volume is
-   regenerated with a new seed up to ``max_retries`` times and dropped if it stays flagged;
+   (its path recorded with the run, or given; calibrated on ``holdout`` when given); when the
+   input case is itself a training subject (its mask has the same voxels as a training mask),
+   the re-identification attack ranks the training subjects for it
+   (:mod:`synthkit.privacy.anonymize_gate`). With the privacy gate on, a volume flagged as a
+   copy, or (``gate_linkage``, on by default when sources are known) whose own source is the
+   attacker's top-1 match, is regenerated with a new seed up to ``max_retries`` times and
+   dropped if it stays flagged (at once when the head outline, fixed by the mask, flags it);
 3. image(s) and mask go through the de-identifying NIfTI writer under a fresh opaque id
    (``syn_`` + 12 hex digits from a generator seeded by ``seed``), optionally also as DICOM,
    on a geometry that is not the source scan's (:func:`synthkit.privacy.deid.canonical_affine`:
@@ -35,14 +40,17 @@ Output (nnU-Net raw layout)::
     OUT/imagesTr/syn_3fa9c2e1b7d0_0000.nii.gz     OUT/labelsTr/syn_3fa9c2e1b7d0.nii.gz
     OUT/dataset.json   OUT/manifest.json   OUT/privacy_report.html   [OUT/dicom/<id>/<channel>/IM*.dcm]
 
-The manifest holds the model hash, settings, per-volume seeds and privacy results, sorted by
-output id; neither it nor anything else in OUT names an input or training case. The
+The manifest holds the model hash, settings, per-volume seeds and privacy results (the
+attacks of :mod:`synthkit.privacy.anonymize_report`: re-identification rates of the written
+volumes and before the gate, membership inference with ``holdout``), sorted by output id;
+neither it nor anything else in OUT names an input, training or holdout case. The
 input->output mapping is written only on request, outside OUT. Re-running with the same
 arguments continues where a run stopped (finished volumes are kept); a case that fails is
 reported and the others go on. Finally OUT is scanned for every identifier of the input
 (:func:`synthkit.privacy.identifiers.identifier_needles`: case ids and path components, every
 PN/LO/SH/DA/DT/TM/UI/AS value of every DICOM file, NIfTI header text; short values as whole
-tokens) with :func:`synthkit.privacy.identifiers.scan_for_identifiers`; a hit fails the run.
+tokens), and for the training and holdout case ids, with
+:func:`synthkit.privacy.identifiers.scan_for_identifiers`; a hit fails the run.
 
 Output ids depend only on ``seed`` and the position of the case in the sorted input cohort:
 ``seed`` is therefore the key that links outputs back to inputs; keep it private. (The masks
@@ -63,13 +71,13 @@ import numpy as np
 from synthkit.errors import SynthkitError, UsageError
 from synthkit.pipeline.seeds import seed_for
 from synthkit.privacy import deid
-from synthkit.privacy.check import CheckSettings, MemorizationChecker, PrivacyResult, prepare_set
-from synthkit.privacy.identifiers import identifier_needles
+from synthkit.privacy.anonymize_gate import PrivacyRun, Reference, prepare_reference
+from synthkit.privacy.check import CheckSettings
+from synthkit.privacy.identifiers import LONG_NEEDLE, identifier_needles
 
 FORMAT = "synthkit-anonymize/1"
 MANIFEST = "manifest.json"
 _ID_STREAM = 0xA11D
-_RECORD_KEYS = ("similarity", "distance", "ssim", "ratio", "feature_distance", "flipped", "shift", "flagged", "reason")
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,7 @@ class AnonymizeSettings:
     eta: float = 0.0
     seed: int = 0
     privacy_gate: bool = True
+    gate_linkage: bool | None = None  # None: on when some input case is a training subject
     max_retries: int = 3
     perturb_masks: str | None = "deform"
     dicom: bool = False
@@ -142,11 +151,11 @@ def public_ops(ops: str | None) -> str | None:
     return "+".join(parts)
 
 
-def _fingerprint(gen: Any, s: AnonymizeSettings, n_cases: int) -> dict[str, Any]:
+def _fingerprint(gen: Any, s: AnonymizeSettings, n_cases: int, holdout: bool) -> dict[str, Any]:
     d = asdict(s)
     d["check"] = {k: list(v) if isinstance(v, tuple) else v for k, v in d["check"].items()}
     d["perturb_masks"] = public_ops(s.perturb_masks)
-    return {"weights_sha256": gen.weights_sha256, "n_cases": n_cases, **d}
+    return {"weights_sha256": gen.weights_sha256, "n_cases": n_cases, "holdout": holdout, **d}
 
 
 def _refuse_other(out: Path) -> Callable[[dict[str, Any]], None]:
@@ -155,35 +164,6 @@ def _refuse_other(out: Path) -> Callable[[dict[str, Any]], None]:
                          "input; choose a new --out (or repeat the original arguments to resume)", out)
 
     return refuse
-
-
-def _make_checker(train_path: Path, s: AnonymizeSettings, feature_weights: str | Path | None,
-                  calibration: dict[str, Any] | None, note: Callable[[str], None]
-                  ) -> tuple[MemorizationChecker, dict[str, Any]]:
-    """The memorization check against the training cohort, and its calibration record (the
-    earlier run's when resuming, so thresholds never change halfway)."""
-    from synthkit.privacy.audit import load_set, make_extractor
-
-    extractor = make_extractor(feature_weights, seed=s.check.seed) if s.check.use_features else None
-    errors: list[dict[str, str]] = []
-    train = load_set(train_path, "training", s.check, extractor, errors=errors)
-    if len(train) < 4:
-        raise UsageError("the memorization check needs at least 4 readable training volumes", train_path)
-    checker = MemorizationChecker(train, None, s.check, extractor)
-    if errors:
-        note(f"{len(errors)} training case(s) could not be read and are not compared against")
-    return checker, calibration or checker.calibration_record(planted_check=True)
-
-
-def _gate(checker: MemorizationChecker, s: AnonymizeSettings) -> Callable[[Any, Any, Any], dict[str, Any]]:
-    """The engine's gate: the memorization scores of one volume against the training cohort."""
-
-    def gate(job: Any, vol: Any, mask: Any) -> dict[str, Any]:
-        vs = prepare_set([(job.key, vol.data, vol.affine, mask.data)], s.check, checker.extractor)
-        full, _ = checker.score(vs)
-        return {k: full[0][k] for k in _RECORD_KEYS}
-
-    return gate
 
 
 def _output_geometry(made: Any, s: AnonymizeSettings) -> tuple[Any, Any]:
@@ -231,7 +211,7 @@ def _writer(out: Path, s: AnonymizeSettings, channels: tuple[str, ...], n_channe
     return writer, write
 
 
-def _engine(gen: Any, s: AnonymizeSettings, cohort: Any, checker: MemorizationChecker | None,
+def _engine(gen: Any, s: AnonymizeSettings, cohort: Any, gate: Callable[..., dict[str, Any]] | None,
             batch_size: int | None, progress: Any) -> Any:
     from synthkit.pipeline.engine import Engine, Sampling, as_progress
     from synthkit.pipeline.perturb import MaskPerturbation
@@ -241,10 +221,21 @@ def _engine(gen: Any, s: AnonymizeSettings, cohort: Any, checker: MemorizationCh
         perturb = MaskPerturbation(s.perturb_masks, labels=gen.network_labels(),
                                    rng=lambda job: np.random.default_rng(seed_for(s.seed, job.key + ":mask", 0)))
     return Engine(gen, Sampling(s.sampler, s.steps, s.eta), seed=lambda job, attempt: seed_for(s.seed, job.key, attempt),
-                  labels=dict(cohort.labels), perturb=perturb, gate=_gate(checker, s) if checker is not None else None,
-                  max_retries=s.max_retries, enforce_gate=s.privacy_gate,
-                  errors=(SynthkitError, ValueError, RuntimeError), batch_size=batch_size,
+                  labels=dict(cohort.labels), perturb=perturb, gate=gate, max_retries=s.max_retries,
+                  enforce_gate=s.privacy_gate, errors=(SynthkitError, ValueError, RuntimeError), batch_size=batch_size,
                   progress=as_progress(progress, "anonymize"))
+
+
+def _check_paths(out: Path, src: Path, holdout: str | Path | None, mapping: str | Path | None) -> None:
+    if _inside(out, src) or _inside(src, out):
+        raise UsageError("the output folder must be outside the input cohort (and not contain it)", out)
+    if holdout is not None:
+        if not Path(holdout).is_dir():
+            raise UsageError("--holdout must be a cohort folder", holdout)
+        if _inside(out, Path(holdout)) or _inside(Path(holdout), out):
+            raise UsageError("the output folder must be outside the holdout cohort (and not contain it)", out)
+    if mapping is not None:
+        deid.check_mapping_path(mapping, out)
 
 
 def anonymize(
@@ -254,18 +245,26 @@ def anonymize(
     *,
     settings: AnonymizeSettings | None = None,
     train_cohort: str | Path | None = None,
+    holdout: str | Path | None = None,
     mapping: str | Path | None = None,
     feature_weights: str | Path | None = None,
     device: str = "cpu",
     batch_size: int | None = None,
+    reference: Reference | None = None,
     on_case: Callable[[], None] | None = None,
     on_note: Callable[[str], None] | None = None,
+    on_attempt: Callable[[Any, Any, Any, dict[str, Any]], None] | None = None,
     progress: Any = None,
 ) -> AnonymizeResult:
     """Write a synthetic, de-identified copy of the cohort at ``cohort_path`` to ``out``.
 
+    ``holdout``: real cases (with masks) the model was not trained on: the check is calibrated
+    on them and the membership attack is run. ``reference``: a prepared
+    :class:`~synthkit.privacy.anonymize_gate.Reference` to reuse across calls (its check settings
+    must be ``settings.check``; it replaces ``train_cohort``, ``holdout`` and ``feature_weights``).
     ``on_case``: called once per output volume finished (written, dropped, failed or kept from
-    an earlier run). ``progress``: a rich ``Progress`` or a callable ``(done, total)`` in
+    an earlier run). ``on_attempt(job, image, mask, record)``: called for every generated volume
+    the gate judged. ``progress``: a rich ``Progress`` or a callable ``(done, total)`` in
     volumes, after every network step.
     """
     from synthkit.io import discover_cohort
@@ -279,38 +278,40 @@ def anonymize(
     out, src = Path(out), Path(cohort_path)
     if s.per_case < 1 or s.max_retries < 0:
         raise UsageError("--per-case must be >= 1 and --max-retries >= 0")
-    if _inside(out, src) or _inside(src, out):
-        raise UsageError("the output folder must be outside the input cohort (and not contain it)", out)
-    if mapping is not None:
-        deid.check_mapping_path(mapping, out)
+    if reference is not None and reference.settings != s.check:
+        raise UsageError("the prepared reference was made with other check settings")
+    _check_paths(out, src, holdout if reference is None else reference.holdout_path, mapping)
     cohort = discover_cohort(src, need_images=False)
     gen = load(run, device)
-    train_path = Path(train_cohort) if train_cohort is not None else recorded_train_cohort(gen.run_dir)
+    train_path = reference.train_path if reference is not None else \
+        Path(train_cohort) if train_cohort is not None else recorded_train_cohort(gen.run_dir)
     if train_path is None and s.privacy_gate:
         raise UsageError("the run does not record its training cohort; pass --train-cohort PATH "
                          "(or --no-privacy-gate to skip the memorization check)")
-    fp = _fingerprint(gen, s, len(cohort.cases))
+    has_holdout = (reference.holdout_path if reference is not None else holdout) is not None
+    fp = _fingerprint(gen, s, len(cohort.cases), has_holdout)
     if not (out / MANIFEST).is_file() and out.exists() and any(out.iterdir()):
         raise UsageError("the output folder exists and is not an anonymize output; choose a new --out", out)
-    checker, calibration = None, None
+    priv = PrivacyRun()
 
     def document(cases: list[dict[str, Any]], failures: list[dict[str, Any]]) -> dict[str, Any]:
         return {"format": FORMAT, "generator": "synthkit",
                 "model": {"weights_sha256": gen.weights_sha256, "preset": gen.config.preset}, "settings": fp,
-                "privacy": {"checked": checker is not None, "gate": s.privacy_gate, "calibration": calibration,
-                            "reference": "training cohort (train-to-train leave-one-out)" if checker else None},
-                "cases": cases, "n_failed": len(failures)}
+                "privacy": priv.section(s.privacy_gate), "cases": cases, "n_failed": len(failures)}
 
     store = ManifestStore(out / MANIFEST, {"format": FORMAT, "settings": fp}, key=lambda e: e["id"],
                           files=lambda e: e.get("files", []), document=document, entries_key="cases",
                           on_other=_refuse_other(out))
     result = AnonymizeResult(out)
+    previous = store.previous.get("privacy") or {}
+    gate = None
     if train_path is not None:
-        previous = (store.previous.get("privacy") or {}).get("calibration")
-        checker, calibration = _make_checker(train_path, s, feature_weights, previous, note)
+        priv.ref = reference or prepare_reference(train_path, s.check, holdout=holdout,
+                                                  feature_weights=feature_weights, note=note)
+        gate = priv.start(s.gate_linkage, cohort, previous, note, on_attempt)
         result.privacy_checked = True
 
-    engine = _engine(gen, s, cohort, checker, batch_size, progress)
+    engine = _engine(gen, s, cohort, gate, batch_size, progress)
     ids = deid.fresh_case_ids(len(cohort.cases) * s.per_case, np.random.default_rng([s.seed, _ID_STREAM]))
     jobs = [Job(ids[i * s.per_case + k], case, k, i) for i, case in enumerate(cohort.cases) for k in range(s.per_case)]
     channels = tuple(gen.config.data.channel_names)
@@ -332,20 +333,22 @@ def anonymize(
     result.resumed = len(res.resumed)
     for _ in res.resumed:
         tick()
-    _finish(out, store, writer, cohort, gen, s, checker, calibration, mapping, ids)
+    _finish(out, store, writer, cohort, gen, s, priv, previous, mapping, ids)
     return result
 
 
-def _finish(out: Path, store: Any, writer: Any, cohort: Any, gen: Any, s: AnonymizeSettings,
-            checker: MemorizationChecker | None, calibration: dict[str, Any] | None, mapping: str | Path | None,
-            ids: list[str]) -> None:
-    """dataset.json, the manifest, the privacy report, the mapping (on request), the self-check."""
+def _finish(out: Path, store: Any, writer: Any, cohort: Any, gen: Any, s: AnonymizeSettings, priv: PrivacyRun,
+            previous: dict[str, Any], mapping: str | Path | None, ids: list[str]) -> None:
+    """The attacks, dataset.json, the manifest, the privacy report, the mapping (on request), the self-check."""
+    from synthkit.privacy.anonymize_report import attacks_and_notes, write_privacy_report
+
     entries = store.entries
+    priv.attacks, priv.not_computed = attacks_and_notes(entries, priv.ref, gen, s.check.seed, previous)
     store.finish(then=lambda doc: writer.finish(
         sum(e["status"] == "ok" for e in entries.values()), name="synthkit synthetic cohort",
         description="Synthetic images generated by synthkit (Med-DDPM); see manifest.json"))
-    _write_privacy_report(out, entries, calibration, s, getattr(checker, "extractor", None) if checker else None,
-                          checker is not None)
+    extractor = priv.ref.checker.extractor if priv.ref is not None else None
+    write_privacy_report(out, entries, priv.calibration, s.check, extractor, priv.ref, priv.attacks, priv.not_computed)
     if mapping is not None:
         pairs = {case.case_id + (f"#{k}" if s.per_case > 1 else ""): ids[i * s.per_case + k]
                  for i, case in enumerate(cohort.cases) for k in range(s.per_case)
@@ -353,33 +356,13 @@ def _finish(out: Path, store: Any, writer: Any, cohort: Any, gen: Any, s: Anonym
         deid.write_mapping(mapping, out, pairs)
     # what the output carries by design (the model's channel and label names) is not identifying
     written_names = [*gen.config.data.channel_names, *gen.network_labels()]
-    hits = deid.scan_for_identifiers(out, identifier_needles(cohort, exclude=written_names))
+    needles = identifier_needles(cohort, exclude=written_names)
+    if priv.ref is not None:  # training and holdout ids too (short all-digit ones are too common to search)
+        skip = {n.lower() for n in written_names}
+        needles += [c for c in priv.ref.case_ids()
+                    if c.lower() not in skip and (len(c) >= LONG_NEEDLE or not c.isdigit())]
+    hits = deid.scan_for_identifiers(out, needles)
     if hits:
         where = sorted({str(h.path.relative_to(out)) for h in hits})[:5]
         raise deid.DeidError(f"self-check found {len(hits)} input identifier(s) in the output "
                              f"(e.g. in {', '.join(where)}); do not share it", out)
-
-
-def _write_privacy_report(out: Path, entries: dict[str, dict[str, Any]], calibration: dict[str, Any] | None,
-                          s: AnonymizeSettings, extractor: Any, checked: bool) -> None:
-    from synthkit.privacy.report import write_report
-
-    volumes = []
-    for oid in sorted(entries):
-        e = entries[oid]
-        last = e["attempts"][-1] if e["attempts"] else {}
-        volumes.append({"id": oid, **{k: last.get(k) for k in _RECORD_KEYS},
-                        "flagged": bool(last.get("flagged")),
-                        "reason": (f"dropped after {len(e['attempts'])} attempt(s): " if e["status"] == "dropped"
-                                   else (f"accepted at attempt {len(e['attempts'])}; " if len(e["attempts"]) > 1 else ""))
-                        + (last.get("reason") or "")})
-    not_computed = [("closer_to_train and membership_inference: anonymize has no holdout set "
-                    "(run `synthkit privacy TRAIN OUT --holdout ...` for them)")]
-    if not checked:
-        not_computed.insert(0, "memorization check: no training cohort given (--no-privacy-gate without --train-cohort)")
-    cohort = {"n_synthetic": len(volumes), "n_train": None, "n_holdout": 0,
-              "n_flagged": sum(v["flagged"] for v in volumes),
-              "n_dropped": sum(entries[o]["status"] == "dropped" for o in entries)}
-    calib = calibration or {"rule": "not run", "reference": "none", "alpha_per_statistic": s.check.alpha, "thresholds": {}}
-    result = PrivacyResult(volumes, cohort, calib, {**asdict(s.check), "feature_extractor": getattr(extractor, "name", None)}, not_computed)
-    write_report(out, result, share=True, title="synthkit anonymize: privacy report")

@@ -52,27 +52,42 @@ def linkage_attack(scores: Mapping[str, np.ndarray], sources: Sequence[int] | np
     (left out). Returns per statistic the top-k rates, chance, hits and one-sided binomial
     p-values, the median rank, and ``best`` (the statistic with the highest top-1 rate).
     """
-    from scipy import stats
-
     src = np.asarray(sources, dtype=np.int64)
     known = src >= 0
-    out: dict[str, Any] = {"n_synthetic": len(src), "n_linked": int(known.sum()),
-                           "test": "exact binomial, one-sided (greater), against chance k / N", "statistics": {}}
-    if not known.any():
-        out["note"] = "no synthetic volume has a known source among the training subjects"
-        return out
+    ranks: dict[str, np.ndarray] = {}
+    n_train = 0
     for name, mat in scores.items():
         m = np.asarray(mat, dtype=np.float64)
         if m.ndim != 2 or m.shape[0] != len(src):
             raise ValueError(f"{name}: scores must be (S, N) with S = {len(src)}, got {m.shape}")
         if (src[known] >= m.shape[1]).any():
             raise ValueError(f"{name}: a source index is beyond the {m.shape[1]} training subjects")
-        ranks = source_ranks(m[known], src[known])
-        n, n_train = int(known.sum()), m.shape[1]
-        rec: dict[str, Any] = {"n_train": n_train, "median_rank": float(np.median(ranks)),
+        ranks[name] = source_ranks(m[known], src[known])
+        n_train = m.shape[1]
+    return linkage_from_ranks(ranks, n_train, n_synthetic=len(src), ks=ks)
+
+
+def linkage_from_ranks(ranks: Mapping[str, Sequence[int] | np.ndarray], n_train: int, *,
+                       n_synthetic: int | None = None, ks: Sequence[int] = (1, 5)) -> dict[str, Any]:
+    """:func:`linkage_attack` from the source ranks alone (statistic -> (L,) ranks, 1 = best, of
+    the L linked volumes among ``n_train`` training subjects), e.g. ranks recorded one volume at
+    a time. ``n_synthetic``: all volumes, linked or not (default L)."""
+    from scipy import stats
+
+    arrays = {k: np.asarray(v, dtype=np.int64) for k, v in ranks.items()}
+    n = len(next(iter(arrays.values()))) if arrays else 0
+    out: dict[str, Any] = {"n_synthetic": n if n_synthetic is None else int(n_synthetic), "n_linked": n,
+                           "test": "exact binomial, one-sided (greater), against chance k / N", "statistics": {}}
+    if n == 0 or n_train < 1:
+        out["note"] = "no synthetic volume has a known source among the training subjects"
+        return out
+    for name, r in arrays.items():
+        if len(r) != n:
+            raise ValueError(f"{name}: {len(r)} ranks, expected {n}")
+        rec: dict[str, Any] = {"n_train": int(n_train), "median_rank": float(np.median(r)),
                                "chance_median_rank": (n_train + 1) / 2}
         for k in ks:
-            hits = int((ranks <= k).sum())
+            hits = int((r <= k).sum())
             p0 = min(k / n_train, 1.0)
             p = float(stats.binomtest(hits, n, p0, alternative="greater").pvalue) if p0 < 1 else 1.0
             rec[f"top{k}"] = {"rate": hits / n, "chance": p0, "hits": hits, "n": n, "p_value": p}

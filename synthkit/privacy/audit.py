@@ -161,15 +161,17 @@ def run_attacks(result: PrivacyResult, checker: MemorizationChecker, synth_set: 
                                                            errors=errors, strict=strict)
 
 
-def membership_from_run(model: str | Path, train: str | Path, holdout: str | Path, *, device: str = "cpu",
+def membership_from_run(model: str | Path | Any, train: str | Path, holdout: str | Path, *, device: str = "cpu",
                         seed: int = 0, errors: list[dict[str, str]] | None = None, strict: bool = False
                         ) -> dict[str, Any]:
-    """Loss-based membership inference of the run ``model`` on the cohorts ``train`` (members)
-    and ``holdout`` (non-members); unusable cases go to ``errors`` (or raise with ``strict``)."""
+    """Loss-based membership inference of the run ``model`` (a folder or model name, or an
+    already loaded pipeline) on the cohorts ``train`` (members) and ``holdout`` (non-members);
+    unusable cases go to ``errors`` (or raise with ``strict``)."""
     from synthkit.io import discover_cohort, read_image, read_mask
     from synthkit.privacy.attacks import DenoisingError, case_errors, membership_attack
 
-    err = DenoisingError.from_run(model, device, seed=seed)
+    err = (DenoisingError.from_loaded(model, seed=seed) if hasattr(model, "diffusion")
+           else DenoisingError.from_run(model, device, seed=seed))
 
     def cases(path: str | Path) -> Iterator[tuple[str, Any, Any]]:
         for case in discover_cohort(path).cases:

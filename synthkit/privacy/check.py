@@ -183,6 +183,17 @@ class MemorizationChecker:
             })
         return records, d
 
+    def crossed(self, d: Details) -> list[list[str]]:
+        """Per query of ``d``, the statistics whose bound it crosses (why it is flagged)."""
+        vals = self._values(d)
+        out: list[list[str]] = [[] for _ in range(len(d.identity.similarity))]
+        for th in self.rule.bounds:
+            v = vals.get(th.statistic)
+            if v is not None:
+                for i in np.flatnonzero(th.crosses(np.asarray(v, dtype=np.float64))):
+                    out[int(i)].append(th.statistic)
+        return out
+
     def similarity_matrices(self, d: Details) -> dict[str, np.ndarray]:
         """(Q, R) scores, higher = closer, per statistic, for attacks that rank training subjects."""
         out = {"identity": d.identity.matrix, "shape_dice": d.identity.dice_matrix,

@@ -37,6 +37,8 @@ def _fmt(v: Any) -> str:
         return f"{v:.4g}"
     if isinstance(v, list):
         return html.escape(", ".join(str(x) for x in v))
+    if isinstance(v, dict):
+        return html.escape(", ".join(f"{k} {x}" for k, x in v.items()))
     return html.escape(str(v))
 
 
@@ -76,28 +78,8 @@ def render(result: PrivacyResult, pairs: dict[str, tuple[np.ndarray, np.ndarray]
     """
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
            f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
-    c = result.cohort
     out.append("<h2>Summary</h2><table>")
-    rows = [("synthetic volumes", c.get("n_synthetic")), ("training volumes", c.get("n_train")),
-            ("holdout volumes", c.get("n_holdout")), ("flagged as possible copies", c.get("n_flagged"))]
-    ct = c.get("closer_to_train")
-    if ct:
-        rows += [("fraction closer to train than to holdout", ct["fraction"]),
-                 ("expected under no memorization", ct["expected"]),
-                 ("binomial p-value (one-sided, greater)", ct["p_value"])]
-    mia = c.get("membership_inference")
-    if mia:
-        rows += [("membership-inference AUC (0.5 = no leak)", mia["auc"]),
-                 ("Mann-Whitney p-value (one-sided)", mia["p_value"])]
-    link = (result.attacks or {}).get("linkage")
-    if link and "best" in link:
-        b = link["best"]
-        rows += [(f"re-identification top-1 ({b['statistic']}; chance {b['top1']['chance']:.3g})", b["top1"]["rate"]),
-                 ("re-identification top-1 binomial p-value", b["top1"]["p_value"])]
-    mem = (result.attacks or {}).get("membership")
-    if mem:
-        rows += [("membership inference from the denoising loss: AUC", mem["auc"]),
-                 (f"AUC {mem['confidence']:.0%} bootstrap interval", f"{mem['ci'][0]:.3f} to {mem['ci'][1]:.3f}")]
+    rows = _summary_rows(result)
     out += [f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in rows]
     out.append("</table>")
     out += _attacks(result.attacks or {})
@@ -133,6 +115,8 @@ def render(result: PrivacyResult, pairs: dict[str, tuple[np.ndarray, np.ndarray]
     out.append("<h2>Synthetic volumes</h2><table><tr><th>id</th>")
     cols = ["identity", "ratio", "shape_dice", "similarity", "ssim", "feature_distance", "flipped", "shift",
             "flagged", "reason"]
+    if any(v.get("source_rank") for v in result.volumes):  # anonymize: the source's rank per attacker statistic
+        cols[-2:-2] = ["source_rank", "reidentified"]
     if not share:
         cols.insert(0, "nearest")
     out += [f"<th>{html.escape(k)}</th>" for k in cols]
@@ -162,14 +146,59 @@ def render(result: PrivacyResult, pairs: dict[str, tuple[np.ndarray, np.ndarray]
     return "".join(out)
 
 
+def _summary_rows(result: PrivacyResult) -> list[tuple[str, Any]]:
+    """(label, value) rows of the summary table."""
+    c = result.cohort
+    rows = [("synthetic volumes", c.get("n_synthetic")), ("training volumes", c.get("n_train")),
+            ("holdout volumes", c.get("n_holdout")), ("flagged as possible copies", c.get("n_flagged"))]
+    if "n_dropped" in c:
+        rows[-1] = ("flagged by the gate (possible copies or re-identified)", c.get("n_flagged"))
+        rows.append(("dropped by the gate", c["n_dropped"]))
+    ct = c.get("closer_to_train")
+    if ct:
+        rows += [("fraction closer to train than to holdout", ct["fraction"]),
+                 ("expected under no memorization", ct["expected"]),
+                 ("binomial p-value (one-sided, greater)", ct["p_value"])]
+    mia = c.get("membership_inference")
+    if mia:
+        rows += [("membership-inference AUC (0.5 = no leak)", mia["auc"]),
+                 ("Mann-Whitney p-value (one-sided)", mia["p_value"])]
+    for key, what in (("linkage_before_gate", " before the gate"), ("linkage", "")):
+        link = (result.attacks or {}).get(key)
+        if link and "best" in link:
+            b = link["best"]
+            rows += [(f"re-identification top-1{what} ({b['statistic']}; chance {b['top1']['chance']:.3g})",
+                      b["top1"]["rate"]), (f"re-identification top-1{what}: binomial p-value", b["top1"]["p_value"])]
+    mem = (result.attacks or {}).get("membership")
+    if mem:
+        rows += [("membership inference from the denoising loss: AUC", mem["auc"]),
+                 (f"AUC {mem['confidence']:.0%} bootstrap interval", f"{mem['ci'][0]:.3f} to {mem['ci'][1]:.3f}")]
+    return rows
+
+
 def _attacks(attacks: dict[str, Any]) -> list[str]:
     """The attack tables (none when no attack ran)."""
     out: list[str] = []
-    link, mem = attacks.get("linkage"), attacks.get("membership")
+    mem = attacks.get("membership")
+    for key in ("linkage", "linkage_before_gate"):
+        out += _linkage_table(attacks.get(key))
+    if mem:
+        out.append(f"<h2>Membership-inference attack</h2><p>{html.escape(mem['score'])} at timesteps "
+                   f"{_fmt(mem.get('timesteps'))}: AUC {_fmt(mem['auc'])} ({mem['confidence']:.0%} interval "
+                   f"{_fmt(mem['ci'][0])} to {_fmt(mem['ci'][1])}; 0.5 = no leak) on {mem['n_members']} training and "
+                   f"{mem['n_nonmembers']} holdout cases; median error {_fmt(mem['member_error_median'])} vs "
+                   f"{_fmt(mem['nonmember_error_median'])}; {html.escape(mem['test'])}, p = {_fmt(mem['p_value'])}.</p>")
+    return out
+
+
+def _linkage_table(link: dict[str, Any] | None) -> list[str]:
+    """One re-identification table (none when nothing was linked)."""
+    out: list[str] = []
     if link and link.get("statistics"):
-        out.append(f"<h2>Re-identification attack</h2><p>For each of {link['n_linked']} synthetic volumes with a known "
-                   f"source (links from {html.escape(str(link.get('links_from', '?')))}), the training subjects are "
-                   "ranked by similarity; the attack succeeds when the source is among the top k. "
+        which = f": {html.escape(link['set'])}" if link.get("set") else ""
+        out.append(f"<h2>Re-identification attack{which}</h2><p>For each of {link['n_linked']} synthetic volumes with a "
+                   f"known source (links from {html.escape(str(link.get('links_from', '?')))}), the training subjects "
+                   "are ranked by similarity; the attack succeeds when the source is among the top k. "
                    f"{html.escape(link['test'])}.</p><table><tr><th>attacker statistic</th><th>top-1</th>"
                    "<th>chance</th><th>p</th><th>top-5</th><th>chance</th><th>p</th><th>median rank</th></tr>")
         for name, r in link["statistics"].items():
@@ -179,12 +208,9 @@ def _attacks(attacks: dict[str, Any]) -> list[str]:
                        f"<td>{_fmt(t5.get('p_value'))}</td><td>{_fmt(r['median_rank'])} (chance "
                        f"{_fmt(r['chance_median_rank'])})</td></tr>")
         out.append("</table>")
-    if mem:
-        out.append(f"<h2>Membership-inference attack</h2><p>{html.escape(mem['score'])} at timesteps "
-                   f"{_fmt(mem.get('timesteps'))}: AUC {_fmt(mem['auc'])} ({mem['confidence']:.0%} interval "
-                   f"{_fmt(mem['ci'][0])} to {_fmt(mem['ci'][1])}; 0.5 = no leak) on {mem['n_members']} training and "
-                   f"{mem['n_nonmembers']} holdout cases; median error {_fmt(mem['member_error_median'])} vs "
-                   f"{_fmt(mem['nonmember_error_median'])}; {html.escape(mem['test'])}, p = {_fmt(mem['p_value'])}.</p>")
+    elif link and link.get("note"):
+        which = f": {html.escape(link['set'])}" if link.get("set") else ""
+        out.append(f"<h2>Re-identification attack{which}</h2><p>{html.escape(link['note'])}.</p>")
     return out
 
 
