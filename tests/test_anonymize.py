@@ -263,7 +263,7 @@ def test_self_check_fails_the_run_when_a_short_id_reaches_the_output(cli, world,
 
 @pytest.mark.parametrize(("extra", "perturbed"), [((), True), (("--perturb-masks", "move"), True),
                                                  (("--perturb-masks", "none"), False)])
-def test_masks_are_warped_by_default_and_go_through_the_scrubber(cli, world, tmp_path, extra, perturbed):
+def test_masks_are_perturbed_by_default_and_go_through_the_scrubber(cli, world, tmp_path, extra, perturbed):
     _, _, _, cohort = world
     out, mapping = tmp_path / "out", tmp_path / "map.json"
     res = cli(*_args(world, out, *extra, "--mapping", mapping))
@@ -277,8 +277,10 @@ def test_masks_are_warped_by_default_and_go_through_the_scrubber(cli, world, tmp
         assert a.shape == b.shape and deid.nifti_header_problems(p) == []
         changed += int((a != b).sum() > 0)
     assert changed == (len(pairs) if perturbed else 0)
-    entries = json.loads((out / "manifest.json").read_text())["cases"]
-    assert {e["perturbed_mask"] for e in entries} == {perturbed}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {e["perturbed_mask"] for e in manifest["cases"]} == {perturbed}
+    if not extra:  # the default: the patient's tumour in a pool head (benchmarks/results/mask_privacy.md)
+        assert manifest["settings"]["perturb_masks"] == "template"
     assert deid.scan_for_identifiers(out, NEEDLES) == []
 
 
@@ -288,8 +290,11 @@ def test_unknown_mask_operation_is_refused_before_any_case(cli, world, tmp_path)
     assert res.exit_code == 2
     assert "wobble" in res.output and "Traceback" not in res.output
     assert not (out / "imagesTr").exists()
-    res = cli(*_args(world, out, "--template-heads", tmp_path))  # a pool without the template operation
+    res = cli(*_args(world, out, "--perturb-masks", "deform", "--template-heads", tmp_path))  # a pool, no template
     assert res.exit_code == 2 and "--perturb-masks template" in res.output and "Traceback" not in res.output
+    (tmp_path / "empty").mkdir()
+    res = cli(*_args(world, out, "--template-heads", tmp_path / "empty"))  # the default template, an empty pool
+    assert res.exit_code == 2 and "no NIfTI head masks" in res.output and "Traceback" not in res.output
     res = cli(*_args(world, out, "--perturb-masks", "template", "--template-heads", tmp_path / "nope"))
     assert res.exit_code == 2 and "folder" in res.output
     assert not (out / "imagesTr").exists()

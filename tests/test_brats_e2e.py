@@ -156,7 +156,7 @@ def test_anonymize_with_default_flags(brats, nnunet_check, cli):
     r = cli("anonymize", cohort, "--model", run, "--out", out, "--no-features", "--quiet")
     assert r.exit_code == 0, r.output  # formerly every case failed: "no head/brain label"
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["n_failed"] == 0 and manifest["settings"]["perturb_masks"] == "deform"
+    assert manifest["n_failed"] == 0 and manifest["settings"]["perturb_masks"] == "template"
     assert manifest["privacy"]["checked"]
     assert {c["status"] for c in manifest["cases"]} <= {"ok", "dropped"}
     ok = [c for c in manifest["cases"] if c["status"] == "ok"]

@@ -30,10 +30,11 @@ def register(app: typer.Typer) -> None:
         steps: Annotated[int | None, typer.Option(help="Sampling steps (DDIM; default: all T).")] = None,
         eta: Annotated[float, typer.Option(help="DDIM stochasticity.")] = 0.0,
         perturb_masks: Annotated[str, typer.Option(help="Perturb each mask before generation with synthkit.masks "
-                                 "operations: 'deform' (a small whole-mask warp; masks are patient-derived), e.g. "
-                                 "'move+deform'; 'template' (the patient's tumour in a head from a reference pool "
-                                 "that is not the patient's: the demo heads, or --template-heads); or 'none' to "
-                                 "keep the masks as they are.")] = "deform",
+                                 "operations (masks are patient-derived): 'template' (the patient's tumour in a "
+                                 "head from a reference pool that is not the patient's: the demo heads, or "
+                                 "--template-heads; needs a head/brain label); 'deform' (a small whole-mask warp "
+                                 "that keeps the patient's head outline), e.g. 'move+deform'; or 'none' to keep "
+                                 "the masks as they are.")] = "template",
         template_heads: Annotated[Path | None, typer.Option(help="Head masks (NIfTI) of people who are not in the "
                                   "cohort, the pool of --perturb-masks template (default: synthkit's demo "
                                   "heads).")] = None,
@@ -134,6 +135,11 @@ def _mask_ops(perturb_masks: str, template_heads: Path | None) -> str | None:
         raise UsageError("--template-heads is the pool of --perturb-masks template; add 'template' to --perturb-masks")
     if not template_heads.is_dir():
         raise UsageError("--template-heads must be a folder of head masks", template_heads)
+    from synthkit.io.nifti import is_nifti
+
+    if not any(d.is_dir() and any(p.is_file() and is_nifti(p) for p in d.iterdir())
+               for d in (template_heads, template_heads / "labelsTr")):
+        raise UsageError("--template-heads: no NIfTI head masks in the folder (nor in its labelsTr/)", template_heads)
     folder = str(template_heads.resolve())
     if any(c in folder for c in "+,"):
         raise UsageError("--template-heads: the folder path must not contain '+' or ','", template_heads)

@@ -5,10 +5,11 @@ mask perturbation on, the privacy gate on, the de-identifying writer). For every
 input cohort (any layout synthkit reads, DICOM included; only masks are used) and every
 ``k < per_case``:
 
-1. the case's mask, perturbed with :mod:`synthkit.masks` (``perturb_masks``: ``"deform"``, a
-   small whole-mask affine + elastic warp, by default; e.g. ``"move+deform"``; ``"template"``
-   puts the patient's tumour into a head from a reference pool that is not the patient's, the
-   demo heads or ``template:heads=DIR``; None keeps the mask as it is), conditions the trained
+1. the case's mask, perturbed with :mod:`synthkit.masks` (``perturb_masks``: by default
+   ``"template"``, the patient's tumour in a head from a reference pool that is not the
+   patient's, the demo heads or ``template:heads=DIR``; ``"deform"``, a small whole-mask affine
+   + elastic warp that keeps the patient's head outline; e.g. ``"move+deform"``; None keeps the
+   mask as it is; benchmarks/results/mask_privacy.md compares them), conditions the trained
    model, which generates an image;
 2. the memorization check (:mod:`synthkit.privacy.check`) compares it with the training cohort
    (its path recorded with the run, or given; calibrated on ``holdout`` when given); when the
@@ -90,7 +91,7 @@ class AnonymizeSettings:
     privacy_gate: bool = True
     gate_linkage: bool | None = None  # None: on when some input case is a training subject
     max_retries: int = 3
-    perturb_masks: str | None = "deform"
+    perturb_masks: str | None = "template"  # the least re-identifiable (benchmarks/mask_privacy.py)
     dicom: bool = False
     keep_geometry: bool = False
     check: CheckSettings = field(default_factory=CheckSettings)
