@@ -124,7 +124,7 @@ def stage_anonymize(ctx: Context) -> None:
     with stage(ctx, "anonymize", "Anonymized cohort") as st:
         out = ctx.out / "anonymized"
         edge = min(32, *ctx.gen.preprocess.target_shape)
-        # AnonymizeSettings' default warps each mask first (masks are patient-derived; see anonymize)
+        # AnonymizeSettings' default puts each tumour into a template head first (masks are patient-derived)
         settings = AnonymizeSettings(sampler="ddim", steps=ctx.steps, seed=ctx.seed,
                                      check=CheckSettings(shape=(edge,) * 3, seed=ctx.seed))
         step = ctx.task("anonymize", len(ctx.cohort.cases))
