@@ -2,8 +2,9 @@
 
 Each script prints its own table and writes JSON (and Markdown) under ``benchmarks/results/``.
 ``--quick`` runs the small variants (minutes); without it the full variants run (about an hour
-on 2 CPU cores). The Table II reproduction is separate (``benchmarks/table2.py``) because it
-needs a trained model to be meaningful.
+on 2 CPU cores, more with the sampler and mask-privacy runs). The Table I and Table II
+reproductions are separate (``benchmarks/table1.py --minutes M``, ``benchmarks/table2.py``): they
+train models and take hours to be meaningful.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ SCRIPTS: list[tuple[str, list[str], list[str]]] = [
     ("bench_evaluate.py", ["--quick"], []),
     ("bench_masks.py", ["--sizes", "48", "--repeats", "3"], []),
     ("bench_latent.py", ["--quick"], []),
+    ("bench_samplers.py", ["--quick"], []),
+    ("mask_privacy.py", ["--quick"], []),
 ]
 
 
