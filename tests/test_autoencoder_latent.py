@@ -6,14 +6,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from process_helpers import kill_after_log_lines
 from test_training_helpers import write_phantom_cohort
 
 from synthkit.config import (
@@ -126,19 +125,7 @@ def _cli(cohort: Path, run: Path, steps: int, *extra: str) -> list[str]:
 def test_latent_kill_dash_9_then_resume_reaches_the_same_weights(cohort, ae, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     run = tmp_path / "killed"
-    proc = subprocess.Popen(_cli(cohort, run, 3000, "--autoencoder", str(ae)), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    try:
-        while time.time() < deadline:
-            log = run / "log.jsonl"
-            if log.exists() and sum(1 for line in log.read_text().splitlines() if line.strip()) >= 5:
-                break
-            assert proc.poll() is None, proc.stderr.read().decode()
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
+    kill_after_log_lines(_cli(cohort, run, 3000, "--autoencoder", str(ae)), run)
     killed_at = ckpt.list_checkpoints(run)[-1][0]
     assert killed_at >= 4
     total = killed_at + 4

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from process_helpers import kill_after_log_lines
 from test_training_helpers import write_phantom_cohort
 
 from synthkit.config import DiffusionConfig, PreprocessConfig, RunConfig, TrainConfig, model_config
@@ -96,19 +95,7 @@ def test_kill_dash_9_then_resume_reaches_same_steps_and_weights(cohort, tmp_path
     env = dict(os.environ, OMP_NUM_THREADS="1")
     run = tmp_path / "killed"
     # a long run (constant lr, so the total step count does not change the schedule) killed mid-way
-    proc = subprocess.Popen(_cli_train(cohort, run, 400), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    try:
-        while time.time() < deadline:
-            log = run / "log.jsonl"
-            if log.exists() and sum(1 for line in log.read_text().splitlines() if line.strip()) >= 5:
-                break
-            assert proc.poll() is None, proc.stderr.read().decode()
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    kill_after_log_lines(_cli_train(cohort, run, 400), run)
     killed_at = ckpt.list_checkpoints(run)[-1][0]
     assert 4 <= killed_at < 12
     out = subprocess.run(_cli_train(cohort, run, 12, "--resume"), check=False, env=env, capture_output=True, text=True)
