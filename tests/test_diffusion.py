@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from diffusion_helpers import tiny_cond, tiny_denoiser
 
 from synthkit.config import DiffusionConfig
 from synthkit.diffusion import (
@@ -22,22 +23,12 @@ SHAPE = (2, 1, 8, 8, 8)
 
 
 def _cond(n: int = 2, size: int = 8) -> torch.Tensor:
-    """(N, 2, D, H, W) one-hot head/tumour masks, background dropped."""
-    c = torch.zeros(n, 2, size, size, size)
-    c[:, 0, 1:-1, 1:-1, 1:-1] = 1
-    c[:, 0, 3:5, 3:5, 3:5] = 0
-    c[:, 1, 3:5, 3:5, 3:5] = 1
-    return c
+    return tiny_cond(n, size)
 
 
 @pytest.fixture(scope="module")
 def model() -> torch.nn.Module:
-    net = build_denoiser("tiny").eval()
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-    return net
+    return tiny_denoiser()
 
 
 # -- schedule ------------------------------------------------------------------------------
