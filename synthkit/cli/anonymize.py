@@ -103,22 +103,7 @@ def register(app: typer.Typer) -> None:
             result = run_anonymize(cohort, model, out, settings=settings, train_cohort=train_cohort, holdout=holdout,
                                    mapping=mapping, feature_weights=feature_weights, device=device, batch_size=batch_size,
                                    on_note=note, progress=volume_progress(progress, "anonymize", quiet))
-        if not result.privacy_checked:
-            note("memorization check NOT run (no training cohort); the privacy report says so")
-        if result.resumed:
-            note(f"{result.resumed} volume(s) were already done and kept")
-        if result.dropped:
-            note(f"{len(result.dropped)} volume(s) dropped by the privacy gate (flagged as copies or re-identified; "
-                 "see privacy_report.html)")
-        for case_id, msg in result.failed:
-            err_console.print(f"synthkit: case {case_id} failed: {msg}", markup=False)
-        n_ok = len(result.written) + result.resumed
-        note(f"{len(result.written)} new synthetic volume(s) in {out}")
-        if result.failed:
-            if n_ok == 0 and not result.dropped:
-                raise UsageError(f"no case could be anonymized ({len(result.failed)} failed)")
-            err_console.print(f"synthkit: {len(result.failed)} case(s) failed", markup=False)
-            raise typer.Exit(1)
+        _report(result, out, note)
 
 
 def _mask_ops(perturb_masks: str, template_heads: Path | None) -> str | None:
@@ -150,3 +135,25 @@ def _mask_ops(perturb_masks: str, template_heads: Path | None) -> str | None:
     spec = "+".join(parts)
     parse_op_specs(spec)
     return spec
+
+
+def _report(result, out: Path, note) -> None:
+    """Tell the operator what anonymize did (notes, failed cases); exit 1 when cases failed."""
+    from synthkit.errors import UsageError
+
+    if not result.privacy_checked:
+        note("memorization check NOT run (no training cohort); the privacy report says so")
+    if result.resumed:
+        note(f"{result.resumed} volume(s) were already done and kept")
+    if result.dropped:
+        note(f"{len(result.dropped)} volume(s) dropped by the privacy gate (flagged as copies or re-identified; "
+             "see privacy_report.html)")
+    for case_id, msg in result.failed:
+        err_console.print(f"synthkit: case {case_id} failed: {msg}", markup=False)
+    n_ok = len(result.written) + result.resumed
+    note(f"{len(result.written)} new synthetic volume(s) in {out}")
+    if result.failed:
+        if n_ok == 0 and not result.dropped:
+            raise UsageError(f"no case could be anonymized ({len(result.failed)} failed)")
+        err_console.print(f"synthkit: {len(result.failed)} case(s) failed", markup=False)
+        raise typer.Exit(1)

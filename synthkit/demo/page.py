@@ -176,7 +176,7 @@ def _privacy_section(a: Any) -> str:
                if i.get("reference") else "did NOT check them for copies (the model's training cohort "
                "is unknown)")
     return ("<h2>Shareable synthetic cohort</h2>"
-            f"<p><code>synthkit anonymize</code> put each patient's tumour into a template head that is not the patient's (its default, <code>--perturb-masks template</code>), generated one image per mask, {checked}, "
+            f"<p><code>synthkit anonymize</code> put each case's tumour into a template head of another subject (its default, <code>--perturb-masks template</code>), generated one image per mask, {checked}, "
             f"and wrote the accepted ones under "
             f"opaque ids with clean headers as an nnU-Net dataset in <a href=\"{esc(i['folder'])}/\">"
             f"{esc(i['folder'])}/</a>: <b>{i['written']}</b> written, <b>{i['regenerated']}</b> "
