@@ -52,8 +52,20 @@ def environment(threads: int) -> dict[str, Any]:
         "threads": threads,
         "torch": torch.__version__,
         "bf16_native": bf16_supported("cpu"),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "mkldnn_bf16_supported": _mkldnn_bf16(),
         "python": platform.python_version(),
     }
+
+
+def _mkldnn_bf16() -> bool | None:
+    """oneDNN's own answer to "does this CPU run bf16 natively" (None where torch cannot tell)."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return None
 
 
 def time_interleaved(

@@ -380,10 +380,8 @@ def main() -> None:
         return
     from synthkit.networks import bf16_supported
 
-    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     precisions = ["fp32"] + (["bf16"] if bf16_supported("cpu") and not args.quick else [])
-    env = {**environment(args.threads), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-           "mkldnn_bf16_supported": native}
+    env = environment(args.threads)  # includes cpu_capability and mkldnn_bf16_supported
     out: dict[str, Any] = {"benchmark": "latent", "quick": args.quick, "environment": env, "precisions": precisions}
     with tempfile.TemporaryDirectory(prefix="bench-latent-") as tmp:
         run = make_latent_run(Path(tmp) / "run")

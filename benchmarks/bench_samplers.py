@@ -67,13 +67,8 @@ def load_model(device: str) -> Any:
 def machine(threads: int, device: str, precision: str) -> dict[str, Any]:
     from synthkit.networks import resolve_precision
 
-    env = environment(threads)
-    env.update(cpu_capability=torch.backends.cpu.get_cpu_capability(), device=device,
-               precision_requested=precision, precision=resolve_precision(device, precision))
-    try:
-        env["mkldnn_bf16_supported"] = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        env["mkldnn_bf16_supported"] = None
+    env = environment(threads)  # includes cpu_capability and mkldnn_bf16_supported
+    env.update(device=device, precision_requested=precision, precision=resolve_precision(device, precision))
     if str(device).startswith("cuda"):
         env["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return env

@@ -218,7 +218,6 @@ def tables(doc: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    import torch
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=16, help="training subjects anonymized")
@@ -248,7 +247,7 @@ def main() -> None:
     feats = fidelity(rows, a.work, inputs, real, a.seed)
     mem = membership(train, real, a.seed)
     between = head_dice_between_subjects(train, inputs)
-    env = {**environment(a.threads), "cpu_capability": torch.backends.cpu.get_cpu_capability(), "precision": "fp32"}
+    env = {**environment(a.threads), "precision": "fp32"}  # environment() names the CPU capability
     doc = {"what": (f"synthkit anonymize on {a.n} of the demo model's own training subjects (demo 0-{a.n - 1}; "
                     f"training cohort demo 0-{N_TRAIN - 1}), DDIM-{a.steps}, seed {a.seed}, default gate "
                     f"(copy rule + linkage gate, {a.max_retries} retries), deepbet features, 32^3"),
