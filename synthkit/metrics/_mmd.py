@@ -59,18 +59,23 @@ def gaussian_kernel(x: torch.Tensor, y: torch.Tensor, bandwidths: Sequence[float
     return sum(torch.exp(-d / (2.0 * s * s)) for s in bws) / len(bws)
 
 
-def mmd_from_kernel(k: torch.Tensor, ia: torch.Tensor, ib: torch.Tensor, unbiased: bool = True) -> float:
-    """MMD^2 from a precomputed kernel matrix ``k (P, P)`` of a pooled sample, for the samples at
-    rows ``ia`` and ``ib`` (index tensors; repeats allowed, as in a bootstrap). The unbiased form
-    drops the diagonal *positions* of the within-set blocks."""
-    kxx, kyy, kxy = k[ia][:, ia], k[ib][:, ib], k[ia][:, ib]
-    n, m = len(ia), len(ib)
+def _mmd2(kxx: torch.Tensor, kyy: torch.Tensor, kxy: torch.Tensor, unbiased: bool) -> float:
+    """MMD^2 from the within-set blocks ``kxx (n, n)``, ``kyy (m, m)`` and the cross block ``kxy``;
+    the unbiased form drops the diagonals of the within-set blocks (Gretton et al. 2012, eq. 3)."""
+    n, m = kxx.shape[0], kyy.shape[0]
     if unbiased:
         exx = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
         eyy = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
     else:
         exx, eyy = kxx.mean(), kyy.mean()
     return float(exx + eyy - 2.0 * kxy.mean())
+
+
+def mmd_from_kernel(k: torch.Tensor, ia: torch.Tensor, ib: torch.Tensor, unbiased: bool = True) -> float:
+    """MMD^2 from a precomputed kernel matrix ``k (P, P)`` of a pooled sample, for the samples at
+    rows ``ia`` and ``ib`` (index tensors; repeats allowed, as in a bootstrap). The unbiased form
+    drops the diagonal *positions* of the within-set blocks."""
+    return _mmd2(k[ia][:, ia], k[ib][:, ib], k[ia][:, ib], unbiased)
 
 
 def mmd(
@@ -93,10 +98,4 @@ def mmd(
         kxx, kyy, kxy = (gaussian_kernel(p, q, bandwidths) for p, q in ((x, x), (y, y), (x, y)))
     else:
         raise ValueError(f"kernel must be 'gaussian' or 'linear', got {kernel!r}")
-    n, m = len(x), len(y)
-    if unbiased:
-        exx = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
-        eyy = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
-    else:
-        exx, eyy = kxx.mean(), kyy.mean()
-    return float(exx + eyy - 2.0 * kxy.mean())
+    return _mmd2(kxx, kyy, kxy, unbiased)
