@@ -167,14 +167,7 @@ class AutoencoderTrainer:
 
     def _restore(self, path: Path) -> None:
         state = ckpt.load_checkpoint(path)
-        ckpt.check_state_dict(self.model, state.model, path, "autoencoder weights")
-        ckpt.check_state_dict(self.ema.model, state.ema, path, "EMA weights")
-        self.model.load_state_dict(state.model)
-        self.ema.load_state_dict(state.ema, state.ema_updates)
-        try:
-            self.optimizer.load_state_dict(state.optimizer)
-        except (ValueError, KeyError, RuntimeError) as e:
-            raise ckpt.CheckpointError(f"optimizer state does not fit the model ({e})", path) from None
+        ckpt.restore_model_state(state, path, self.model, self.ema, self.optimizer, "autoencoder weights")
         if 0 not in state.rng:
             raise ckpt.CheckpointError("checkpoint has no RNG state", path)
         restore_rng(state.rng[0], {"train": self.generator})

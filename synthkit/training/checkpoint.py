@@ -252,6 +252,20 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], path: str
 # --------------------------------------------------------------------------- run folders
 
 
+def restore_model_state(state: TrainingState, path: Path, model: nn.Module, ema: Any, optimizer: Any,
+                        weights_label: str = "model weights") -> None:
+    """Load a checkpoint's model, EMA and optimizer state into a trainer's objects, refusing (with
+    one line naming ``path``) weights or optimizer state that do not fit. Shared by every trainer."""
+    check_state_dict(model, state.model, path, weights_label)
+    check_state_dict(ema.model, state.ema, path, "EMA weights")
+    model.load_state_dict(state.model)
+    ema.load_state_dict(state.ema, state.ema_updates)
+    try:
+        optimizer.load_state_dict(state.optimizer)
+    except (ValueError, KeyError, RuntimeError) as e:
+        raise CheckpointError(f"optimizer state does not fit the model ({e})", path) from None
+
+
 def checkpoint_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / "checkpoint"
 

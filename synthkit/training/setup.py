@@ -192,14 +192,7 @@ class TrainerSetup:
     def _restore(self, path: Path) -> None:
         """Load checkpoint ``path`` into model, EMA, optimizer, scaler and RNG; continue its step."""
         state = ckpt.load_checkpoint(path)
-        ckpt.check_state_dict(self.model, state.model, path, self.weights_label)
-        ckpt.check_state_dict(self.ema.model, state.ema, path, "EMA weights")
-        self.model.load_state_dict(state.model)
-        self.ema.load_state_dict(state.ema, state.ema_updates)
-        try:
-            self.optimizer.load_state_dict(state.optimizer)
-        except (ValueError, KeyError, RuntimeError) as e:
-            raise ckpt.CheckpointError(f"optimizer state does not fit the model ({e})", path) from None
+        ckpt.restore_model_state(state, path, self.model, self.ema, self.optimizer, self.weights_label)
         if self.scaler is not None and state.scaler:
             self.scaler.load_state_dict(state.scaler)
         self._restore_rng(state)
