@@ -317,6 +317,10 @@ class AutoencoderRunConfig:
         return from_dict(cls, data, where=str(path))
 
 
+#: The subfolder of a latent run that holds its own copy of the autoencoder (config + weights).
+LATENT_AE_FOLDER = "autoencoder"
+
+
 AUTOENCODER_PRESETS: dict[str, dict[str, Any]] = {
     # For unit tests: 16^3 volumes.
     "tiny": {"channels": (8, 8, 16), "latent_channels": 4, "num_res_blocks": 1, "norm_groups": 4},

@@ -30,15 +30,13 @@ from typing import Any
 
 import torch
 
+from synthkit.config import LATENT_AE_FOLDER as AE_FOLDER
 from synthkit.config import AutoencoderRunConfig, ConfigError, RunConfig
 from synthkit.errors import CheckpointError
 from synthkit.networks.autoencoder import pool_cond
 from synthkit.pipeline.diffusion import DiffusionPipeline
 from synthkit.pipeline.pipeline import Progress
 from synthkit.pipeline.registry import register_kind
-
-#: The run subfolder holding the autoencoder (synthkit.training.autoencoder_latent.AE_FOLDER).
-AE_FOLDER = "autoencoder"
 
 
 def recorded_autoencoder_sha256(weights: Path) -> str | None:

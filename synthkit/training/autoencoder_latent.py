@@ -29,13 +29,13 @@ from typing import Any
 
 import torch
 
+from synthkit.config import LATENT_AE_FOLDER as AE_FOLDER
 from synthkit.config import AutoencoderRunConfig, RunConfig
 from synthkit.errors import UsageError
 from synthkit.networks.autoencoder import pool_cond  # shared with synthkit.pipeline.latent
 from synthkit.training import checkpoint as ckpt
 from synthkit.training.trainer import Trainer
 
-AE_FOLDER = "autoencoder"
 LATENT_CACHE_FORMAT = 1
 
 
