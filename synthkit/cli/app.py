@@ -21,6 +21,7 @@ from synthkit.cli import (
     cohort,
     demo,
     evaluate,
+    export,
     masks,
     privacy,
     sample,
@@ -96,7 +97,8 @@ def _root(
 
 
 # Order here is the order in --help.
-for _module in (cohort, train, autoencoder, sample, masks, augment, evaluate, weights, privacy, anonymize, segbench, demo):
+for _module in (cohort, train, autoencoder, sample, masks, augment, evaluate, weights, privacy, anonymize, segbench,
+                export, demo):
     _module.register(app)
 
 

@@ -1,0 +1,129 @@
+"""``synthkit export RUN --out DIR [--fp16]``: a run folder reduced to what sampling needs.
+
+A training run folder holds resumable checkpoints (weights, EMA, optimizer state), a
+preprocessing cache, previews and logs: hundreds of MB that nobody needs to sample. The export
+keeps ``config.json``, the EMA weights ``model.safetensors`` and the small side files the
+pipelines read (``intensity.json``, ``train_cohort.json``, ``MODEL_CARD.md``); a latent run keeps
+its ``autoencoder/`` (config + weights). Autoencoder run folders (``synthkit autoencoder
+train``) export the same way.
+
+``half=True`` stores every floating tensor as float16 (half the size; loaded back into fp32).
+A latent denoiser records the SHA-256 of the autoencoder weights it was trained on; when the
+autoencoder is halved too, that record is rewritten to the new file's hash, and the export is
+loaded once as a check before it is put in place. The output folder appears whole or not at all
+(written into a temporary sibling, then renamed).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from synthkit.config import LATENT_AE_FOLDER
+from synthkit.errors import CheckpointError, UsageError
+from synthkit.io.atomic import _umask
+
+__all__ = ["SIDE_FILES", "export_run"]
+
+#: Small files a run folder may carry that sampling, the demo or a reader uses.
+SIDE_FILES = ("intensity.json", "train_cohort.json", "MODEL_CARD.md")
+
+
+def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    from synthkit.training.checkpoint import WEIGHTS_FORMAT, _doc, _read_safetensors
+
+    tensors, metadata = _read_safetensors(path)
+    if metadata.get("format") != WEIGHTS_FORMAT:
+        raise CheckpointError("not a synthkit weights file (model.safetensors holds EMA weights, "
+                              "not a training checkpoint)", path)
+    return tensors, _doc(path, metadata, WEIGHTS_FORMAT).get("info") or {}
+
+
+def _write_weights(src: Path, dst: Path, half: bool, info_update: dict | None = None) -> None:
+    from synthkit.training.checkpoint import save_weights
+
+    tensors, info = _read_weights(src)
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+    if half or info_update:
+        save_weights(dst, tensors, {**info, **(info_update or {}), **({"stored_as": "float16"} if half else {})})
+    else:
+        shutil.copy2(src, dst)
+
+
+def _kind(run_dir: Path) -> str:
+    try:
+        doc = json.loads((run_dir / "config.json").read_text())
+    except FileNotFoundError:
+        raise UsageError("not a run folder: config.json is missing", run_dir) from None
+    except ValueError as e:
+        raise UsageError(f"config.json is not valid JSON ({e})", run_dir / "config.json") from None
+    if not isinstance(doc, dict):
+        raise UsageError("config.json does not hold a run config", run_dir / "config.json")
+    if doc.get("kind") == "autoencoder":
+        return "autoencoder"
+    return "latent" if doc.get("model_type") == "latent" else "run"
+
+
+def _export_into(src: Path, tmp: Path, half: bool) -> str:
+    from synthkit.io.hashing import file_sha256
+
+    kind = _kind(src)
+    if not (src / "model.safetensors").is_file():
+        raise CheckpointError("run has no weights yet (model.safetensors is written at the first checkpoint)", src)
+    shutil.copy2(src / "config.json", tmp / "config.json")
+    for name in SIDE_FILES:
+        if (src / name).is_file():
+            shutil.copy2(src / name, tmp / name)
+    update = None
+    if kind == "latent":
+        ae_src, ae_dst = src / LATENT_AE_FOLDER, tmp / LATENT_AE_FOLDER
+        if not (ae_src / "model.safetensors").is_file() or not (ae_src / "config.json").is_file():
+            raise CheckpointError("the latent run has no autoencoder (autoencoder/config.json + model.safetensors)",
+                                  ae_src)
+        ae_dst.mkdir()
+        shutil.copy2(ae_src / "config.json", ae_dst / "config.json")
+        _write_weights(ae_src / "model.safetensors", ae_dst / "model.safetensors", half)
+        update = {"autoencoder_sha256": file_sha256(ae_dst / "model.safetensors")}
+    _write_weights(src / "model.safetensors", tmp / "model.safetensors", half, update)
+    return kind
+
+
+def _check_loads(folder: Path, kind: str) -> None:
+    if kind == "autoencoder":
+        from synthkit.training.autoencoder_eval import load_autoencoder
+
+        load_autoencoder(folder)
+    else:
+        from synthkit.pipeline import load
+
+        load(folder, "cpu")
+
+
+def export_run(run: str | Path, out: str | Path, *, half: bool = False) -> Path:
+    """Write the shareable part of run folder ``run`` (a diffusion, GAN, latent or autoencoder
+    run) to the new folder ``out``; ``half``: weights as float16. Returns ``out``."""
+    src, out = Path(run), Path(out)
+    if not src.is_dir():
+        raise UsageError("no such run folder", src)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError("exists and is not an empty folder; choose a new --out", out)
+    if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
+        raise UsageError("--out must lie outside the run folder", out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        tmp.chmod(0o777 & ~_umask())
+        kind = _export_into(src, tmp, half)
+        _check_loads(tmp, kind)
+        if out.is_dir():
+            out.rmdir()
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
