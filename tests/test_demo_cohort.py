@@ -119,3 +119,23 @@ def test_first_index_gives_the_same_subjects_and_disjoint_ranges(demo, tmp_path)
     moved = write_demo_cohort(tmp_path / "tail", n=1, size=24, seed=3, first=5)
     assert [c.case_id for c in moved.cases] == ["case_005"]
     assert sorted(p.name for p in (tmp_path / "tail" / "labelsTr").iterdir()) == ["case_005.nii.gz"]
+
+
+def test_parallel_writing_gives_the_same_bytes_as_one_process(demo, tmp_path, monkeypatch):
+    """Large cohorts are written by one process per core: same files, same progress calls."""
+    import synthkit.io.demo_cohort as dc
+
+    a, _, _, _ = demo
+    monkeypatch.setattr(dc, "PARALLEL_MIN_VOXELS", 0)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert dc._workers(2, 24) == min(2, len(__import__("os").sched_getaffinity(0)))
+    calls = []
+    p = write_demo_cohort(tmp_path / "p", n=2, size=24, seed=3, progress=lambda d, t: calls.append((d, t)),
+                          clean_copy=tmp_path / "pc")
+    assert calls == [(1, 2), (2, 2)]
+    for name in ("imagesTr/case_000_0000.nii.gz", "imagesTr/case_001_0000.nii.gz", "labelsTr/case_001.nii.gz",
+                 "dataset.json"):
+        assert (p.root / name).read_bytes() == (a.root / name).read_bytes(), name
+    assert (tmp_path / "pc" / "imagesTr" / "case_001_0000.nii.gz").is_file()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert dc._workers(64, 128) == 1

@@ -129,6 +129,17 @@ def _markdown(text: str, max_lines: int = 60) -> str:
     return "".join(parts)
 
 
+def _latent_facts(gen: Any) -> list[tuple[str, str]]:
+    """Rows for a latent run: the autoencoder the denoiser works in."""
+    if getattr(gen, "kind", None) != "latent":
+        return []
+    n_ae = sum(p.numel() for p in gen.autoencoder.parameters())
+    latent = " x ".join(str(s // gen.factor) for s in gen.config.preprocess.target_shape)
+    return [("latent space", (f"KL autoencoder ({n_ae:,} parameters), {gen.factor}x per axis: "
+                             f"{gen.latent_channels} channels x {latent}; the denoiser works there")),
+            ("autoencoder sha256", gen.autoencoder_sha256[:16] + "…")]
+
+
 def _model_section(ctx: Any, record: dict[str, Any]) -> str:
     gen = ctx.gen
     cfg = gen.config
@@ -142,6 +153,7 @@ def _model_section(ctx: Any, record: dict[str, Any]) -> str:
         ("training", f"{cfg.train.steps} steps, batch {cfg.train.batch_size}, lr {cfg.train.lr:g}"),
         ("conditioning", f"mask labels {list(cfg.preprocess.mask_labels)} of "
                          + ", ".join(f"{k}={v}" for k, v in cfg.data.labels.items())),
+        *_latent_facts(gen),
         ("sampling here", f"DDIM, {ctx.steps} steps, background held outside the head"),
         ("weights sha256", gen.weights_sha256[:16] + "…"),
     ]

@@ -45,7 +45,8 @@ from synthkit.errors import CheckpointError, UsageError
 
 __all__ = ["DEFAULT_MODEL", "QUICK", "DemoSizes", "run_demo"]
 
-DEFAULT_MODEL = "demo"
+#: The shipped model the demo uses: latent Med-DDPM at 128^3 (``--model demo`` is the 32^3 pixel one).
+DEFAULT_MODEL = "demo-latent"
 MARKER = ".synthkit-demo"
 #: Sub-folders the demo writes (removed before a rerun into the same folder).
 OWNED = ("img", "cohort", "training_cohort", "model", "synthetic", "diversity", "anonymized", "baselines", "evaluation", "perturbed")
@@ -68,7 +69,7 @@ def _model_recipe(model: str | Path, train_steps: int) -> tuple[Any, Path | None
         if train_steps > 0:
             return RunConfig(model=model_config("small"), diffusion=DiffusionConfig(prediction="v"),
                              train=TrainConfig(lr=1e-3, lr_final=1e-4, batch_size=2), preset="small"), None
-        raise CheckpointError("the shipped demo model is not installed (synthkit/assets/models/demo); "
+        raise CheckpointError(f"the shipped demo model is not installed (synthkit/assets/models/{DEFAULT_MODEL}); "
                               "pass --model RUN, or --train-steps N to train one first") from None
     try:
         return RunConfig.load(run_dir / "config.json"), run_dir
@@ -131,7 +132,7 @@ def run_demo(out: str | Path, *, model: str | Path = DEFAULT_MODEL, train_steps:
     shape = tuple(int(s) for s in cfg.preprocess.target_shape)
     stages.stage_cohort(ctx, max(shape), train_steps)
     if train_steps > 0:
-        stages.stage_train(ctx, cfg, train_steps)
+        stages.stage_train(ctx, cfg, train_steps, run_dir)
     ctx.steps = min(sizes.steps, ctx.gen.diffusion.num_timesteps)
     for stage in (stages.stage_sample, stages.stage_anonymize, stages.stage_evaluate, stages.stage_perturb):
         stage(ctx)

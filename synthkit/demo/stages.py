@@ -70,7 +70,9 @@ def stage_cohort(ctx: Context, size: int, train_steps: int = 0) -> None:
             st.summary += f"; the model's training cohort ({recipe['n']} cases) -> {ctx.rel(train_root)}/"
 
 
-def stage_train(ctx: Context, cfg: Any, train_steps: int) -> None:
+def stage_train(ctx: Context, cfg: Any, train_steps: int, source: Path | None = None) -> None:
+    """A fresh model with ``cfg``'s recipe; a latent recipe trains a new denoiser in the
+    autoencoder of ``source`` (the run the recipe came from)."""
     from synthkit.pipeline import load
     from synthkit.training import train
 
@@ -79,6 +81,13 @@ def stage_train(ctx: Context, cfg: Any, train_steps: int) -> None:
                                 seed=ctx.seed)
         if ctx.train_cohort is None:
             raise UsageError("no training cohort was built")
+        if cfg.model_type == "latent":
+            from synthkit.config import LATENT_AE_FOLDER
+            from synthkit.training.autoencoder_latent import attach_autoencoder
+
+            if source is None:
+                raise UsageError("a latent recipe needs the run folder that holds its autoencoder")
+            attach_autoencoder(ctx.out / "model", source / LATENT_AE_FOLDER)
         run = Path(train(ctx.train_cohort, ctx.out / "model", dataclasses.replace(cfg, train=t),
                          device=ctx.device, progress=ctx.progress, on_note=ctx.say))
         ctx.gen = load(run, ctx.device)

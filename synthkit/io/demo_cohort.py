@@ -26,6 +26,7 @@ so the same seed gives identical arrays.
 from __future__ import annotations
 
 import functools
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -278,6 +279,39 @@ def _clear_previous(out: Path, keep: range) -> None:
         f.unlink()
 
 
+#: Below this many voxels in total a demo cohort is written in one process.
+PARALLEL_MIN_VOXELS = 8 * 96**3
+
+
+def _workers(n: int, size: int) -> int:
+    """Processes for writing a demo cohort: one per usable core (capped by $OMP_NUM_THREADS when
+    set, so a job told to use one core does), and one for small cohorts (start-up would dominate)."""
+    if n * size**3 < PARALLEL_MIN_VOXELS:
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        cores = min(cores, int(os.environ.get("OMP_NUM_THREADS", cores)))
+    except ValueError:
+        pass
+    return max(1, min(cores, n))
+
+
+def _write_case(job: tuple[int, int, int, tuple[str, ...]]) -> None:
+    """Render subject ``i`` of cohort ``seed`` at ``size`` and write it into each folder of
+    ``outs`` (the noisy volume into the first, the noise-free one into the second)."""
+    from synthkit.io.nifti import write_nifti
+
+    seed, i, size, outs = job
+    img, lab, aff, clean = _subject(np.random.default_rng([seed, i]), size)
+    cid = f"case_{i:03d}"
+    for o, im in zip(outs, (img, clean), strict=False):
+        write_nifti(Path(o) / "imagesTr" / f"{cid}_0000.nii.gz", im, aff)
+        write_nifti(Path(o) / "labelsTr" / f"{cid}.nii.gz", lab, aff, is_label=True)
+
+
 def write_demo_cohort(
     out: str | Path,
     n: int = 20,
@@ -301,7 +335,6 @@ def write_demo_cohort(
     noise ceiling of reconstruction metrics.
     """
     from synthkit.io.cohort import discover_cohort
-    from synthkit.io.nifti import write_nifti
     from synthkit.io.nnunet import write_nnunet_dataset_json
 
     if n < 1 or size < 8 or first < 0:
@@ -321,13 +354,20 @@ def write_demo_cohort(
         step = lambda i: progress(i + 1, n)
     else:
         step = lambda i: None
-    for k, i in enumerate(range(first, first + n)):
-        img, lab, aff, clean = _subject(np.random.default_rng([seed, i]), size)
-        cid = f"case_{i:03d}"
-        for o, im in zip(outs, (img, clean), strict=False):
-            write_nifti(o / "imagesTr" / f"{cid}_0000.nii.gz", im, aff)
-            write_nifti(o / "labelsTr" / f"{cid}.nii.gz", lab, aff, is_label=True)
-        step(k)
+    jobs = [(seed, i, size, tuple(str(o) for o in outs)) for i in range(first, first + n)]
+    workers = _workers(n, size)
+    if workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn: the parent may hold torch's thread pool; the workers only need numpy and scipy
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for k, _ in enumerate(pool.map(_write_case, jobs)):
+                step(k)
+    else:
+        for k, job in enumerate(jobs):
+            _write_case(job)
+            step(k)
     for o in outs:
         write_nnunet_dataset_json(o, ("T1",), dict(LABELS), n, ".nii.gz")
     return discover_cohort(out)
