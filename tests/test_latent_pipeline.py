@@ -265,3 +265,37 @@ def test_existing_latent_run_needs_resume_then_continues_and_samples(world, tmp_
 
     vol = synthkit.load(run).sample(phantom(size=16, seed=1)[1], seed=0, sampler="ddim", steps=2)
     assert vol.data.shape == (1, 16, 16, 16) and np.isfinite(vol.data).all()
+
+
+def test_privacy_membership_attack_scores_a_latent_run_in_its_latent_space(world, tmp_path, cli):
+    """`synthkit privacy --model LATENT_RUN`: the denoising error is measured where the denoiser was
+    trained (posterior mean x scale factor, pooled mask), and the attack runs end to end."""
+    import synthkit
+    from synthkit.io import discover_cohort
+    from synthkit.io.cohort import read_image, read_mask
+    from synthkit.networks.autoencoder import pool_cond
+    from synthkit.preprocess import one_hot, preprocess_case
+    from synthkit.privacy.attacks import DenoisingError
+
+    pipe = synthkit.load(world["run"])
+    err = DenoisingError.from_loaded(pipe, timesteps=[3])
+    case = discover_cohort(world["cohort"]).cases[0]
+    image, mask = read_image(case), read_mask(case)
+    pre = preprocess_case(image, mask, pipe.config.preprocess)
+    with torch.no_grad():
+        z0 = pipe.autoencoder.encode(pre.image[None].float())[0] * pipe.scale_factor
+        c = pool_cond(one_hot(pre.labels, tuple(pipe.config.preprocess.mask_labels))[None].float(), pipe.factor)
+        noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(0))
+        t = torch.full((1,), 3, dtype=torch.long)
+        out = pipe.model(pipe.diffusion.model_input(pipe.diffusion.q_sample(z0, t, noise), c), t)
+        target = noise if pipe.diffusion.cfg.prediction == "epsilon" else pipe.diffusion.v_target(z0, noise, t)
+    assert err(image, mask) == pytest.approx(float(((out - target) ** 2).mean()), rel=1e-5)
+
+    holdout = tmp_path / "holdout"
+    r = cli("cohort", "demo", holdout, "--n", "4", "--size", "16", "--first", "1000", "--quiet")
+    assert r.exit_code == 0, r.output
+    r = cli("privacy", world["cohort"], holdout, "--holdout", holdout, "--model", world["run"], "--no-features",
+            "--shape", "16", "--json", tmp_path / "p.json", "--quiet")
+    assert r.exit_code == 0, r.output
+    mem = json.loads((tmp_path / "p.json").read_text())["attacks"]["membership"]
+    assert mem["n_members"] == 4 and mem["n_nonmembers"] == 4 and 0 <= mem["auc"] <= 1

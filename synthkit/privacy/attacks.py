@@ -164,21 +164,24 @@ class DenoisingError:
     """
 
     def __init__(self, model: Any, diffusion: Any, preprocess: Any, *, timesteps: Sequence[int] | None = None,
-                 seed: int = 0, device: str = "cpu"):
+                 seed: int = 0, device: str = "cpu", to_latent: Callable[[Any, Any], tuple[Any, Any]] | None = None):
         T = int(diffusion.num_timesteps)
         self.timesteps = tuple(sorted({min(T - 1, max(0, int(t))) for t in
                                        (timesteps or [round(f * T) for f in DEFAULT_T_FRACTIONS])}))
         self.model, self.diffusion, self.preprocess = model, diffusion, preprocess
         self.seed, self.device = int(seed), device
+        self.to_latent = to_latent  # latent runs: (image, one-hot) -> (scaled latent mean, pooled mask)
 
     @classmethod
     def from_loaded(cls, gen: Any, **kw: Any) -> DenoisingError:
         """From a loaded run (``synthkit.pipeline.load`` / ``synthkit.run.load``): its ``model``,
         ``diffusion`` and ``config.preprocess``."""
-        if getattr(gen.config, "model_type", "ddpm") != "ddpm":
-            raise UsageError(f"membership inference by denoising error needs a diffusion model, not "
-                             f"{gen.config.model_type!r}")
-        return cls(gen.model, gen.diffusion, gen.config.preprocess, device=str(getattr(gen, "device", "cpu")), **kw)
+        kind = getattr(gen.config, "model_type", "ddpm")
+        if kind not in ("ddpm", "latent"):
+            raise UsageError(f"membership inference by denoising error needs a diffusion model, not {kind!r}")
+        to_latent = _latent_encoder(gen) if kind == "latent" else None
+        return cls(gen.model, gen.diffusion, gen.config.preprocess, device=str(getattr(gen, "device", "cpu")),
+                   to_latent=to_latent, **kw)
 
     @classmethod
     def from_run(cls, run: str | Path, device: str = "cpu", **kw: Any) -> DenoisingError:
@@ -199,6 +202,8 @@ class DenoisingError:
         cond = one_hot(pre.labels, tuple(self.preprocess.mask_labels))[None].to(self.device, torch.float32)
         errs = []
         with torch.inference_mode():
+            if self.to_latent is not None:
+                x0, cond = self.to_latent(x0, cond)
             for i, t in enumerate(self.timesteps):
                 g = torch.Generator().manual_seed(self.seed + i)
                 noise = torch.randn(x0.shape, generator=g, dtype=torch.float32).to(self.device)
@@ -208,6 +213,17 @@ class DenoisingError:
                 target = noise if self.diffusion.cfg.prediction == "epsilon" else self.diffusion.v_target(x0, noise, tt)
                 errs.append(float(((out - target) ** 2).mean()))
         return float(np.mean(errs))
+
+
+def _latent_encoder(gen: Any) -> Callable[[Any, Any], tuple[Any, Any]]:
+    """For a latent run: the map the denoiser was trained through, (image, one-hot mask on the
+    image grid) -> (posterior mean x scale factor, average-pooled mask), as in latent training."""
+
+    def to_latent(x0: Any, cond: Any) -> tuple[Any, Any]:
+        mean, _ = gen.autoencoder.encode(x0)
+        return mean.float() * float(gen.scale_factor), gen.latent_cond(cond)
+
+    return to_latent
 
 
 def case_errors(error: Callable[[Any, Any], float], cases: Iterable[tuple[str, Any, Any]],
