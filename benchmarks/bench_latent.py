@@ -7,18 +7,17 @@
 Every measurement runs in a fresh subprocess (this script with ``--probe``) and reads its peak
 resident set size (``ru_maxrss``), side by side in one run:
 
-1. **Sampling one 128^3 volume.** A latent pipeline loaded with ``synthkit.load`` from a run
-   folder holding an untrained ``small`` autoencoder (4x, 4 latent channels) and an untrained
-   ``small`` denoiser on the 32^3 latent (speed does not depend on training): ``Pipeline.sample``
-   of a 128^3 mask with DPM-Solver++ 15 / 20 and DDIM 25 steps, preprocessing and decoding
-   included (the decode time is also given on its own). Against it: ONE ``paper``-preset
-   pixel-space denoiser call at 128^3 (``build_denoiser("paper")``, no_grad), the unit a pixel
-   sampler repeats 250 times (DDPM) or 25-50 (DDIM).
+1. **Sampling one 128^3 volume.** The shipped ``demo-latent`` run (``--model``; an untrained
+   ``small``/``small`` run when it is not installed: speed does not depend on training), loaded
+   with ``synthkit.load``: ``Pipeline.sample`` of a 128^3 mask with DPM-Solver++ 15 / 20 and DDIM
+   25 steps, preprocessing and decoding included (the decode time is also given on its own).
+   Against it: ONE ``paper``-preset pixel-space denoiser call at 128^3 (``build_denoiser("paper")``,
+   no_grad), the unit a pixel sampler repeats 250 times (DDPM) or 25-50 (DDIM).
 2. **One training step, batch 1** (forward, loss, backward, Adam step): the pixel ``paper``
    denoiser at 128^3 (``--quick``: at 64^3 only; the full run measures 128^3 after 64^3 when the
    64^3 step scaled to 128^3 fits in 90% of MemAvailable, about 17 GiB in fp32, and records the
    row as skipped otherwise); the latent denoiser that a 128^3 head becomes
-   (32^3 latent, 4 + 2 channels; ``small`` and ``paper``); and the autoencoder's own step
+   (32^3 latent, 8 + 2 channels as in ``demo-latent``; ``small`` and ``paper``); and the autoencoder's own step
    (``small``, 64^3 crops, batch 2, its default). fp32, and bf16 autocast where native; with and
    without activation checkpointing (``ModelConfig.gradient_checkpointing``).
 
@@ -105,6 +104,22 @@ def make_latent_run(root: Path, size: int = 128) -> Path:
     cfg.save(root / "config.json")
     (root / "intensity.json").write_text(json.dumps({"lo": [0.0], "hi": [1.0]}))
     return root
+
+
+def _sampling_run(model: str, tmp: Path) -> tuple[Path, str]:
+    """(run folder, row label) for the sampling rows: ``model`` when it is a latent run that loads,
+    else an untrained small/small run (speed does not depend on training)."""
+    from synthkit.errors import SynthkitError
+    from synthkit.pipeline import load, resolve_run
+
+    if model != "untrained":
+        try:
+            run = resolve_run(model)
+            if load(run).kind == "latent":
+                return run, Path(model).name
+        except SynthkitError as e:
+            print(f"  {model}: {e}; timing an untrained small/small run instead", flush=True)
+    return make_latent_run(tmp / "run"), "small/small (untrained)"
 
 
 # --------------------------------------------------------------------------- probes (subprocess side)
@@ -215,12 +230,12 @@ def run_probe(spec: dict[str, Any], threads: int, timeout: float) -> dict[str, A
 # --------------------------------------------------------------------------- measuring
 
 
-def measure_sampling(args, precisions: list[str], run: Path) -> list[dict]:
+def measure_sampling(args, precisions: list[str], run: Path, label: str) -> list[dict]:
     res = []
     for prec in precisions:
         for sampler, steps in (("dpmpp", 15), ("dpmpp", 20), ("ddim", 25)):
-            res.append(run_probe({"probe": "latent_sample", "run": str(run), "size": 128, "sampler": sampler,
-                                  "steps": steps, "precision": prec}, args.threads, 1800))
+            res.append(run_probe({"probe": "latent_sample", "run": str(run), "label": label, "size": 128,
+                                  "sampler": sampler, "steps": steps, "precision": prec}, args.threads, 1800))
     for prec in precisions:
         res.append(run_probe({"probe": "pixel_call", "size": 128, "precision": prec}, args.threads, 3600))
     return res
@@ -242,7 +257,7 @@ def measure_training(args, precisions: list[str]) -> list[dict]:
         for ck in (False, True):
             for preset in ("small", "paper"):
                 specs.append({"probe": "train_step", "net": "denoiser", "what": f"latent ({preset} denoiser)",
-                              "preset": preset, "channels": 4, "size": 32, "head": 128, "batch": 1,
+                              "preset": preset, "channels": 8, "size": 32, "head": 128, "batch": 1,
                               "precision": prec, "checkpointing": ck})
         specs.append({"probe": "train_step", "net": "autoencoder", "what": "autoencoder (small, crops)",
                       "preset": "small", "size": 64, "batch": 2, "precision": prec, "checkpointing": False})
@@ -281,8 +296,8 @@ def render_sampling(res: list[dict], threads: int) -> list[str]:
     pixel = {r["precision"]: r.get("seconds") for r in res if r["probe"] == "pixel_call"}
     rows = []
     for r in res:
-        name = ("latent small/small " + ("DPM-Solver++" if r.get("sampler") == "dpmpp" else "DDIM") + f" {r['steps']}"
-                if r["probe"] == "latent_sample" else "pixel paper: ONE denoiser call")
+        name = (f"latent {r.get('label', 'small/small')} " + ("DPM-Solver++" if r.get("sampler") == "dpmpp" else "DDIM")
+                + f" {r['steps']}" if r["probe"] == "latent_sample" else "pixel paper: ONE denoiser call")
         if "error" in r:
             rows.append([name, r["precision"], r["error"], "", "", ""])
             continue
@@ -365,6 +380,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="fp32 only; the pixel training step at 64^3 only")
     ap.add_argument("--render", type=Path, help="only rewrite the Markdown of this results JSON")
+    ap.add_argument("--model", default="demo-latent",
+                    help="latent run folder or shipped name to time (default demo-latent; 'untrained': small/small "
+                         "with random weights, or when the name is not installed)")
     ap.add_argument("--probe", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.render:
@@ -384,8 +402,9 @@ def main() -> None:
     env = environment(args.threads)  # includes cpu_capability and mkldnn_bf16_supported
     out: dict[str, Any] = {"benchmark": "latent", "quick": args.quick, "environment": env, "precisions": precisions}
     with tempfile.TemporaryDirectory(prefix="bench-latent-") as tmp:
-        run = make_latent_run(Path(tmp) / "run")
-        out["sampling"] = measure_sampling(args, precisions, run)
+        run, label = _sampling_run(args.model, Path(tmp))
+        out["sampling_model"] = label
+        out["sampling"] = measure_sampling(args, precisions, run, label)
     out["training_step"] = measure_training(args, precisions)
     md = render(out)
     write_results("latent_quick" if args.quick else "latent", out, md)
