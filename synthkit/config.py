@@ -290,7 +290,7 @@ class AutoencoderRunConfig:
     """An autoencoder run folder's ``config.json``. ``crop``: edge of the random training crops;
     ``kl_weight``: weight of the KL term next to the L1 reconstruction loss; ``scale_factor``:
     1 / std of the posterior means of training volumes (None until measured; it brings latents to
-    unit variance for diffusion). ``train`` reuses :class:`TrainConfig` (Adam, lr schedule, EMA,
+    unit variance for diffusion; kept from the init weights when ``freeze_encoder``). ``train`` reuses :class:`TrainConfig` (Adam, lr schedule, EMA,
     checkpoints); its ``grad_accum``/``num_workers`` are not used."""
 
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
@@ -302,6 +302,8 @@ class AutoencoderRunConfig:
     crop: int = 64
     kl_weight: float = 1e-6
     scale_factor: float | None = None
+    freeze_encoder: bool = False  # train the decoder only (latents stay those of the init weights)
+    init_sha256: str | None = None  # SHA-256 of the weights the run started from (--init), if any
     preset: str = "custom"
     synthkit_version: str = "0.1.0"
     kind: Literal["autoencoder"] = "autoencoder"

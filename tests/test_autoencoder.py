@@ -302,3 +302,34 @@ def test_eval_of_a_folder_that_is_no_autoencoder_names_it(cohort, tmp_path, cli)
     assert r.exit_code != 0 and "not an autoencoder" in r.output
     r = cli("autoencoder", "train", tmp_path / "missing", "--out", tmp_path / "ae", "--quiet")
     assert r.exit_code != 0 and "missing" in r.output and "Traceback" not in r.output
+
+
+# ----------------------------------------------------------------------------- decoder fine-tuning
+
+
+def test_init_and_freeze_encoder_train_the_decoder_only(trained, cohort, tmp_path, cli):
+    """`--init AE --freeze-encoder`: the encoder (EMA included) stays bit-identical, the scale
+    factor is AE's, the decoder moves; the run records where it started; resume continues."""
+    from synthkit.io.hashing import file_sha256
+
+    run = tmp_path / "dec"
+    args = ["autoencoder", "train", cohort, "--out", run, "--init", trained, "--freeze-encoder", "--shape", "16", "16",
+            "16", "--crop", "8", "--batch-size", "2", "--checkpoint-every", "2", "--preview-every", "0", "--quiet"]
+    res = cli(*args, "--steps", "2")
+    assert res.exit_code == 0, res.output
+    res = cli(*args, "--steps", "4", "--resume")
+    assert res.exit_code == 0, res.output
+    a, b = ckpt.load_weights(trained / "model.safetensors"), ckpt.load_weights(run / "model.safetensors")
+    enc = [k for k in a if k.startswith("encoder.")]
+    assert enc and all(torch.equal(a[k], b[k]) for k in enc)
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("decoder."))
+    last = ckpt.load_checkpoint(ckpt.latest_checkpoint(run))
+    assert last.step == 4 and all(torch.equal(a[k], last.model[k]) for k in enc)
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["freeze_encoder"] is True and cfg["init_sha256"] == file_sha256(trained / "model.safetensors")
+    assert cfg["scale_factor"] == json.loads((trained / "config.json").read_text())["scale_factor"]
+    res = cli("autoencoder", "train", cohort, "--out", tmp_path / "x", "--freeze-encoder", "--steps", "1", "--quiet")
+    assert res.exit_code == 2 and "--init" in res.output and "Traceback" not in res.output
+    res = cli("autoencoder", "train", cohort, "--out", tmp_path / "y", "--init", trained, "--preset", "small", "--quiet")
+    assert res.exit_code == 2 and "--init takes the architecture" in res.output
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

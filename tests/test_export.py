@@ -118,3 +118,31 @@ def test_export_refuses_bad_input_in_one_line_and_writes_nothing(runs, tmp_path)
     assert sorted(p.name for p in busy.iterdir()) == ["keep.txt"]
     assert not (runs["pixel"] / "inside").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
+
+
+def test_a_decoder_fine_tuned_on_the_frozen_encoder_replaces_the_runs_autoencoder(runs, tmp_path):
+    import torch
+
+    from synthkit.pipeline.latent import recorded_autoencoder_sha256
+    from synthkit.training.checkpoint import load_weights
+
+    lat = runs["latent"]
+    base = ["autoencoder", "train", str(runs["cohort"]), "--shape", "16", "16", "16", "--crop", "8", "--batch-size", "2",
+            "--steps", "2", "--checkpoint-every", "2", "--preview-every", "0", "--quiet"]
+    r = runner.invoke(app, [*base, "--out", str(tmp_path / "dec"), "--init", str(lat / "autoencoder"), "--freeze-encoder"])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "swapped"
+    r = runner.invoke(app, ["export", str(lat), "--out", str(out), "--fp16", "--autoencoder", str(tmp_path / "dec")])
+    assert r.exit_code == 0, r.output
+    shipped, dec, orig = (load_weights(p / "model.safetensors") for p in (out / "autoencoder", tmp_path / "dec",
+                                                                           lat / "autoencoder"))
+    assert all(torch.equal(shipped[k], dec[k].half()) for k in dec)
+    assert any(not torch.equal(dec[k], orig[k]) for k in dec if k.startswith("decoder."))
+    assert recorded_autoencoder_sha256(out / "model.safetensors") == file_sha256(out / "autoencoder" / "model.safetensors")
+    assert json.loads((out / "config.json").read_text())["autoencoder"]["freeze_encoder"] is True
+    _sample(out, runs["cohort"], tmp_path / "s")  # loads (hash and config checks) and samples
+    # an autoencoder with another encoder is refused, and nothing is written
+    r = runner.invoke(app, [*base, "--out", str(tmp_path / "other"), "--preset", "tiny", "--seed", "9"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["export", str(lat), "--out", str(tmp_path / "no"), "--autoencoder", str(tmp_path / "other")])
+    assert r.exit_code == 2 and "differs from the run's" in r.output and not (tmp_path / "no").exists()

@@ -26,8 +26,16 @@ def build_ae_config(*, out: Path, resume: bool, preset: str | None, **flags):
     from synthkit.config import AutoencoderRunConfig, autoencoder_config
     from synthkit.errors import UsageError
 
+    init = flags.pop("init", None)
     if resume and (out / "config.json").exists():
         cfg = AutoencoderRunConfig.load(out / "config.json")
+    elif init is not None:  # the architecture, grid and data settings of the init autoencoder
+        if preset is not None or flags.get("latent_channels") is not None:
+            raise UsageError("--init takes the architecture of that autoencoder; drop --preset / --latent-channels")
+        if not (Path(init) / "config.json").is_file():
+            raise UsageError("--init: not an autoencoder run folder (config.json is missing)", init)
+        cfg = AutoencoderRunConfig.load(Path(init) / "config.json")
+        cfg = dataclasses.replace(cfg, train=AutoencoderRunConfig().train, init_sha256=None)
     else:
         cfg = AutoencoderRunConfig()
         preset = preset or "small"
@@ -44,7 +52,7 @@ def build_ae_config(*, out: Path, resume: bool, preset: str | None, **flags):
     train = dataclasses.replace(cfg.train, **{k: flags[k] for k in train_keys if flags.get(k) is not None})
     if train.precision not in ("fp32", "bf16"):
         raise UsageError(f"--precision must be fp32 or bf16, not {train.precision!r}")
-    top = {k: flags[k] for k in ("crop", "kl_weight") if flags.get(k) is not None}
+    top = {k: flags[k] for k in ("crop", "kl_weight", "freeze_encoder") if flags.get(k) is not None}
     pre = cfg.preprocess
     if flags.get("shape") is not None:
         pre = dataclasses.replace(pre, target_shape=tuple(int(s) for s in flags["shape"]))
@@ -98,6 +106,8 @@ def register(app: typer.Typer) -> None:
         threads: Annotated[int | None, typer.Option(help="CPU threads for torch (default: torch's choice).")] = None,
         device: DeviceOption = "auto",
         cache_dir: Annotated[Path | None, typer.Option(help="Preprocessing cache (default AE/cache).")] = None,
+        init: Annotated[Path | None, typer.Option("--init", help="Start from this autoencoder run's weights (and architecture).", show_default=False)] = None,
+        freeze_encoder: Annotated[bool, typer.Option("--freeze-encoder", help="With --init: train the decoder only; latents (and a denoiser trained on them) stay valid.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ) -> None:
         """Train the KL autoencoder (4x per axis) on random crops of COHORT into --out."""
@@ -113,7 +123,8 @@ def register(app: typer.Typer) -> None:
         cfg = build_ae_config(out=out, resume=resume, preset=preset, shape=shape, crop=crop, steps=steps,
                               batch_size=batch_size, lr=lr, lr_final=lr_final, kl_weight=kl_weight,
                               latent_channels=latent_channels, ema_decay=ema_decay, seed=seed, precision=precision,
-                              checkpoint_every=checkpoint_every, preview_every=preview_every)
+                              checkpoint_every=checkpoint_every, preview_every=preview_every, init=init,
+                              freeze_encoder=freeze_encoder or None)
 
         def note(msg: str) -> None:
             if not quiet:
@@ -121,7 +132,7 @@ def register(app: typer.Typer) -> None:
 
         with make_progress(quiet) as progress:
             trainer = AutoencoderTrainer(cohort, out, cfg, resume=resume, device=device, progress=progress,
-                                         cache_dir=cache_dir, on_note=note)
+                                         cache_dir=cache_dir, on_note=note, init=init)
             trainer.run()
         if not quiet:
             err_console.print(f"synthkit: trained {trainer.start_step} steps; weights in {out / 'model.safetensors'} "

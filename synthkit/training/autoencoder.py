@@ -16,6 +16,10 @@ Run folder: ``config.json`` (an :class:`~synthkit.config.AutoencoderRunConfig`, 
 measured ``scale_factor``), ``model.safetensors`` (EMA weights; metadata ``step`` and
 ``scale_factor``), ``log.jsonl``, ``previews/step_XXXXXXXX.png``, ``checkpoint/`` (two newest),
 ``train_cohort.json``, ``cache/``.
+
+``init=AE`` starts from another autoencoder run's EMA weights; with ``cfg.freeze_encoder`` only
+the decoder trains (encoder weights, EMA included, stay bit-identical and the scale factor is
+kept), so a latent denoiser trained on the first autoencoder's latents works with the new decoder.
 """
 
 from __future__ import annotations
@@ -82,7 +86,7 @@ class AutoencoderTrainer:
 
     def __init__(self, cohort: Any, run_dir: str | Path, cfg: AutoencoderRunConfig, *, resume: bool = False,
                  device: str = "cpu", progress: Any = None, cache_dir: str | Path | None = None,
-                 on_note: Callable[[str], None] | None = None):
+                 on_note: Callable[[str], None] | None = None, init: str | Path | None = None):
         from synthkit.io import discover_cohort
 
         self.run_dir = Path(run_dir)
@@ -95,14 +99,22 @@ class AutoencoderTrainer:
         if not hasattr(cohort, "cases"):
             cohort = discover_cohort(cohort)
         self.cfg = fit_autoencoder_config(cfg, cohort)
+        continuing = resume and latest is not None
+        if self.cfg.freeze_encoder and init is None and not continuing:
+            raise UsageError("--freeze-encoder trains a decoder for an existing encoder: give it with --init AE")
         self._validate(resume, latest)
+        if init is not None and not continuing:
+            self._read_init(Path(init))
         self._prepare_data(cohort, cache_dir)
         self._build()
         self.start_step, self.elapsed = 0, 0.0
         self.log = RunLog(self.run_dir / "log.jsonl")
-        if resume and latest is not None:
+        if continuing:
             self._restore(latest)
         else:
+            if init is not None:
+                self.model.load_state_dict(self._init_state)
+                self.ema.model.load_state_dict(self._init_state)
             self.log.truncate_after(0)
 
     # ------------------------------------------------------------------ setup
@@ -133,6 +145,20 @@ class AutoencoderTrainer:
             if why:
                 raise UsageError(f"cannot resume: {why}", cfg_path)
 
+    def _read_init(self, ae_dir: Path) -> None:
+        """Start from the EMA weights of autoencoder run ``ae_dir`` (same architecture); with
+        ``freeze_encoder`` its scale factor is kept, since its latents are kept."""
+        from synthkit.io.hashing import file_sha256
+        from synthkit.training.autoencoder_eval import load_autoencoder
+
+        model, icfg = load_autoencoder(ae_dir)
+        if icfg.autoencoder != self.cfg.autoencoder:
+            raise UsageError("--init: that autoencoder's architecture differs from this run's", ae_dir / "config.json")
+        self._init_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        scale = icfg.scale_factor if self.cfg.freeze_encoder else self.cfg.scale_factor
+        self.cfg = dataclasses.replace(self.cfg, scale_factor=scale,
+                                       init_sha256=file_sha256(ae_dir / "model.safetensors"))
+
     def _prepare_data(self, cohort: Any, cache_dir: str | Path | None) -> None:
         from synthkit.cache import cache_cohort
         from synthkit.io.atomic import write_json
@@ -155,9 +181,11 @@ class AutoencoderTrainer:
         with torch.random.fork_rng(devices=[]):  # deterministic init; the global RNG is untouched
             torch.manual_seed(tc.seed)
             model = build_autoencoder(self.cfg.autoencoder)
+        if self.cfg.freeze_encoder:
+            model.encoder.requires_grad_(False)
         self.model = model.to(self.device)
         self.ema = EMA(self.model, tc.ema_decay)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr_at(0, tc))
+        self.optimizer = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=lr_at(0, tc))
         self.precision = resolve_training_precision(tc.precision, self.device)
         if self.precision.used == "fp16":
             raise UsageError("--precision fp16 is not supported for the autoencoder; use fp32 or bf16")
@@ -185,8 +213,8 @@ class AutoencoderTrainer:
                                    ema_updates=self.ema.num_updates, optimizer=self.optimizer.state_dict(),
                                    rng=rng, info={"elapsed": self.elapsed, "config": to_dict(self.cfg)})
         ckpt.save_checkpoint(ckpt.checkpoint_path(self.run_dir, step), state)
-        scale = measure_scale_factor(self.ema.model, self.images, device=self.device, max_cases=scale_cases,
-                                     autocast=self.precision.autocast)
+        scale = self.cfg.scale_factor if self.cfg.freeze_encoder else measure_scale_factor(
+            self.ema.model, self.images, device=self.device, max_cases=scale_cases, autocast=self.precision.autocast)
         self.cfg = dataclasses.replace(self.cfg, scale_factor=scale)
         ckpt.save_weights(self.run_dir / "model.safetensors", self.ema.state_dict(),
                           {"step": step, "kind": "ema", "model": "autoencoder", "scale_factor": scale})
@@ -266,7 +294,8 @@ class AutoencoderTrainer:
 
 def train_autoencoder(cohort: Any, run_dir: str | Path, cfg: AutoencoderRunConfig | None = None, *,
                       resume: bool = False, device: str = "cpu", progress: Any = None,
-                      cache_dir: str | Path | None = None, on_note: Callable[[str], None] | None = None) -> Path:
+                      cache_dir: str | Path | None = None, on_note: Callable[[str], None] | None = None,
+                      init: str | Path | None = None) -> Path:
     """Train an autoencoder on ``cohort`` into ``run_dir`` (see the module docstring); returns it.
     ``cfg``: default the ``small`` preset at 128^3."""
     if cfg is None:
@@ -274,5 +303,5 @@ def train_autoencoder(cohort: Any, run_dir: str | Path, cfg: AutoencoderRunConfi
 
         cfg = AutoencoderRunConfig(autoencoder=autoencoder_config("small"), preset="small")
     trainer = AutoencoderTrainer(cohort, run_dir, cfg, resume=resume, device=device, progress=progress,
-                                 cache_dir=cache_dir, on_note=on_note)
+                                 cache_dir=cache_dir, on_note=on_note, init=init)
     return trainer.run()

@@ -47,6 +47,9 @@ class EMA:
         ema_params = dict(self.model.named_parameters())
         for name, p in model.named_parameters():
             e = ema_params[name]
+            if not p.requires_grad:  # frozen: the average of a constant is that constant, bit for bit
+                e.copy_(p.detach())
+                continue
             e.mul_(d).add_(p.detach().to(e.dtype), alpha=1.0 - d)
         ema_buffers = dict(self.model.named_buffers())
         for name, b in model.named_buffers():

@@ -10,7 +10,10 @@ train``) export the same way.
 ``half=True`` stores every floating tensor as float16 (half the size; loaded back into fp32).
 A latent denoiser records the SHA-256 of the autoencoder weights it was trained on; when the
 autoencoder is halved too, that record is rewritten to the new file's hash, and the export is
-loaded once as a check before it is put in place. The output folder appears whole or not at all
+loaded once as a check before it is put in place. ``autoencoder=AE`` ships another autoencoder with
+a latent run: only one whose encoder equals the run's value for value and whose scale factor is
+the same (a decoder fine-tuned with ``synthkit autoencoder train --init --freeze-encoder``), so
+the denoiser's latents mean what they meant in training. The output folder appears whole or not at all
 (written into a temporary sibling, then renamed).
 """
 
@@ -69,7 +72,27 @@ def _kind(run_dir: Path) -> str:
     return "latent" if doc.get("model_type") == "latent" else "run"
 
 
-def _export_into(src: Path, tmp: Path, half: bool) -> str:
+def _same_encoder(current: Path, new: Path) -> Path:
+    """``new`` (an autoencoder run folder) after checking it can stand in for the latent run's
+    autoencoder ``current``: same architecture and scale factor, encoder weights equal value for
+    value (a decoder trained with ``--init --freeze-encoder``); UsageError naming what differs."""
+    from synthkit.config import AutoencoderRunConfig
+
+    if not (new / "config.json").is_file() or not (new / "model.safetensors").is_file():
+        raise UsageError("--autoencoder: not an autoencoder run folder (config.json + model.safetensors)", new)
+    a, b = AutoencoderRunConfig.load(current / "config.json"), AutoencoderRunConfig.load(new / "config.json")
+    if a.autoencoder != b.autoencoder or a.scale_factor != b.scale_factor:
+        raise UsageError("--autoencoder: its architecture or latent scale factor differs from the run's", new)
+    wa, _ = _read_weights(current / "model.safetensors")
+    wb, _ = _read_weights(new / "model.safetensors")
+    enc = [k for k in wa if k.startswith("encoder.")]
+    if not enc or any(k not in wb or not torch.equal(wa[k].float(), wb[k].float()) for k in enc):
+        raise UsageError("--autoencoder: its encoder differs from the run's (train it with --init RUN/autoencoder "
+                         "--freeze-encoder)", new)
+    return new
+
+
+def _export_into(src: Path, tmp: Path, half: bool, autoencoder: Path | None = None) -> str:
     from synthkit.io.hashing import file_sha256
 
     kind = _kind(src)
@@ -80,15 +103,23 @@ def _export_into(src: Path, tmp: Path, half: bool) -> str:
         if (src / name).is_file():
             shutil.copy2(src / name, tmp / name)
     update = None
+    if autoencoder is not None and kind != "latent":
+        raise UsageError("--autoencoder replaces a latent run's decoder; this is not a latent run", src)
     if kind == "latent":
         ae_src, ae_dst = src / LATENT_AE_FOLDER, tmp / LATENT_AE_FOLDER
         if not (ae_src / "model.safetensors").is_file() or not (ae_src / "config.json").is_file():
             raise CheckpointError("the latent run has no autoencoder (autoencoder/config.json + model.safetensors)",
                                   ae_src)
+        if autoencoder is not None:
+            ae_src = _same_encoder(ae_src, Path(autoencoder))
+            doc = json.loads((tmp / "config.json").read_text())
+            doc["autoencoder"] = json.loads((ae_src / "config.json").read_text())
+            (tmp / "config.json").write_text(json.dumps(doc, indent=2) + "\n")
         ae_dst.mkdir()
         shutil.copy2(ae_src / "config.json", ae_dst / "config.json")
         _write_weights(ae_src / "model.safetensors", ae_dst / "model.safetensors", half)
-        update = {"autoencoder_sha256": file_sha256(ae_dst / "model.safetensors")}
+        if half or autoencoder is not None:  # the autoencoder file changed: record the new one's hash
+            update = {"autoencoder_sha256": file_sha256(ae_dst / "model.safetensors")}
     _write_weights(src / "model.safetensors", tmp / "model.safetensors", half, update)
     return kind
 
@@ -104,9 +135,11 @@ def _check_loads(folder: Path, kind: str) -> None:
         load(folder, "cpu")
 
 
-def export_run(run: str | Path, out: str | Path, *, half: bool = False) -> Path:
+def export_run(run: str | Path, out: str | Path, *, half: bool = False, autoencoder: str | Path | None = None) -> Path:
     """Write the shareable part of run folder ``run`` (a diffusion, GAN, latent or autoencoder
-    run) to the new folder ``out``; ``half``: weights as float16. Returns ``out``."""
+    run) to the new folder ``out``; ``half``: weights as float16; ``autoencoder``: for a latent
+    run, an autoencoder with the same encoder (a fine-tuned decoder) to ship instead of the
+    run's own copy. Returns ``out``."""
     src, out = Path(run), Path(out)
     if not src.is_dir():
         raise UsageError("no such run folder", src)
@@ -118,7 +151,7 @@ def export_run(run: str | Path, out: str | Path, *, half: bool = False) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         tmp.chmod(0o777 & ~_umask())
-        kind = _export_into(src, tmp, half)
+        kind = _export_into(src, tmp, half, None if autoencoder is None else Path(autoencoder))
         _check_loads(tmp, kind)
         if out.is_dir():
             out.rmdir()
