@@ -146,3 +146,14 @@ def test_a_decoder_fine_tuned_on_the_frozen_encoder_replaces_the_runs_autoencode
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["export", str(lat), "--out", str(tmp_path / "no"), "--autoencoder", str(tmp_path / "other")])
     assert r.exit_code == 2 and "differs from the run's" in r.output and not (tmp_path / "no").exists()
+
+
+def test_autoencoder_eval_of_a_latent_run_scores_its_autoencoder(runs, tmp_path):
+    out_run, out_ae = tmp_path / "run.json", tmp_path / "ae.json"
+    for target, out in ((runs["latent"], out_run), (runs["latent"] / "autoencoder", out_ae)):
+        r = runner.invoke(app, ["autoencoder", "eval", str(target), str(runs["cohort"]), "--json", str(out), "--quiet"])
+        assert r.exit_code == 0, r.output
+    a, b = json.loads(out_run.read_text()), json.loads(out_ae.read_text())
+    assert a["mean"] == b["mean"] and len(a["cases"]) == 2
+    r = runner.invoke(app, ["autoencoder", "eval", "no-such-model", str(runs["cohort"])])
+    assert r.exit_code == 2 and "no-such-model" in r.output and "Traceback" not in r.output

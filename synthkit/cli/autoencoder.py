@@ -141,7 +141,7 @@ def register(app: typer.Typer) -> None:
     @sub.command("eval")
     @handle_errors
     def evaluate(
-        ae: Annotated[Path, typer.Argument(help="Autoencoder run folder (from 'synthkit autoencoder train').")],
+        ae: Annotated[Path, typer.Argument(help="Autoencoder run folder (from 'synthkit autoencoder train'), or a latent run / shipped latent model (e.g. demo-latent): its autoencoder.")],
         cohort: Annotated[Path, typer.Argument(help="Cohort to reconstruct (held-out cases).")],
         json_path: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON here.")] = None,
         clean: Annotated[Path | None, typer.Option(help="Noise-free copy of COHORT ('synthkit cohort demo --clean-copy'): "

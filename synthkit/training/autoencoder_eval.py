@@ -86,6 +86,23 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float:
     return sum(vals) / len(vals) if vals else math.nan
 
 
+def autoencoder_folder(ae: str | Path) -> Path:
+    """The autoencoder run folder meant by ``ae``: itself, or the ``autoencoder/`` of a latent run
+    folder or shipped latent model name (``demo-latent``)."""
+    from synthkit.config import LATENT_AE_FOLDER
+    from synthkit.errors import CheckpointError
+    from synthkit.pipeline import resolve_run
+
+    p = Path(ae)
+    if not p.exists() and len(p.parts) == 1:
+        try:
+            p = resolve_run(ae)
+        except CheckpointError:
+            raise UsageError("no such autoencoder run folder, latent run or shipped model name", ae) from None
+    inner = p / LATENT_AE_FOLDER
+    return inner if (inner / "config.json").is_file() else p  # only latent runs hold an autoencoder/
+
+
 def evaluate_autoencoder(ae_dir: str | Path, cohort: str | Path, *, clean: str | Path | None = None,
                          device: str = "cpu", precision: str = "fp32", cache_dir: str | Path | None = None,
                          progress: Any = None) -> dict[str, Any]:
@@ -97,7 +114,7 @@ def evaluate_autoencoder(ae_dir: str | Path, cohort: str | Path, *, clean: str |
     from synthkit.training.autoencoder_preview import reconstruct
     from synthkit.training.precision import resolve_training_precision
 
-    model, cfg = load_autoencoder(ae_dir, device)
+    model, cfg = load_autoencoder(autoencoder_folder(ae_dir), device)
     if precision not in ("fp32", "bf16"):
         raise UsageError(f"--precision must be fp32 or bf16, not {precision!r}")
     prec = resolve_training_precision(precision, device)
