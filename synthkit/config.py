@@ -303,6 +303,7 @@ class AutoencoderRunConfig:
     kl_weight: float = 1e-6
     scale_factor: float | None = None
     freeze_encoder: bool = False  # train the decoder only (latents stay those of the init weights)
+    decoder_noise: float = 0.0  # std of Gaussian noise on the decoder's input, in scaled-latent units
     init_sha256: str | None = None  # SHA-256 of the weights the run started from (--init), if any
     preset: str = "custom"
     synthkit_version: str = "0.1.0"

@@ -333,3 +333,19 @@ def test_init_and_freeze_encoder_train_the_decoder_only(trained, cohort, tmp_pat
     res = cli("autoencoder", "train", cohort, "--out", tmp_path / "y", "--init", trained, "--preset", "small", "--quiet")
     assert res.exit_code == 2 and "--init takes the architecture" in res.output
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_decoder_noise_trains_a_different_decoder_on_the_same_frozen_encoder(trained, cohort, tmp_path, cli):
+    base = ["autoencoder", "train", cohort, "--init", trained, "--freeze-encoder", "--shape", "16", "16", "16",
+            "--crop", "8", "--batch-size", "2", "--steps", "2", "--checkpoint-every", "2", "--preview-every", "0",
+            "--quiet"]
+    for name, extra in (("plain", []), ("noisy", ["--decoder-noise", "0.5"])):
+        res = cli(*base, "--out", tmp_path / name, *extra)
+        assert res.exit_code == 0, res.output
+    a, b = (ckpt.load_weights(tmp_path / n / "model.safetensors") for n in ("plain", "noisy"))
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("encoder."))
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("decoder."))
+    assert json.loads((tmp_path / "noisy" / "config.json").read_text())["decoder_noise"] == 0.5
+    res = cli("autoencoder", "train", cohort, "--out", tmp_path / "bad", "--decoder-noise", "0.1", "--steps", "1",
+              "--quiet")
+    assert res.exit_code == 2 and "--decoder-noise goes with" in res.output

@@ -131,8 +131,10 @@ class AutoencoderTrainer:
         cfg, tc = self.cfg, self.cfg.train
         if tc.batch_size < 1 or tc.steps < 1:
             raise UsageError("--steps and --batch-size must be at least 1")
-        if cfg.kl_weight < 0:
-            raise UsageError("the KL weight must be >= 0")
+        if cfg.kl_weight < 0 or cfg.decoder_noise < 0:
+            raise UsageError("the KL weight and --decoder-noise must be >= 0")
+        if cfg.decoder_noise > 0 and not cfg.freeze_encoder:
+            raise UsageError("--decoder-noise goes with --init AE --freeze-encoder (noise in that encoder's latent units)")
         factor = cfg.autoencoder.downsample_factor
         shape = tuple(int(s) for s in cfg.preprocess.target_shape)
         if any(s % factor for s in shape):
@@ -241,7 +243,10 @@ class AutoencoderTrainer:
         x, _ = sample_crops(self.images, self.boxes, self.cfg.crop, tc.batch_size, self.generator)
         x = x.to(self.device)
         with self.precision.autocast():
-            recon, mean, logvar = self.model(x, generator=self.generator)
+            if self.cfg.decoder_noise > 0:  # a decoder robust to the errors of sampled latents
+                recon, mean, logvar = self._noisy_reconstruction(x)
+            else:
+                recon, mean, logvar = self.model(x, generator=self.generator)
         l1 = (recon.float() - x).abs().mean()
         kl = kl_divergence(mean, logvar)
         loss = l1 + self.cfg.kl_weight * kl
@@ -256,6 +261,16 @@ class AutoencoderTrainer:
             raise AutoencoderTrainingError(f"the loss became {out['loss']} at step {step + 1}; "
                                            "try a lower --lr or --precision fp32")
         return out
+
+    def _noisy_reconstruction(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """As ``model(x)``, the posterior sample plus ``decoder_noise`` (scaled-latent units) of
+        Gaussian noise before decoding; both from the run's generator."""
+        mean, logvar = self.model.encode(x)
+        g = self.generator
+        eps = torch.randn(mean.shape, generator=g, device=mean.device, dtype=mean.dtype)
+        extra = torch.randn(mean.shape, generator=g, device=mean.device, dtype=mean.dtype)
+        sigma = self.cfg.decoder_noise / float(self.cfg.scale_factor or 1.0)
+        return self.model.decode(mean + torch.exp(0.5 * logvar) * eps + sigma * extra), mean, logvar
 
     def run(self, stop_at: int | None = None) -> Path:
         """Train to ``cfg.train.steps`` (or stop after ``stop_at`` steps, checkpointing there, as
