@@ -5,6 +5,7 @@ by the pipeline) and two trivial baselines, with the training CPU time each mode
     python benchmarks/latent_quality.py                        # 16 held-out masks, ~10 min on 2 cores
     python benchmarks/latent_quality.py --n 8 --latent RUN     # another latent run folder
     python benchmarks/latent_quality.py --curve RUN_WITH_CHECKPOINTS   # + one row per checkpoint
+    python benchmarks/latent_quality.py --latent none --curve RUN --n 8 --out-name latent_curve
 
 Steps, all through the CLI: ``synthkit cohort demo`` (subjects 1000+, never seen in training, at
 128^3), ``synthkit sample`` with each model on those masks (DDIM, background held), the blurred
@@ -73,22 +74,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=16, help="held-out demo masks")
     ap.add_argument("--size", type=int, default=128)
-    ap.add_argument("--latent", default="demo-latent", help="latent run folder or shipped name")
+    ap.add_argument("--latent", default="demo-latent", help="latent run folder or shipped name ('none': only --curve)")
     ap.add_argument("--pixel", default="demo", help="pixel run folder or shipped name")
     ap.add_argument("--latent-steps", type=int, default=25, help="DDIM steps for the latent model")
     ap.add_argument("--pixel-steps", type=int, default=30, help="DDIM steps for the pixel model")
     ap.add_argument("--curve", type=Path, default=None, help="latent training run whose checkpoints to score too")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=Path("/tmp/synthkit_latent_quality"))
+    ap.add_argument("--out-name", default="latent_quality", help="results/<name>.json and .md")
     a = ap.parse_args()
     if a.work.exists():
         shutil.rmtree(a.work)
     real = a.work / "real"
     _run("cohort", "demo", str(real), "--n", str(a.n), "--size", str(a.size), "--seed", "0", "--first",
          str(HELD_OUT_FIRST), "--quiet")
-    models = [(f"latent Med-DDPM ({a.latent}, {a.size}^3, DDIM-{a.latent_steps})", a.latent, a.latent_steps, ""),
-              (f"pixel Med-DDPM ({a.pixel}, 32^3 resampled to {a.size}^3, DDIM-{a.pixel_steps})", a.pixel,
+    models = [(f"pixel Med-DDPM ({a.pixel}, 32^3 resampled to {a.size}^3, DDIM-{a.pixel_steps})", a.pixel,
                a.pixel_steps, "")]
+    if a.latent != "none":
+        models.insert(0, (f"latent Med-DDPM ({a.latent}, {a.size}^3, DDIM-{a.latent_steps})", a.latent,
+                          a.latent_steps, ""))
     if a.curve is not None:
         models += [(f"latent checkpoint step {s}", str(p), a.latent_steps, str(s))
                    for s, p in _checkpoint_runs(a.curve, a.work / "checkpoints")]
@@ -119,13 +123,13 @@ def main() -> None:
     rows.append(["real vs real (split halves: the floor)", f"{floor['value']:.3f}", "-", "-", "-", "-", "-"])
     table = markdown_table(["set", "FID (deepbet)", "MMD", "precision", "recall", "coverage", "s / volume"], rows)
     env = environment(int(__import__("torch").get_num_threads()))
-    budgets = "\n".join(f"- {run}: {b}" for _, run, _, c in models[:2] if (b := _budget(run)) and not c)
+    budgets = "\n".join(f"- {run}: {b}" for _, run, _, c in models if not c and (b := _budget(run)))
     title = (f"{a.n} held-out demo masks (subjects {HELD_OUT_FIRST}+) at {a.size}^3, scored against the real "
              f"{a.size}^3 volumes; FID ± bootstrap std. CPU: {env['cpu']}, {env['cpu_capability']}, "
              f"sampling fp32")
     text = f"{title}\n\n{table}\n\nTraining budgets (model cards):\n{budgets or '- (no model card found)'}\n"
     print(text)
-    print(write_results("latent_quality", {"what": title, "environment": env, "seconds_per_volume": seconds,
+    print(write_results(a.out_name, {"what": title, "environment": env, "seconds_per_volume": seconds,
                                            "results": res}, text))
 
 
