@@ -164,6 +164,14 @@ def register(app: typer.Typer) -> None:
             if threads < 1:
                 raise UsageError("--threads must be at least 1")
             torch.set_num_threads(threads)
+        if not ae.exists() and len(ae.parts) == 1:  # a shipped latent model by name (demo-latent)
+            from synthkit.errors import CheckpointError
+            from synthkit.pipeline import resolve_run
+
+            try:
+                ae = resolve_run(ae)
+            except CheckpointError:
+                raise UsageError("no such autoencoder run folder, latent run or shipped model name", ae) from None
         with make_progress(quiet) as progress:
             report = evaluate_autoencoder(ae, cohort, clean=clean, device=device, precision=precision,
                                           cache_dir=cache_dir, progress=progress)

@@ -1,6 +1,6 @@
 """`synthkit export RUN --out DIR [--fp16]`: the part of a run folder that sampling needs.
 
-Only parses arguments and calls :func:`synthkit.training.export.export_run`.
+Only parses arguments and calls :func:`synthkit.pipeline.export.export_run`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Copy config, EMA weights and side files (no checkpoints, cache, previews or logs), e.g.
         to share a model or ship it under $SYNTHKIT_MODELS; a latent run keeps its autoencoder."""
-        from synthkit.training.export import export_run
+        from synthkit.pipeline.export import export_run
 
         path = export_run(run, out, half=fp16, autoencoder=autoencoder)
         size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

@@ -88,19 +88,12 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float:
 
 def autoencoder_folder(ae: str | Path) -> Path:
     """The autoencoder run folder meant by ``ae``: itself, or the ``autoencoder/`` of a latent run
-    folder or shipped latent model name (``demo-latent``)."""
+    folder (only latent runs hold one). Shipped model names are resolved by the CLI."""
     from synthkit.config import LATENT_AE_FOLDER
-    from synthkit.errors import CheckpointError
-    from synthkit.pipeline import resolve_run
 
     p = Path(ae)
-    if not p.exists() and len(p.parts) == 1:
-        try:
-            p = resolve_run(ae)
-        except CheckpointError:
-            raise UsageError("no such autoencoder run folder, latent run or shipped model name", ae) from None
     inner = p / LATENT_AE_FOLDER
-    return inner if (inner / "config.json").is_file() else p  # only latent runs hold an autoencoder/
+    return inner if (inner / "config.json").is_file() else p
 
 
 def evaluate_autoencoder(ae_dir: str | Path, cohort: str | Path, *, clean: str | Path | None = None,

@@ -125,12 +125,17 @@ def _export_into(src: Path, tmp: Path, half: bool, autoencoder: Path | None = No
 
 
 def _check_loads(folder: Path, kind: str) -> None:
+    """Load the export once (CheckpointError/ConfigError naming the file if it does not)."""
     if kind == "autoencoder":
-        from synthkit.training.autoencoder_eval import load_autoencoder
+        from synthkit.config import AutoencoderRunConfig
+        from synthkit.networks.autoencoder import build_autoencoder
+        from synthkit.training.checkpoint import check_state_dict, load_weights
 
-        load_autoencoder(folder)
+        model = build_autoencoder(AutoencoderRunConfig.load(folder / "config.json").autoencoder)
+        state = load_weights(folder / "model.safetensors")
+        check_state_dict(model, state, folder / "model.safetensors", "autoencoder weights")
     else:
-        from synthkit.pipeline import load
+        from synthkit.pipeline.loading import load
 
         load(folder, "cpu")
 
