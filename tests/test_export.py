@@ -59,6 +59,8 @@ def test_export_keeps_only_what_sampling_needs_and_samples_the_same(runs, kind, 
     if kind == "latent":
         assert {"autoencoder/config.json", "autoencoder/model.safetensors"} <= files
     assert file_sha256(tmp_path / "exp" / "model.safetensors") == file_sha256(src / "model.safetensors")
+    assert "path" in json.loads((src / "train_cohort.json").read_text())  # the run's own record has it ...
+    assert json.loads((tmp_path / "exp" / "train_cohort.json").read_text()) == {"cases": 2}  # ... the share not
     a = _sample(src, runs["cohort"], tmp_path / "s_run")
     b = _sample(tmp_path / "exp", runs["cohort"], tmp_path / "s_exp")
     assert np.array_equal(a, b)
@@ -92,8 +94,8 @@ def test_fp16_autoencoder_export_loads_and_reconstructs_close(runs, tmp_path):
 
     r = runner.invoke(app, ["export", str(runs["ae"]), "--out", str(tmp_path / "ae16"), "--fp16"])
     assert r.exit_code == 0, r.output
-    assert _files(tmp_path / "ae16") == {"config.json", "model.safetensors"} | (
-        {"train_cohort.json"} if (runs["ae"] / "train_cohort.json").is_file() else set())
+    assert _files(tmp_path / "ae16") == {"config.json", "model.safetensors", "train_cohort.json"}
+    assert "path" not in (tmp_path / "ae16" / "train_cohort.json").read_text()
     full, _ = load_autoencoder(runs["ae"])
     half, _ = load_autoencoder(tmp_path / "ae16")
     x = torch.rand(1, 1, 16, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1

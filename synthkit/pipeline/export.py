@@ -3,7 +3,8 @@
 A training run folder holds resumable checkpoints (weights, EMA, optimizer state), a
 preprocessing cache, previews and logs: hundreds of MB that nobody needs to sample. The export
 keeps ``config.json``, the EMA weights ``model.safetensors`` and the small side files the
-pipelines read (``intensity.json``, ``train_cohort.json``, ``MODEL_CARD.md``); a latent run keeps
+pipelines read (``intensity.json``, ``MODEL_CARD.md``, and ``train_cohort.json`` without the
+local training-data path); a latent run keeps
 its ``autoencoder/`` (config + weights). Autoencoder run folders (``synthkit autoencoder
 train``) export the same way.
 
@@ -58,6 +59,18 @@ def _write_weights(src: Path, dst: Path, half: bool, info_update: dict | None = 
         shutil.copy2(src, dst)
 
 
+def _share_training_record(src: Path, dst: Path) -> None:
+    """``train_cohort.json`` without its local ``path`` (a folder name can carry an identifier and
+    means nothing elsewhere); a demo-cohort recipe and the case count are kept. Nothing is
+    written when nothing is left (or the record is unreadable)."""
+    try:
+        doc = json.loads(src.read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(doc, dict) and (kept := {k: v for k, v in doc.items() if k != "path"}):
+        dst.write_text(json.dumps(kept, indent=2) + "\n")
+
+
 def _kind(run_dir: Path) -> str:
     try:
         doc = json.loads((run_dir / "config.json").read_text())
@@ -100,8 +113,9 @@ def _export_into(src: Path, tmp: Path, half: bool, autoencoder: Path | None = No
         raise CheckpointError("run has no weights yet (model.safetensors is written at the first checkpoint)", src)
     shutil.copy2(src / "config.json", tmp / "config.json")
     for name in SIDE_FILES:
-        if (src / name).is_file():
+        if (src / name).is_file() and name != "train_cohort.json":
             shutil.copy2(src / name, tmp / name)
+    _share_training_record(src / "train_cohort.json", tmp / "train_cohort.json")
     update = None
     if autoencoder is not None and kind != "latent":
         raise UsageError("--autoencoder replaces a latent run's decoder; this is not a latent run", src)
