@@ -36,11 +36,12 @@ def _run(*args: str) -> None:
 
 def _budget(run: str) -> str:
     """The training budget a shipped model's card states (its 'time and hardware' row), or ''."""
+    from synthkit.errors import SynthkitError
     from synthkit.pipeline import resolve_run
 
     try:
         card = (resolve_run(run) / "MODEL_CARD.md").read_text()
-    except (OSError, Exception):  # noqa: BLE001  (no card: no budget to print)
+    except (OSError, SynthkitError):  # no such run or no card: no budget to print
         return ""
     for line in card.splitlines():
         if line.startswith(("| time and hardware |", "| training CPU time |")):
