@@ -181,7 +181,8 @@ class RunConfig:
     carries the channel counts). Old config files without these keys load as ``"ddpm"``.
     ``"latent"``: Med-DDPM on the latents of the autoencoder described by ``autoencoder`` (see
     synthkit.training.autoencoder_latent; ``preprocess`` is the image grid, ``model`` the denoiser
-    on the latent grid)."""
+    on the latent grid; ``latent_norm``/``latent_shift``/``latent_scale``: how its scaled latents
+    are standardised per channel before diffusion)."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
@@ -193,6 +194,12 @@ class RunConfig:
     model_type: Literal["ddpm", "pix2pix", "discogan", "latent"] = "ddpm"
     gan: GanConfig = field(default_factory=GanConfig)
     autoencoder: AutoencoderRunConfig | None = None
+    # latent runs: "channel" standardises each latent channel with the training latents' own
+    # mean/std (latent_shift/latent_scale, measured when training starts); "global" uses only the
+    # autoencoder's scale factor (runs made before per-channel statistics load as "global")
+    latent_norm: Literal["global", "channel"] = "global"
+    latent_shift: tuple[float, ...] | None = None
+    latent_scale: tuple[float, ...] | None = None
 
     def save(self, path: str | Path) -> Path:
         return _save_json(self, path)

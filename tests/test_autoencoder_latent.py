@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from process_helpers import kill_after_log_lines
@@ -85,7 +86,8 @@ def test_cli_latent_run_folder(cohort, ae, tmp_path, cli):
 
     assert meta["info"]["autoencoder_sha256"] == file_sha256(ae / "model.safetensors")
     assert len(list((run / "cache").glob("latent_*.safetensors"))) == 3
-    # the denoiser's targets are the autoencoder's scaled posterior means; masks pooled to its grid
+    # the denoiser's targets are the autoencoder's scaled posterior means, standardised per channel
+    # with the training latents' own mean/std (recorded in config.json); masks pooled to its grid
     from synthkit.training.autoencoder_latent import LatentTrainer
 
     lt = LatentTrainer(cohort, run, dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=3)),
@@ -93,8 +95,15 @@ def test_cli_latent_run_folder(cohort, ae, tmp_path, cli):
     model, _ = load_autoencoder(ae)
     base = lt.dataset.base
     with torch.no_grad():
-        z = model.encode(base[1]["image"][None])[0][0] * ae_cfg.scale_factor
-    assert torch.equal(lt.dataset[1]["image"], z)
+        zs = np.stack([(model.encode(base[i]["image"][None])[0][0] * ae_cfg.scale_factor).numpy()
+                       for i in range(len(base))]).astype(np.float64)
+    mean = zs.mean(axis=(0, 2, 3, 4))
+    std = zs.transpose(1, 0, 2, 3, 4).reshape(zs.shape[1], -1).std(axis=1, ddof=1)
+    assert cfg.latent_norm == "channel"
+    np.testing.assert_allclose(cfg.latent_shift, mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(cfg.latent_scale, std, rtol=1e-5)
+    want = (zs[1] - mean[:, None, None, None]) / std[:, None, None, None]
+    np.testing.assert_allclose(lt.dataset[1]["image"].numpy(), want, rtol=1e-4, atol=1e-5)
     assert torch.allclose(lt.dataset[1]["cond"], pool_cond(base[1]["cond"], 4))
     lt.close()
 
@@ -133,7 +142,8 @@ def test_latent_kill_dash_9_then_resume_reaches_the_same_weights(cohort, ae, tmp
     assert out.returncode == 0, out.stderr
     assert [r["step"] for r in read_log(run / "log.jsonl")] == list(range(1, total + 1))
     attach_autoencoder(tmp_path / "ref", ae)
-    ref = train(cohort, tmp_path / "ref", latent_cfg(ae, steps=total), progress=None)
+    ref_cfg = dataclasses.replace(latent_cfg(ae, steps=total), latent_norm="channel")  # the CLI's default
+    ref = train(cohort, tmp_path / "ref", ref_cfg, progress=None)
     _same(ckpt.load_weights(ref / "model.safetensors"), ckpt.load_weights(run / "model.safetensors"))
 
 
@@ -158,3 +168,51 @@ def test_refused_combinations_are_one_line(cohort, ae, tmp_path, cli):
     r = cli("train", cohort, "--out", run, "--autoencoder", other, "--resume", "--steps", "2", "--quiet")
     assert r.exit_code == 2 and "another autoencoder" in r.output
     assert len(r.output.strip().splitlines()) == 1
+
+
+def test_latent_norm_global_keeps_the_scaled_means_and_a_resume_keeps_the_runs_statistics(cohort, ae, tmp_path, cli):
+    base = ("--preset", "tiny", "--timesteps", "10", "--checkpoint-every", "2", "--preview-every", "0", "--quiet")
+    run = tmp_path / "global"
+    r = cli("train", cohort, "--out", run, "--autoencoder", ae, "--steps", "2", "--latent-norm", "global", *base)
+    assert r.exit_code == 0, r.output
+    cfg = RunConfig.load(run / "config.json")
+    assert cfg.latent_norm == "global" and cfg.latent_shift is None and cfg.latent_scale is None
+    from synthkit.training.autoencoder_latent import LatentTrainer
+
+    lt = LatentTrainer(cohort, run, cfg, resume=True)
+    model, ae_cfg = load_autoencoder(ae)
+    with torch.no_grad():
+        z = model.encode(lt.dataset.base[1]["image"][None])[0][0] * ae_cfg.scale_factor
+    assert torch.equal(lt.dataset[1]["image"], z)
+    lt.close()
+    # switching the normalisation of a started run is refused; a resume keeps the recorded statistics
+    r = cli("train", cohort, "--out", run, "--resume", "--steps", "4", "--latent-norm", "channel", *base)
+    assert r.exit_code == 2 and "latent_norm" in r.output and len(r.output.strip().splitlines()) == 1
+    run2 = tmp_path / "channel"
+    r = cli("train", cohort, "--out", run2, "--autoencoder", ae, "--steps", "2", *base)
+    assert r.exit_code == 0, r.output
+    data = json.loads((run2 / "config.json").read_text())
+    data["latent_shift"] = [v + 0.5 for v in data["latent_shift"]]  # as if measured on other data
+    (run2 / "config.json").write_text(json.dumps(data))
+    r = cli("train", cohort, "--out", run2, "--resume", "--steps", "4", *base)
+    assert r.exit_code == 0, r.output
+    assert RunConfig.load(run2 / "config.json").latent_shift == tuple(data["latent_shift"])
+    r = cli("train", cohort, "--out", tmp_path / "pix", "--steps", "1", "--latent-norm", "channel", *base)
+    assert r.exit_code == 2 and "--latent-norm is for latent runs" in r.output
+
+
+def test_channel_statistics_and_their_inverse():
+    from synthkit.networks.autoencoder import channel_stats, standardize_latents
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(5, 3, 4, 4, 4, generator=g) * torch.tensor([0.2, 1.0, 3.0]).view(1, 3, 1, 1, 1) + \
+        torch.tensor([2.0, 0.0, -1.0]).view(1, 3, 1, 1, 1)
+    shift, scale = channel_stats(z)
+    n = standardize_latents(z, shift, scale)
+    assert torch.allclose(n.mean((0, 2, 3, 4)), torch.zeros(3), atol=1e-5)
+    assert torch.allclose(n.std((0, 2, 3, 4)), torch.ones(3), atol=1e-5)
+    assert torch.allclose(standardize_latents(n, shift, scale, inverse=True), z, atol=1e-5)
+    assert torch.allclose(standardize_latents(n[0], shift, scale, inverse=True), z[0], atol=1e-5)  # (C, ...)
+    assert standardize_latents(z, None, None) is z
+    with pytest.raises(ValueError, match="3 channel"):
+        standardize_latents(z[:, :2], shift, scale)

@@ -159,6 +159,27 @@ def test_background_held_outside_the_head_in_image_space(world):
     np.testing.assert_array_equal(free.data[0][~outside], vol.data[0][~outside])  # held after decoding only
 
 
+def test_decoding_undoes_the_runs_per_channel_standardisation(world, tmp_path):
+    import synthkit
+
+    pipe = synthkit.load(world["run"])
+    shift, scale = pipe.config.latent_shift, pipe.config.latent_scale
+    assert pipe.config.latent_norm == "channel" and len(shift) == len(scale) == pipe.latent_channels
+    z = torch.randn(1, pipe.latent_channels, 4, 4, 4, generator=torch.Generator().manual_seed(1))
+    raw = z * torch.tensor(scale).view(1, -1, 1, 1, 1) + torch.tensor(shift).view(1, -1, 1, 1, 1)
+    with torch.no_grad():
+        want = pipe.autoencoder.decode(raw / pipe.scale_factor).clamp(-1, 1)
+    torch.testing.assert_close(pipe.decode(z), want, rtol=1e-5, atol=1e-6)
+    # a "channel" run without its statistics is refused at load, in one line naming config.json
+    run = tmp_path / "run"
+    shutil.copytree(world["run"], run, ignore=shutil.ignore_patterns("cache", "checkpoint"))
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["latent_scale"] = None
+    (run / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="latent_shift/latent_scale"):
+        synthkit.load(run)
+
+
 def test_tampered_or_mismatched_autoencoder_is_refused_in_one_line(world, tmp_path, cli):
     import synthkit
 
@@ -269,7 +290,8 @@ def test_existing_latent_run_needs_resume_then_continues_and_samples(world, tmp_
 
 def test_privacy_membership_attack_scores_a_latent_run_in_its_latent_space(world, tmp_path, cli):
     """`synthkit privacy --model LATENT_RUN`: the denoising error is measured where the denoiser was
-    trained (posterior mean x scale factor, pooled mask), and the attack runs end to end."""
+    trained (posterior mean x scale factor, standardised per channel, pooled mask), and the attack
+    runs end to end."""
     import synthkit
     from synthkit.io import discover_cohort
     from synthkit.io.cohort import read_image, read_mask
@@ -284,6 +306,9 @@ def test_privacy_membership_attack_scores_a_latent_run_in_its_latent_space(world
     pre = preprocess_case(image, mask, pipe.config.preprocess)
     with torch.no_grad():
         z0 = pipe.autoencoder.encode(pre.image[None].float())[0] * pipe.scale_factor
+        assert pipe.config.latent_norm == "channel"  # the CLI's default: per-channel standardisation
+        shift = torch.tensor(pipe.config.latent_shift).view(1, -1, 1, 1, 1)
+        z0 = (z0 - shift) / torch.tensor(pipe.config.latent_scale).view(1, -1, 1, 1, 1)
         c = pool_cond(one_hot(pre.labels, tuple(pipe.config.preprocess.mask_labels))[None].float(), pipe.factor)
         noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(0))
         t = torch.full((1,), 3, dtype=torch.long)

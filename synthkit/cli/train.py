@@ -145,10 +145,14 @@ def register(app: typer.Typer) -> None:
         cache_dir: Annotated[Path | None, typer.Option(help="Preprocessing cache (default RUN/cache).")] = None,
         autoencoder: Annotated[Path | None, typer.Option("--autoencoder", help="Train latent Med-DDPM on the latents of this "
                                "autoencoder run ('synthkit autoencoder train'); copied into RUN/autoencoder.")] = None,
+        latent_norm: Annotated[str | None, typer.Option("--latent-norm", help="Latent runs: channel (default for a new run: "
+                               "standardise each latent channel with the training latents' mean/std) or global (the "
+                               "autoencoder's scale factor only).", show_default=False)] = None,
         num_workers: Annotated[int | None, typer.Option(help="Data loader worker processes.")] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ) -> None:
         """Train a mask-conditioned diffusion model (Med-DDPM), or a GAN baseline, on COHORT into the run folder --out."""
+        from synthkit.errors import UsageError
         from synthkit.training.ddp import init_distributed
         from synthkit.training.trainer import Trainer
 
@@ -164,8 +168,10 @@ def register(app: typer.Typer) -> None:
         if autoencoder is not None or cfg.model_type == "latent":
             from synthkit.training.autoencoder_latent import LatentTrainer, prepare_latent_run
 
-            cfg = prepare_latent_run(out, cfg, autoencoder, shape)
+            cfg = prepare_latent_run(out, cfg, autoencoder, shape, latent_norm)
             trainer_cls = LatentTrainer
+        elif latent_norm is not None:
+            raise UsageError("--latent-norm is for latent runs (with --autoencoder AE)")
         elif cfg.model_type != "ddpm":
             from synthkit.training.gan import GanTrainer
 

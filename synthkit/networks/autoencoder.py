@@ -22,6 +22,8 @@ brought to unit variance for diffusion by a scale factor recorded with the weigh
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -180,6 +182,31 @@ def pool_cond(cond: torch.Tensor, factor: int) -> torch.Tensor:
     if cond.ndim == 4:
         return F.avg_pool3d(cond[None].float(), factor)[0]
     return F.avg_pool3d(cond.float(), factor)
+
+
+def channel_stats(z: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel (mean, std) of latents ``z`` (N, C, d, h, w) over cases and voxels, float64
+    sums, each std floored at 1e-6: the ``latent_shift``/``latent_scale`` a latent run records."""
+    if z.ndim != 5:
+        raise ValueError(f"latents must be (N, C, d, h, w), got shape {tuple(z.shape)}")
+    zz = z.double().transpose(0, 1).reshape(z.shape[1], -1)
+    return tuple(float(v) for v in zz.mean(1)), tuple(max(float(v), 1e-6) for v in zz.std(1))
+
+
+def standardize_latents(z: torch.Tensor, shift: Sequence[float] | None, scale: Sequence[float] | None,
+                        inverse: bool = False) -> torch.Tensor:
+    """``(z - shift) / scale`` per channel of ``z`` (C, ...) or (N, C, ...); ``inverse``: ``z * scale
+    + shift``. ``shift``/``scale`` None: ``z`` unchanged (runs that use the global scale factor only)."""
+    if shift is None or scale is None:
+        return z
+    c_dim = 0 if z.ndim == 4 else 1
+    view = [1] * z.ndim
+    view[c_dim] = -1
+    if z.shape[c_dim] != len(shift) or len(shift) != len(scale):
+        raise ValueError(f"latent statistics for {len(shift)} channel(s), latents have {z.shape[c_dim]}")
+    sh = torch.tensor(shift, dtype=z.dtype, device=z.device).view(view)
+    sc = torch.tensor(scale, dtype=z.dtype, device=z.device).view(view)
+    return z * sc + sh if inverse else (z - sh) / sc
 
 
 def build_autoencoder(cfg: AutoencoderConfig) -> Autoencoder3D:

@@ -33,7 +33,7 @@ import torch
 from synthkit.config import LATENT_AE_FOLDER as AE_FOLDER
 from synthkit.config import AutoencoderRunConfig, ConfigError, RunConfig
 from synthkit.errors import CheckpointError
-from synthkit.networks.autoencoder import pool_cond
+from synthkit.networks.autoencoder import pool_cond, standardize_latents
 from synthkit.pipeline.diffusion import DiffusionPipeline
 from synthkit.pipeline.pipeline import Progress
 from synthkit.pipeline.registry import register_kind
@@ -119,6 +119,10 @@ class LatentPipeline(DiffusionPipeline):
             raise CheckpointError(f"the image grid {tuple(config.preprocess.target_shape)} is not divisible by the "
                                   f"autoencoder's {f}x times the denoiser's {config.model.downsample_factor}x",
                                   run_dir / "config.json")
+        stats = (config.latent_shift, config.latent_scale)
+        if config.latent_norm == "channel" and any(s is None or len(s) != config.model.image_channels for s in stats):
+            raise CheckpointError("latent_norm is \"channel\" but latent_shift/latent_scale are missing or not one per "
+                                  "latent channel", run_dir / "config.json")
         if ae_cfg.autoencoder.latent_channels != config.model.image_channels:
             raise CheckpointError(f"the denoiser works on {config.model.image_channels} latent channel(s), the "
                                   f"autoencoder makes {ae_cfg.autoencoder.latent_channels}", run_dir / "config.json")
@@ -144,6 +148,11 @@ class LatentPipeline(DiffusionPipeline):
     def scale_factor(self) -> float:
         return float(self.ae_config.scale_factor)
 
+    def standardize(self, z: torch.Tensor, inverse: bool = False) -> torch.Tensor:
+        """Scaled latents -> the denoiser's (per-channel standardised when the run's
+        ``latent_norm`` is "channel"), or back with ``inverse``."""
+        return standardize_latents(z, self.config.latent_shift, self.config.latent_scale, inverse=inverse)
+
     def latent_cond(self, cond: torch.Tensor) -> torch.Tensor:
         """Image-grid one-hot ``cond`` ``(B, K, D, H, W)`` (what :meth:`prepare` gives) -> the
         denoiser's condition ``(B, K, D/f, H/f, W/f)``: the pooling of training
@@ -153,15 +162,15 @@ class LatentPipeline(DiffusionPipeline):
     # -------------------------------------------------------------- sampling
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Scaled latents ``z`` ``(B, C_lat, d, h, w)`` -> images ``(B, C_img, f*d, f*h, f*w)``
-        float32 in [-1, 1] on the CPU: ``decoder(z / scale_factor)``, one volume at a time (at
+        """The denoiser's latents ``z`` ``(B, C_lat, d, h, w)`` -> images ``(B, C_img, f*d, f*h, f*w)``
+        float32 in [-1, 1] on the CPU: ``decoder(standardize(z, inverse) / scale_factor)``, one volume at a time (at
         128^3 the decoder's full-resolution activations are the memory peak)."""
         from synthkit.networks.precision import autocast_context
 
         b, _, *lat = z.shape
         out = torch.empty((b, self.image_channels, *(self.factor * int(s) for s in lat)), dtype=torch.float32)
         for i in range(b):
-            zi = z[i : i + 1].to(self.device, torch.float32) / self.scale_factor
+            zi = self.standardize(z[i : i + 1].to(self.device, torch.float32), inverse=True) / self.scale_factor
             with autocast_context(zi.device, self.precision):
                 x = self.autoencoder.decode(zi)
             out[i] = x[0].float().clamp_(-1.0, 1.0).cpu()

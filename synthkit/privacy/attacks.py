@@ -217,11 +217,12 @@ class DenoisingError:
 
 def _latent_encoder(gen: Any) -> Callable[[Any, Any], tuple[Any, Any]]:
     """For a latent run: the map the denoiser was trained through, (image, one-hot mask on the
-    image grid) -> (posterior mean x scale factor, average-pooled mask), as in latent training."""
+    image grid) -> (posterior mean x scale factor, standardised per channel when the run does,
+    average-pooled mask), as in latent training."""
 
     def to_latent(x0: Any, cond: Any) -> tuple[Any, Any]:
         mean, _ = gen.autoencoder.encode(x0)
-        return mean.float() * float(gen.scale_factor), gen.latent_cond(cond)
+        return gen.standardize(mean.float() * float(gen.scale_factor)), gen.latent_cond(cond)
 
     return to_latent
 

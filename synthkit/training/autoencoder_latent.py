@@ -5,6 +5,9 @@ Per training case, once (cached on disk like the preprocessed cohort)::
 
     x     (C_img, D, H, W) in [-1, 1]      the preprocessed image at preprocess.target_shape
     z     = scale_factor * encoder_mean(x)  (C_lat, D/f, H/f, W/f), unit variance on average
+    z     = (z - latent_shift) / latent_scale  per channel, with latent_norm "channel" (the default
+                                            for new runs): each channel's mean/std over the
+                                            training latents, measured once and recorded
     cond  = avg_pool_f(one_hot(mask))       (K, D/f, H/f, W/f) in [0, 1]: partial volumes kept,
                                             so a tumour smaller than one latent voxel survives
 
@@ -16,7 +19,10 @@ pixel runs.
 A latent run folder is a pixel run folder plus ``autoencoder/`` (a copy of the autoencoder's
 ``config.json`` and ``model.safetensors``); its ``config.json`` has ``model_type: "latent"`` and
 the autoencoder's config (with its scale factor) under ``autoencoder``; the weights' metadata
-names the autoencoder weights' SHA-256. Sampling decodes ``z / scale_factor``.
+names the autoencoder weights' SHA-256. Sampling decodes ``(z * latent_scale + latent_shift) /
+scale_factor``. Why per channel: one global scale leaves some channels with a mean of 2 and others
+with a std of 0.25, so at a given noise level the low-variance channels (the fine detail) are
+drowned long before the others.
 """
 
 from __future__ import annotations
@@ -32,7 +38,11 @@ import torch
 from synthkit.config import LATENT_AE_FOLDER as AE_FOLDER
 from synthkit.config import AutoencoderRunConfig, RunConfig
 from synthkit.errors import UsageError
-from synthkit.networks.autoencoder import pool_cond  # shared with synthkit.pipeline.latent
+from synthkit.networks.autoencoder import (  # shared with pipeline.latent
+    channel_stats,
+    pool_cond,
+    standardize_latents,
+)
 from synthkit.training import checkpoint as ckpt
 from synthkit.training.trainer import Trainer
 
@@ -83,11 +93,18 @@ def latent_run_config(cfg: RunConfig, ae: AutoencoderRunConfig, shape: tuple[int
 
 
 def prepare_latent_run(run_dir: str | Path, cfg: RunConfig, ae_dir: str | Path | None,
-                       shape: tuple[int, int, int] | None = None) -> RunConfig:
+                       shape: tuple[int, int, int] | None = None, latent_norm: str | None = None) -> RunConfig:
     """For ``synthkit train --autoencoder AE``: the autoencoder attached to the run folder
-    (:func:`attach_autoencoder`) and ``cfg`` made a latent run on it (:func:`latent_run_config`)."""
+    (:func:`attach_autoencoder`) and ``cfg`` made a latent run on it (:func:`latent_run_config`).
+    ``latent_norm``: "channel" or "global"; None keeps a latent config's own and gives a config
+    that becomes latent here "channel"."""
     if cfg.model_type not in ("ddpm", "latent"):
         raise UsageError(f"--autoencoder trains latent Med-DDPM; it does not combine with --model {cfg.model_type}")
+    if latent_norm is None:
+        latent_norm = cfg.latent_norm if cfg.model_type == "latent" else "channel"
+    if latent_norm not in ("channel", "global"):
+        raise UsageError(f"--latent-norm must be channel or global, got {latent_norm!r}")
+    cfg = dataclasses.replace(cfg, latent_norm=latent_norm)
     return latent_run_config(cfg, attach_autoencoder(run_dir, ae_dir), shape)
 
 
@@ -104,6 +121,10 @@ class LatentDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return int(self.latents.shape[0])
+
+    def standardize(self, shift: Any, scale: Any) -> None:
+        """Standardise the latents per channel in place of the stored ones (see the module docstring)."""
+        self.latents = self.images = standardize_latents(self.latents, shift, scale)
 
     @property
     def image_channels(self) -> int:
@@ -182,7 +203,25 @@ class LatentTrainer(Trainer):
         why = super()._resume_mismatch(old, new)
         if not why and old.autoencoder != new.autoencoder:
             why = "the autoencoder differs from the run's config.json"
+        if not why and old.latent_norm != new.latent_norm:
+            why = f"the run standardises its latents with latent_norm {old.latent_norm!r}, not {new.latent_norm!r}"
         return why or ""
+
+    def _open_run(self, cohort: Any, cfg: RunConfig, resume: bool) -> tuple[Any, Path | None]:
+        cohort, latest = super()._open_run(cohort, cfg, resume)
+        self._resuming = bool(resume and latest is not None)
+        return cohort, latest
+
+    def _standardize(self) -> None:
+        """Per-channel statistics: measured on this run's latents when it starts (a config that
+        carries some, e.g. a shipped model's recipe, is measured again), kept on resume."""
+        if self.cfg.latent_norm != "channel":
+            self.cfg = dataclasses.replace(self.cfg, latent_shift=None, latent_scale=None)
+            return
+        if not getattr(self, "_resuming", False) or self.cfg.latent_shift is None or self.cfg.latent_scale is None:
+            shift, scale = channel_stats(self.dataset.latents)
+            self.cfg = dataclasses.replace(self.cfg, latent_shift=shift, latent_scale=scale)
+        self.dataset.standardize(self.cfg.latent_shift, self.cfg.latent_scale)
 
     def _check_dataset(self, cohort: Any) -> None:
         from synthkit.io.hashing import file_sha256
@@ -196,6 +235,7 @@ class LatentTrainer(Trainer):
         cache = self.run_dir / "cache" if getattr(self, "_cache_dir", None) is None else self._cache_dir
         self.dataset = encode_cohort(self.dataset, model, float(ae.scale_factor), self.ae_sha256,
                                      Path(cache), self.device, self.progress if self.dist.is_main else None)
+        self._standardize()
 
     def _prepare_data(self, cohort: Any, cache_dir: str | Path | None) -> None:
         self._cache_dir = Path(cache_dir) if cache_dir is not None else None

@@ -14,6 +14,7 @@ def write_latent_preview(trainer: Any, step: int, ae_dir: Path, sampling_steps: 
     """``trainer``: a LatentTrainer; ``ae_dir``: the autoencoder folder of its run; writes
     ``previews/step_XXXXXXXX.png`` in the run folder."""
     from synthkit.diffusion import sample
+    from synthkit.networks.autoencoder import standardize_latents
     from synthkit.training.autoencoder_eval import load_autoencoder
     from synthkit.viz import montage
 
@@ -31,6 +32,7 @@ def write_latent_preview(trainer: Any, step: int, ae_dir: Path, sampling_steps: 
                    clamp_output=False)
     finally:
         model.train(was)
+    z = standardize_latents(z, trainer.cfg.latent_shift, trainer.cfg.latent_scale, inverse=True)
     synth = ae.decode(z / float(ae_cfg.scale_factor)).clamp(-1, 1)[0].float().cpu()
     labels = real["labels"].numpy()
     image = real["image"].float()
