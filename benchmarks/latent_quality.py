@@ -6,6 +6,7 @@ by the pipeline) and two trivial baselines, with the training CPU time each mode
     python benchmarks/latent_quality.py --n 8 --latent RUN     # another latent run folder
     python benchmarks/latent_quality.py --curve RUN_WITH_CHECKPOINTS   # + one row per checkpoint
     python benchmarks/latent_quality.py --latent none --curve RUN --n 8 --out-name latent_curve
+    python benchmarks/latent_quality.py --also "earlier run=RUN"  # one more model beside the others
 
 Steps, all through the CLI: ``synthkit cohort demo`` (subjects 1000+, never seen in training, at
 128^3), ``synthkit sample`` with each model on those masks (DDIM, background held), the blurred
@@ -80,6 +81,8 @@ def main() -> None:
     ap.add_argument("--latent-steps", type=int, default=25, help="DDIM steps for the latent model")
     ap.add_argument("--pixel-steps", type=int, default=30, help="DDIM steps for the pixel model")
     ap.add_argument("--curve", type=Path, default=None, help="latent training run whose checkpoints to score too")
+    ap.add_argument("--also", action="append", default=[], metavar="LABEL=RUN",
+                    help="another model to score beside them (repeatable), e.g. an earlier run")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=Path("/tmp/synthkit_latent_quality"))
     ap.add_argument("--out-name", default="latent_quality", help="results/<name>.json and .md")
@@ -94,6 +97,11 @@ def main() -> None:
     if a.latent != "none":
         models.insert(0, (f"latent Med-DDPM ({a.latent}, {a.size}^3, DDIM-{a.latent_steps})", a.latent,
                           a.latent_steps, ""))
+    for spec in a.also:
+        label, sep, run = spec.partition("=")
+        if not sep or not label or not run:
+            ap.error(f"--also takes LABEL=RUN, got {spec!r}")
+        models.append((label, run, a.latent_steps, ""))
     if a.curve is not None:
         models += [(f"latent checkpoint step {s}", str(p), a.latent_steps, str(s))
                    for s, p in _checkpoint_runs(a.curve, a.work / "checkpoints")]

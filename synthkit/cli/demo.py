@@ -15,6 +15,7 @@ from synthkit.cli._common import (
     make_progress,
     seed_everything,
 )
+from synthkit.demo.pipeline import DEFAULT_MODEL
 
 
 def register(app: typer.Typer) -> None:
@@ -22,7 +23,8 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def demo(
         out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo (created; index.html inside).")] = Path("demo_out"),
-        model: Annotated[str, typer.Option("--model", help="Shipped model name or run folder from `synthkit train`.")] = "demo",
+        model: Annotated[str, typer.Option("--model", help="Shipped model name (demo-latent: 128^3, the default; demo: "
+                                           "the 32^3 pixel model) or run folder from `synthkit train`.")] = DEFAULT_MODEL,
         train_steps: Annotated[int, typer.Option("--train-steps", min=0, help="First train a fresh model for N steps on the demo cohort (same recipe as --model) and use it.")] = 0,
         n_cases: Annotated[int | None, typer.Option("--n-cases", min=4, help="Demo cohort size (default 16; 6 with --quick).", show_default=False)] = None,
         steps: Annotated[int | None, typer.Option("--steps", min=1, help="DDIM sampling steps (default 30; 10 with --quick).", show_default=False)] = None,

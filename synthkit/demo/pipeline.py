@@ -45,8 +45,9 @@ from synthkit.errors import CheckpointError, UsageError
 
 __all__ = ["DEFAULT_MODEL", "QUICK", "DemoSizes", "run_demo"]
 
-#: The shipped model the demo uses (the 32^3 pixel model until ``demo-latent`` ships: issue 12).
-DEFAULT_MODEL = "demo"
+#: The shipped model the demo uses: latent Med-DDPM at 128^3 (issue 12); ``--model demo`` is the
+#: 32^3 pixel model.
+DEFAULT_MODEL = "demo-latent"
 MARKER = ".synthkit-demo"
 #: Sub-folders the demo writes (removed before a rerun into the same folder).
 OWNED = ("img", "cohort", "training_cohort", "model", "synthetic", "diversity", "anonymized", "baselines", "evaluation", "perturbed")
