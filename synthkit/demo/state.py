@@ -17,7 +17,8 @@ from synthkit.errors import SynthkitError, UsageError
 
 @dataclass(frozen=True)
 class DemoSizes:
-    """How much work each stage does. The defaults take a few minutes on 2 CPU cores with the
+    """How much work each stage does. The defaults take about 8 minutes on 2 CPU cores with the
+    shipped ``demo-latent`` model at 128^3 (fp32) and about 5 with the
     ``small`` model at 32^3; :data:`QUICK` is smaller still."""
 
     n_cases: int = 16  # demo cohort size = synthetic volumes in 'sample' and 'anonymize'
