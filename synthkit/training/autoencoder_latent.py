@@ -218,7 +218,7 @@ class LatentTrainer(Trainer):
         if self.cfg.latent_norm != "channel":
             self.cfg = dataclasses.replace(self.cfg, latent_shift=None, latent_scale=None)
             return
-        if not getattr(self, "_resuming", False) or self.cfg.latent_shift is None or self.cfg.latent_scale is None:
+        if not self._resuming or self.cfg.latent_shift is None or self.cfg.latent_scale is None:
             shift, scale = channel_stats(self.dataset.latents)
             self.cfg = dataclasses.replace(self.cfg, latent_shift=shift, latent_scale=scale)
         self.dataset.standardize(self.cfg.latent_shift, self.cfg.latent_scale)
