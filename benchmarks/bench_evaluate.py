@@ -7,15 +7,21 @@ stage measured (nothing extrapolated), for each feature extractor.
     .venv/bin/python benchmarks/bench_evaluate.py --sizes 128 --extractors deepbet --threads 16
 
 Each (size, extractor) runs in its own subprocess, so peak RSS is per configuration. Volumes are
-procedural heads (ellipsoid + smooth texture); synthetic = real with perturbed texture, same case
-ids (so MSE and paired MS-SSIM are computed); written once as uncompressed NIfTI to a temporary
-folder (not timed). Per configuration:
+procedural heads (ellipsoid + smooth texture, label 1) with a bright spherical tumour (label 2);
+synthetic = real with perturbed texture and a fainter tumour, same case ids and masks (so MSE,
+paired MS-SSIM and label fidelity are computed); written once as an uncompressed nnU-Net dataset
+to a temporary folder (not timed). Per configuration:
 
-* ``cold``: the full pipeline with an empty feature cache (read, preprocess, extract in batches of
+* ``no fidelity``: the pipeline of the paper's Table I only (FID, MMD, PRDC, MS-SSIM, MSE), empty
+  caches;
+* ``cold``: the full pipeline with empty feature and segmenter caches (read, preprocess, extract in batches of
   ``--batch-size`` channel volumes, FID / MMD / PRDC with ``--n-boot`` bootstrap replicates,
   MS-SSIM diversity with ``--pairs`` pairs per set, paired MSE / MS-SSIM); the time inside the
   extractor's preprocessing and forward passes is reported separately;
-* ``warm``: the same run again (feature cache hit);
+  plus label fidelity and tissue realism: per-case contrast and tissue profile at load, the two
+  cross-fitted label segmenters trained at ``--seg-grid`` for ``--seg-steps`` steps each, every
+  volume segmented (what label fidelity adds = ``cold`` - ``no fidelity``);
+* ``warm``: the same run again (feature and segmenter cache hit);
 * ``batching``: the forward pass on ``--probe`` volumes at batch 1 vs ``--batch-size``,
   interleaved (what batching buys; torch threads = ``--threads``).
 
@@ -44,18 +50,25 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 def _write_sets(root: Path, n: int, size: int, seed: int = 0) -> tuple[Path, Path]:
     from scipy.ndimage import gaussian_filter
 
+    from synthkit.io import write_nnunet_dataset_json
     from synthkit.io.nifti import write_nifti
 
     rng = np.random.default_rng(seed)
     z, y, x = (np.mgrid[:size, :size, :size] - size / 2) / size
     head = (x**2 / 0.16 + y**2 / 0.12 + z**2 / 0.14) < 1
     for i in range(n):
+        c = rng.uniform(-0.12, 0.12, 3)
+        tumour = ((x - c[0]) ** 2 + (y - c[1]) ** 2 + (z - c[2]) ** 2) < 0.06**2
+        mask = np.where(tumour, 2, head.astype(np.int16)).astype(np.int16)
         tex = gaussian_filter(rng.random((size,) * 3).astype(np.float32), 2.0)
-        real = np.where(head, 100 + 300 * tex, 0).astype(np.float32)
+        real = np.where(head, 100 + 300 * tex, 0).astype(np.float32) + 150 * tumour
         tex2 = gaussian_filter(rng.random((size,) * 3).astype(np.float32), 2.5)
-        syn = np.where(head, 100 + 300 * (0.7 * tex + 0.3 * tex2), 0).astype(np.float32)
-        write_nifti(root / "real" / f"case_{i:03d}.nii", real, np.eye(4))
-        write_nifti(root / "synth" / f"case_{i:03d}.nii", syn, np.eye(4))
+        syn = np.where(head, 100 + 300 * (0.7 * tex + 0.3 * tex2), 0).astype(np.float32) + 50 * tumour
+        for name, vol in (("real", real), ("synth", syn)):
+            write_nifti(root / name / "imagesTr" / f"case_{i:03d}_0000.nii", vol, np.eye(4))
+            write_nifti(root / name / "labelsTr" / f"case_{i:03d}.nii", mask, np.eye(4), is_label=True)
+    for name in ("real", "synth"):
+        write_nnunet_dataset_json(root / name, ("T1",), {"background": 0, "head": 1, "tumour": 2}, n, ".nii")
     return root / "real", root / "synth"
 
 
@@ -74,14 +87,16 @@ def _timed(ext, clock: dict) -> None:
         setattr(ext, name, wrapper)
 
 
-def _run_pipeline(ev, ext, real_dir: Path, syn_dir: Path, cache: Path, a) -> tuple[dict, dict]:
+def _run_pipeline(ev, ext, real_dir: Path, syn_dir: Path, cache: Path, a, fidelity) -> tuple[dict, dict]:
     clock = {"prepare": 0.0, "embed": 0.0}
     _timed(ext, clock)
     t0, c0 = time.perf_counter(), time.process_time()
-    real = ev.load_set(real_dir, ext, cache_dir=cache)
-    syn = ev.load_set(syn_dir, ext, real.grid, cache_dir=cache)
+    real = ev.load_set(real_dir, ext, cache_dir=cache, fidelity=fidelity)
+    syn = ev.load_set(syn_dir, ext, real.grid, cache_dir=cache, fidelity=fidelity)
     t1 = time.perf_counter()
-    res = ev.evaluate(real, [syn], ext, n_boot=a.n_boot, diversity_pairs=a.pairs)
+    res = ev.evaluate(real, [syn], ext, n_boot=a.n_boot, diversity_pairs=a.pairs, fidelity=fidelity,
+                      dataset_json={"labels": {"background": 0, "head": 1, "tumour": 2}}, cache_dir=cache,
+                      device=a.device)
     t2, c2 = time.perf_counter(), time.process_time()
     for name in ("prepare", "embed"):  # restore the class methods
         delattr(ext, name)
@@ -122,17 +137,27 @@ def run_one(size: int, extractor: str, a) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         real_dir, syn_dir = _write_sets(tmp, a.n, size)
+        from synthkit.metrics.fidelity import FidelityOptions
+        from synthkit.segmentation.multiclass import LabelSegConfig
+
         ext = ev.make_extractor(None, 10, seed=0, device=a.device, features=extractor)
         ext.batch_size = a.batch_size
         out["extractor_name"], out["weights_sha256"] = ext.name, ext.weights
+        fid_opts = FidelityOptions(seg=LabelSegConfig(grid=min(a.seg_grid, size), steps=a.seg_steps))
+        out["no fidelity"], _ = _run_pipeline(ev, ext, real_dir, syn_dir, tmp / "cache0", a, None)
         for label in ("cold", "warm"):
-            out[label], res = _run_pipeline(ev, ext, real_dir, syn_dir, tmp / "cache", a)
+            out[label], res = _run_pipeline(ev, ext, real_dir, syn_dir, tmp / "cache", a, fid_opts)
         out["batching"] = _batching(ext, size, a)
         row = res["sets"][0]
         out["ms_ssim_settings"] = res["settings"]["ms_ssim"]
         out["fid"] = row["fid"]["value"]
         out["precision"] = (row.get("prdc") or {}).get("precision", {}).get("value")
         out["diversity_real"] = res["real"]["diversity"]["value"]
+        tum = res["real"]["label_fidelity"]["tumour"]
+        out["fidelity"] = {"seg_grid": min(a.seg_grid, size), "seg_steps": a.seg_steps,
+                           "real_tumour_dice_ceiling": tum["dice"]["value"],
+                           "synth_tumour_contrast_x_real": row["label_fidelity"]["tumour"]["contrast"]["ratio_to_real"],
+                           "synth_tumour_dice_x_ceiling": row["label_fidelity"]["tumour"]["dice"]["ratio_to_ceiling"]}
         if a.device.startswith("cuda"):
             out["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -147,7 +172,7 @@ def _table(rows: list[dict]) -> str:
             "total s", "CPU s", "peak RSS MB", "batch speedup"]
     body = []
     for r in rows:
-        for label in ("cold", "warm"):
+        for label in ("no fidelity", "cold", "warm"):
             c = r[label]
             body.append([f"{r['size']}^3", r["extractor"], label, f"{c['load_features_s']:.1f}",
                          f"{c['preprocess_s']:.1f}", f"{c['forward_s']:.1f}", f"{c['metrics_s']:.1f}",
@@ -168,17 +193,20 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=4, help="channel volumes per forward pass")
     ap.add_argument("--probe", type=int, default=8, help="volumes in the batching comparison")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--seg-grid", type=int, default=64, help="label-fidelity segmenter grid")
+    ap.add_argument("--seg-steps", type=int, default=400, help="steps per segmenter half")
     ap.add_argument("--quick", action="store_true", help="32^3, 12 vs 12, 10 pairs, 20 replicates")
     ap.add_argument("--one", nargs=2, metavar=("SIZE", "EXTRACTOR"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.quick:
-        a.sizes, a.n, a.pairs, a.n_boot, a.probe = [32], 12, 10, 20, 4
+        a.sizes, a.n, a.pairs, a.n_boot, a.probe, a.seg_steps = [32], 12, 10, 20, 4, 60
     if a.one:
         print(json.dumps(run_one(int(a.one[0]), a.one[1], a)))
         return
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
     passthrough = ["--n", str(a.n), "--n-boot", str(a.n_boot), "--pairs", str(a.pairs), "--threads", str(a.threads),
-                   "--batch-size", str(a.batch_size), "--probe", str(a.probe), "--device", a.device]
+                   "--batch-size", str(a.batch_size), "--probe", str(a.probe), "--device", a.device,
+                   "--seg-grid", str(a.seg_grid), "--seg-steps", str(a.seg_steps)]
     rows = []
     for size in a.sizes:
         for extractor in a.extractors:
@@ -192,7 +220,8 @@ def main() -> None:
 
     table = _table(rows)
     title = (f"synthkit evaluate, {a.n} vs {a.n} volumes, {a.device} ({a.threads} threads), fp32, "
-             f"n_boot {a.n_boot}, {a.pairs} diversity pairs per set; every stage measured")
+             f"n_boot {a.n_boot}, {a.pairs} diversity pairs per set, label segmenters {a.seg_steps} steps per half "
+             f"at up to {a.seg_grid}^3; every stage measured")
     print(f"\n{title}\n{table}")
     print("load averages at the end of each configuration: "
           + ", ".join(f"{r['size']}^3 {r['extractor']}: {r['load_average_1min_at_end']:.1f}" for r in rows))

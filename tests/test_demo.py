@@ -90,7 +90,8 @@ def test_demo_page_has_metric_table_reading_and_model_card(demo):
     html = page.read_text()
     metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
     names = [r["name"] for r in metrics["sets"]]
-    assert names == ["Med-DDPM (this model)", "baseline: blurred real", "baseline: noise in mask"]
+    assert names == ["Med-DDPM (this model)", "control: blurred real", "control: noise in mask",
+                     "control: labels erased", "control: texture scrambled"]
     table = re.search(r"<table class='metrics'>(.*?)</table>", html, re.DOTALL).group(1)
     assert "3D-FID" in table and all(n in table for n in names)
     fid = metrics["sets"][0]["fid"]["value"]

@@ -7,6 +7,7 @@ JSON / HTML report.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -41,6 +42,11 @@ def register(app: typer.Typer) -> None:
         no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
         c2st: Annotated[bool, typer.Option("--c2st", help="Also run a classifier two-sample test (small 3D CNN, held-out AUC).")] = False,
         reader_study: Annotated[tuple[int, Path] | None, typer.Option("--reader-study", help="N DIR: write a blinded reader-study kit (N real + N synthetic slices of the first synthetic set).", show_default=False)] = None,
+        fidelity: Annotated[bool, typer.Option("--fidelity/--no-fidelity", help="Label fidelity (each label's contrast; Dice of a segmenter trained on the real set, against the masks the volumes were generated from) and tissue realism (intensity distance, CJV, power spectrum), each beside its real-vs-real reference.")] = True,
+        segmenter: Annotated[str, typer.Option("--segmenter", help="Segmenter for label fidelity: 'synthkit' (a small U-Net trained on two halves of the real set, cached by the real cohort's content) or 'nnunet:MODEL_FOLDER' (your trained nnU-Net v2 model, run by nnunetv2's own predictor; its checkpoints are pickles that nnU-Net unpickles: use only a folder you trust).")] = "synthkit",
+        seg_grid: Annotated[int, typer.Option("--seg-grid", help="Grid (voxels per side) the synthkit segmenter trains and predicts on.", min=16)] = 64,
+        seg_steps: Annotated[int, typer.Option("--seg-steps", help="Training steps of each synthkit segmenter half.", min=1)] = 400,
+        controls: Annotated[bool, typer.Option("--controls", help="Also score four controls built from the real set (blurred, noise in mask, labels erased, texture scrambled): each metric should flag the control made to fail it.")] = False,
         strict: Annotated[bool, typer.Option("--strict", help="Stop at the first unreadable case instead of skipping it.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; print only the table and warnings.")] = False,
     ) -> None:
@@ -57,6 +63,7 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"--feature-depth must be 10, 18, 34 or 50, got {feature_depth}")
         for folder in (real, *synth):
             ev.list_cases(folder)  # a missing/empty folder is one error line before any work
+        opts, external = _fidelity_options(fidelity, segmenter, seg_grid, seg_steps, seed, device)
         seed_everything(seed)
         extractor = ev.make_extractor(feature_weights, feature_depth, seed=seed, device=device, features=features)
         if extractor.kind == "random":
@@ -67,17 +74,25 @@ def register(app: typer.Typer) -> None:
         for p in synth:
             n = p.resolve().name or str(p)
             names.append(n if n not in names else f"{n}_{len(names) + 1}")
-        with make_progress(quiet) as progress:
-            real_set = ev.load_set(real, extractor, grid, name=real.resolve().name, cache_dir=cache,
-                                   strict=strict, progress=progress)
-            sets = [ev.load_set(p, extractor, grid, name=n, cache_dir=cache, strict=strict, progress=progress)
-                    for p, n in zip(synth, names)]
+        with make_progress(quiet) as progress, tempfile.TemporaryDirectory(prefix="synthkit-controls-") as tmp:
+            if controls:
+                from synthkit.metrics.baselines import write_controls
+
+                built = write_controls(real, Path(tmp), seed=seed)
+                synth, names = [*synth, *built.values()], [*names, *(f"control: {k}" for k in built)]
+            load = lambda p, n: ev.load_set(p, extractor, grid, name=n, cache_dir=cache, strict=strict,
+                                            progress=progress, fidelity=opts, external=external, seed=seed)
+            real_set = load(real, real.resolve().name)
+            sets = [load(p, n) for p, n in zip(synth, names)]
             result = ev.evaluate(real_set, sets, extractor, seed=seed, n_boot=n_boot,
-                                 diversity_pairs=diversity_pairs, c2st=c2st, progress=progress)
+                                 diversity_pairs=diversity_pairs, c2st=c2st, progress=progress, fidelity=opts,
+                                 dataset_json=_dataset_labels(real), cache_dir=cache, device=_torch_device(device))
         for p in [p for s in (real_set, *sets) for p in s.problems]:
             err_console.print(f"synthkit: skipped: {p}", markup=False)
 
         _print_tables(result, extractor, c2st)
+        if fidelity:
+            _print_fidelity(result)
         if reader_study is not None:
             from synthkit.metrics.reader_study import write_kit
 
@@ -101,15 +116,10 @@ def _print_tables(result: dict, extractor, c2st: bool) -> None:
     """The Table I-style metrics, precision / recall / density / coverage, and what they used."""
     from rich.table import Table
 
-    from synthkit.metrics import evaluate as ev
+    from synthkit.metrics import tables as ev
 
     def show(title: str, header: list[str], rows: list[list[str]]) -> None:
-        table = Table(title=title)
-        for h in header:
-            table.add_column(h, justify="left" if h == "Method" else "right", overflow="fold")
-        for row in rows:
-            table.add_row(*row)
-        console.print(table)
+        _table(title, header, rows, Table)
 
     show(f"synthkit evaluate ({extractor.short} features)"
          + (" (RANDOM extractor: FID not comparable)" if result["warning"] else ""), ev.TABLE_HEADER, ev.table_rows(result))
@@ -124,6 +134,75 @@ def _print_tables(result: dict, extractor, c2st: bool) -> None:
             c = r["c2st"]
             console.print(f"C2ST {r['name']}: AUC {c['auc']:.3f} [{c['ci95'][0]:.3f}, {c['ci95'][1]:.3f}] "
                           "(0.5 = indistinguishable)", markup=False)
+
+
+def _fidelity_options(on: bool, segmenter: str, grid: int, steps: int, seed: int, device: str):
+    """(FidelityOptions or None, a user's segmenter or None) from the options; bad values are
+    one usage line before any work."""
+    from synthkit.errors import UsageError
+    from synthkit.metrics.fidelity import FidelityOptions
+    from synthkit.segmentation.multiclass import LabelSegConfig
+
+    if not on:
+        return None, None
+    external = None
+    if segmenter.startswith("nnunet:"):
+        from synthkit.metrics.nnunet_segmenter import load_nnunet
+
+        external = load_nnunet(segmenter.split(":", 1)[1], device=_torch_device(device))
+    elif segmenter != "synthkit":
+        raise UsageError(f"--segmenter must be 'synthkit' or 'nnunet:MODEL_FOLDER', got {segmenter!r}")
+    return FidelityOptions(seg=LabelSegConfig(grid=grid, steps=steps, seed=seed), segmenter=segmenter), external
+
+
+def _torch_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _dataset_labels(real: Path) -> dict | None:
+    """``{"labels": name -> value}`` of the real cohort (dataset.json, BraTS), else None."""
+    from synthkit.errors import SynthkitError
+    from synthkit.io.cohort import discover_cohort
+
+    try:
+        labels = discover_cohort(real, need_images=False).labels
+    except SynthkitError:
+        return None
+    return {"labels": labels} if labels else None
+
+
+def _print_fidelity(result: dict) -> None:
+    """Label fidelity and tissue realism tables and which metric flagged which set."""
+    from rich.table import Table
+
+    from synthkit.metrics import tables
+
+    real = result["real"]
+    if real.get("label_fidelity"):
+        _table("label fidelity: contrast (median; x real) and Dice of the real-trained segmenter (x ceiling)",
+               tables.fidelity_header(result), tables.fidelity_rows(result), Table)
+    for r in [real, *result["sets"]]:
+        if r.get("label_fidelity_skipped"):
+            err_console.print(f"synthkit: label fidelity skipped for {r['name']}: {r['label_fidelity_skipped']}",
+                              markup=False)
+    if real.get("tissue"):
+        _table("tissue realism: distance to real (lower is better; real row: split-half reference)",
+               tables.tissue_header(), tables.tissue_rows(result), Table)
+    for line in tables.verdict_lines(result):
+        console.print(line, markup=False)
+
+
+def _table(title: str, header: list[str], rows: list[list[str]], table_cls) -> None:
+    table = table_cls(title=title)
+    for h in header:
+        table.add_column(h, justify="left" if h == "Method" else "right", overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
 
 
 def _register_reader_score(app: typer.Typer) -> None:

@@ -46,41 +46,58 @@ def _fmt(d: dict | None, digits: int = 3) -> str:
     return "n/a" if not d else f"{d['value']:.{digits}g}"
 
 
-def metric_reading(result: dict[str, Any]) -> list[str]:
-    """Short, honest sentences about the metric table (plain text)."""
-    rows = result["sets"]
-    model, base = rows[0], rows[1:]
-    out = [("Lower is better for MSE, MMD and 3D-FID. Paired MS-SSIM compares each synthetic volume with the real "
-           "image of the same mask (higher = closer); MS-SSIM diversity should be near the real set's value "
-           "(much higher = samples look alike).")]
-    for key, label in (("fid", "3D-FID"), ("mmd", "MMD")):
-        if not (model.get(key) and all(b.get(key) for b in base)):
+def _label_reading(model: dict[str, Any], real: dict[str, Any]) -> list[str]:
+    """Sentences on the model's label fidelity (each label inside the head) and tissue."""
+    out = []
+    for name, e in (model.get("label_fidelity") or {}).items():
+        c, d = e.get("contrast") or {}, e.get("dice") or {}
+        ceiling = ((real.get("label_fidelity") or {}).get(name) or {}).get("dice") or {}
+        if name == "head" or c.get("ratio_to_real") is None:
             continue
-        beaten = [b for b in base if model[key]["value"] < b[key]["value"]]
-        vs = ", ".join(f"{b['name'].removeprefix('baseline: ')} {_fmt(b[key])}" for b in base)
-        if len(beaten) == len(base):
-            out.append(f"{label}: the model ({_fmt(model[key])}) is below both trivial baselines ({vs}): in this "
-                       "feature space its images are closer to the real ones than a blurred copy of the real "
-                       "images or noise of the right intensity.")
-        else:
-            out.append(f"{label}: the model ({_fmt(model[key])}) does NOT beat every trivial baseline ({vs}): by "
-                       "this measure it is not yet better than a trivial generator (too short a training run, "
-                       "or too few volumes to tell).")
-    if any(b["name"] == "baseline: blurred real" for b in base):
-        out.append("Paired MSE and MS-SSIM favour the blurred baseline by construction (it IS the real image, "
-                   "smoothed): they measure closeness to the real image of the same mask, not realism.")
+        dice = (f" A segmenter trained on real images finds it with Dice {_fmt(d)} against the mask, "
+                f"{d['ratio_to_ceiling']:.2f}x what it reaches on real images it never saw ({_fmt(ceiling)})."
+                if d.get("ratio_to_ceiling") is not None else "")
+        out.append(f"Label fidelity, {name}: in the generated images the {name} stands out from the tissue "
+                   f"around it {c['ratio_to_real']:.2f}x as much as in the real ones (median contrast "
+                   f"{_fmt(c)} vs {_fmt(((real.get('label_fidelity') or {}).get(name) or {}).get('contrast'))})."
+                   + dice + " A model that draws every label where its mask puts it scores near 1 on both.")
+    t, rt = model.get("tissue") or {}, real.get("tissue") or {}
+    if t.get("spectrum") and rt.get("spectrum"):
+        out.append(f"Tissue: distance of the model's tissue power spectrum to real {_fmt(t['spectrum'])} dB, of its "
+                   f"intensity histogram {_fmt(t.get('intensity_w1'))}, of its grey/white separation (CJV) "
+                   f"{_fmt(t.get('cjv'))}; two halves of the real set differ by {_fmt(rt['spectrum'])}, "
+                   f"{_fmt(rt.get('intensity_w1'))} and {_fmt(rt.get('cjv'))}. Up to twice those is as real.")
+    return out
+
+
+def metric_reading(result: dict[str, Any]) -> list[str]:
+    """Short, honest sentences about the metric tables (plain text): label fidelity and tissue
+    first, each metric's verdict on every set, and what 3D-FID can and cannot tell."""
+    from synthkit.metrics.tables import FIDELITY_RULES, verdict_lines
+
+    rows = result["sets"]
+    model = rows[0]
+    out = _label_reading(model, result["real"])
+    if "fidelity" in result.get("settings", {}):
+        out.append("Which metric flags which set (" + FIDELITY_RULES + "): " + " ".join(verdict_lines(result)))
+    if model.get("fid"):
+        out.append(f"3D-FID ({_fmt(model['fid'])} for the model) compares pooled features of whole volumes: it can "
+                   "rank a model first whose tumours are missing or whose brain is blotchy. The controls show "
+                   "what it misses; judge a generator by label fidelity, tissue and the pictures, not by FID alone.")
+    out.append("Lower is better for MSE, MMD and 3D-FID. Paired MS-SSIM compares each synthetic volume with the real "
+               "image of the same mask (higher = closer) and favours the blurred control by construction; MS-SSIM "
+               "diversity should be near the real set's value (much higher = samples look alike).")
     floor = result["real"].get("fid_floor")
     if floor:
-        out.append(f"The real-vs-real split-half FID ({_fmt(floor)}) is the floor: two halves of the same real "
-                   "cohort differ this much by chance at this sample size.")
+        out.append(f"The real-vs-real split-half FID ({_fmt(floor)}) is what two halves of the same real cohort differ "
+                   "by at this sample size.")
     n = result["real"]["n"]
     out.append(f"Every set has only about {n} volumes, so intervals are wide (95% intervals in the evaluation "
                "report); read differences between rows, not the absolute values.")
     if result.get("warning"):
         out.append("The feature extractor (MedicalNet) is RANDOMLY INITIALISED here (no pretrained weights were "
                    "given): 3D-FID and MMD are comparable between the rows of this table only, NOT to published "
-                   "numbers, and a random network is a weak judge of realism: look at the pictures too. Set "
-                   "SYNTHKIT_MEDICALNET_WEIGHTS to a MedicalNet checkpoint for pretrained features.")
+                   "numbers. Set SYNTHKIT_MEDICALNET_WEIGHTS to a MedicalNet checkpoint for pretrained features.")
     else:
         ext = result.get("settings", {}).get("extractor", {})
         out.append(f"Features: {ext.get('name', '?')} (pretrained; weights SHA-256 "
@@ -168,12 +185,20 @@ def _metrics_section(e: Any) -> str:
     """The metric table of the evaluate stage and how to read it (or why it is missing)."""
     if e is None or e.status != "ok":
         return "<h2>Metrics</h2>" + (_failed(e) or "")
-    head = "".join(f"<th>{esc(h)}</th>" for h in e.info["header"])
-    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in e.info["rows"])
+    def table(header: list[str], rows: list[list[str]], cls: str) -> str:
+        head = "".join(f"<th>{esc(h)}</th>" for h in header)
+        body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows)
+        return f"<table class='{cls}'><tr>{head}</tr>{body}</table>"
+
+    fidelity = ("<h3>Label fidelity: is each label where its mask puts it?</h3>" + table(*e.info["fidelity"], "fidelity")
+                if e.info.get("fidelity") else "")
+    tissue = ("<h3>Tissue realism: distance to real (lower is better)</h3>" + table(*e.info["tissue"], "tissue")
+              if e.info.get("tissue") else "")
     reading = "".join(f"<li>{esc(t)}</li>" for t in metric_reading(e.info["result"]))
     warn = ('<p class="warn">Feature extractor randomly initialised: FID/MMD are NOT comparable to '
             'published numbers.</p>' if e.info["result"].get("warning") else "")
-    return (f"<h2>Metrics</h2>{warn}<table class='metrics'><tr>{head}</tr>{body}</table>"
+    return (f"<h2>Metrics</h2>{warn}{fidelity}{tissue}<h3>Feature distances and MS-SSIM (Table I of the paper)</h3>"
+            f"{table(e.info['header'], e.info['rows'], 'metrics')}"
             f"<p class='small'>value ± std; full details, intervals and figures in the "
             f"<a href=\"{esc(e.info['report'])}\">evaluation report</a> "
             f"(<a href=\"{esc(e.info['json'])}\">metrics.json</a>).</p><h3>How to read it</h3><ul>{reading}</ul>")

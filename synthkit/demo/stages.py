@@ -178,30 +178,44 @@ def _flag_rule(manifest: dict[str, Any], cases: list[dict[str, Any]]) -> str | N
 
 
 def stage_evaluate(ctx: Context) -> None:
-    from synthkit.metrics import baselines
+    from synthkit.metrics import baselines, tables
     from synthkit.metrics import evaluate as ev
+    from synthkit.metrics.fidelity import FidelityOptions
     from synthkit.metrics.report import write_report
+    from synthkit.segmentation.multiclass import LabelSegConfig
 
     with stage(ctx, "evaluate", "Evaluation") as st:
         if ctx.stages["sample"].status != "ok":
             raise UsageError("nothing to evaluate: the sampling stage failed")
         real_dir, out = ctx.out / "cohort", ctx.out / "evaluation"
-        blur = baselines.blurred(real_dir, ctx.out / "baselines" / "blurred")
-        noise = baselines.noise_in_mask(real_dir, ctx.out / "baselines" / "noise", seed=ctx.seed)
+        controls = baselines.write_controls(real_dir, ctx.out / "baselines", seed=ctx.seed)
         ext = ev.make_extractor(None, 10, seed=ctx.seed, device=ctx.device)
         grid = ev.grid_of(real_dir)
-        load = lambda p, name: ev.load_set(p, ext, grid, name=name, progress=ctx.progress)
+        fid_opts = FidelityOptions(seg=LabelSegConfig(grid=min(64, *grid), steps=ctx.sizes.seg_steps, seed=ctx.seed))
+        load = lambda p, name: ev.load_set(p, ext, grid, name=name, progress=ctx.progress, fidelity=fid_opts,
+                                           seed=ctx.seed)
         real = load(real_dir, "real (held-out demo cases)")
-        sets = [load(ctx.out / "synthetic", "Med-DDPM (this model)"), load(blur, "baseline: blurred real"),
-                load(noise, "baseline: noise in mask")]
+        sets = [load(ctx.out / "synthetic", "Med-DDPM (this model)"),
+                *(load(p, f"control: {name}") for name, p in controls.items())]
         result = ev.evaluate(real, sets, ext, seed=ctx.seed, n_boot=ctx.sizes.n_boot,
-                             diversity_pairs=ctx.sizes.diversity_pairs, progress=ctx.progress)
+                             diversity_pairs=ctx.sizes.diversity_pairs, progress=ctx.progress, fidelity=fid_opts,
+                             dataset_json={"labels": dict(ctx.cohort.labels)} if ctx.cohort is not None else None,
+                             device=ctx.device if ctx.device != "auto" else "cpu")
         ev.save_json(result, out / "metrics.json")
         report = write_report(result, real, sets, out)
-        st.info.update(result=result, header=list(ev.TABLE_HEADER), rows=ev.table_rows(result),
+        st.info.update(result=result, header=list(tables.TABLE_HEADER), rows=tables.table_rows(result),
+                       fidelity=(tables.fidelity_header(result), tables.fidelity_rows(result))
+                       if result["real"].get("label_fidelity") else None,
+                       tissue=(tables.tissue_header(), tables.tissue_rows(result)),
                        report=ctx.rel(report), json=ctx.rel(out / "metrics.json"))
-        fids = [f"{r['name'].split(' (')[0]} {r['fid']['value']:.3g}" for r in result["sets"] if r.get("fid")]
-        st.summary = f"3D-FID {', '.join(fids)} -> {ctx.rel(report)}"
+        model = result["sets"][0]
+        tum = next((e for n, e in (model.get("label_fidelity") or {}).items() if n != "head"), None)
+        extra = ""
+        if tum and tum.get("contrast") and tum.get("dice"):
+            extra = (f"; label contrast {tum['contrast'].get('ratio_to_real') or 0:.2f}x real, "
+                     f"Dice {tum['dice'].get('ratio_to_ceiling') or 0:.2f}x the real ceiling")
+        st.summary = (f"3D-FID {model['fid']['value']:.3g}{extra}; {len(controls)} controls -> {ctx.rel(report)}"
+                      if model.get("fid") else f"-> {ctx.rel(report)}")
 
 
 def stage_perturb(ctx: Context) -> None:

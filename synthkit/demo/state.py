@@ -29,15 +29,18 @@ class DemoSizes:
     perturb_ops: str = "move+deform"
     n_boot: int = 100  # bootstrap replicates of FID/MMD
     diversity_pairs: int = 30  # random pairs for the within-set MS-SSIM
+    seg_steps: int = 400  # training steps of each label-fidelity segmenter half
 
     def __post_init__(self) -> None:
         if self.n_cases < 4:
             raise UsageError("the demo needs at least 4 cases (FID, privacy calibration)")
-        if min(self.steps, self.n_diversity, self.n_shown, self.n_perturbed, self.n_boot, self.diversity_pairs) < 1:
+        if min(self.steps, self.n_diversity, self.n_shown, self.n_perturbed, self.n_boot, self.diversity_pairs,
+               self.seg_steps) < 1:
             raise UsageError("demo stage sizes must be at least 1")
 
 
-QUICK = DemoSizes(n_cases=6, steps=10, n_diversity=3, n_shown=3, n_perturbed=2, n_boot=20, diversity_pairs=10)
+QUICK = DemoSizes(n_cases=6, steps=10, n_diversity=3, n_shown=3, n_perturbed=2, n_boot=20, diversity_pairs=10,
+                  seg_steps=150)
 
 
 @dataclass

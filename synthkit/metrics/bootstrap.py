@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["Interval", "bootstrap", "bootstrap_rows", "mean_interval", "split_half_floor"]
+__all__ = ["Interval", "bootstrap", "bootstrap_rows", "mean_interval", "median_interval", "split_half_floor"]
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,21 @@ def mean_interval(values: np.ndarray, n_boot: int = 1000, seed: int = 0) -> Inte
     std = float(v.std(ddof=1)) if v.size > 1 else 0.0
     return Interval(float(v.mean()), float(v.mean()), std, (float(lo), float(hi)), int(v.size),
                     f"mean±std over items; bootstrap({n_boot}) CI of the mean")
+
+
+def median_interval(values: np.ndarray, n_boot: int = 1000, seed: int = 0) -> Interval:
+    """Median of per-item values (robust to a few odd cases), std over items, bootstrap 95% CI
+    of the median. NaN items (nothing to measure in that case) are left out."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        raise ValueError("no values to summarise")
+    rng = np.random.default_rng(seed)
+    meds = np.median(v[rng.integers(0, v.size, (n_boot, v.size))], axis=1)
+    lo, hi = np.percentile(meds, [2.5, 97.5])
+    std = float(v.std(ddof=1)) if v.size > 1 else 0.0
+    return Interval(float(np.median(v)), float(v.mean()), std, (float(lo), float(hi)), int(v.size),
+                    f"median over items (mean, std over items); bootstrap({n_boot}) CI of the median")
 
 
 def split_half_floor(

@@ -52,10 +52,17 @@ from synthkit.metrics.bootstrap import (
     split_half_floor,
 )
 from synthkit.metrics.extractors import RANDOM_WARNING, Extractor, make_extractor
+from synthkit.metrics.fidelity import (
+    CaseFidelity,
+    FidelityOptions,
+    case_fidelity,
+    fidelity_metrics,
+    mask_on_grid,
+)
 from synthkit.metrics.paired import mse, pair_by_case_id, pairs_from_manifest
 
-__all__ = ["PRDC_HEADER", "RANDOM_WARNING", "TABLE_HEADER", "Extractor", "LoadedSet", "evaluate", "grid_of",
-           "list_cases", "load_set", "make_extractor", "prdc_rows", "table_rows"]
+__all__ = ["RANDOM_WARNING", "Extractor", "FidelityOptions", "LoadedSet", "evaluate", "grid_of", "list_cases",
+           "load_set", "make_extractor"]
 
 
 @dataclass
@@ -71,6 +78,8 @@ class LoadedSet:
     grid: tuple[int, int, int]
     problems: list[str] = field(default_factory=list)
     root: Path | None = None
+    fidelity: list[CaseFidelity] = field(default_factory=list)  # per case, when asked for
+    segmenter_trained: bool | None = None  # real set: False when the label segmenter came from the cache
 
 
 def list_cases(path: str | Path) -> list[tuple[str, tuple[Path, ...], Path | None]]:
@@ -110,18 +119,6 @@ def _content_hash(files: tuple[Path, ...]) -> str:
         for q in members:
             h.update(bytes.fromhex(medicalnet.sha256_file(q)))
     return h.hexdigest()
-
-
-def _read_mask(path: Path | None, grid: Sequence[int]) -> np.ndarray | None:
-    if path is None:
-        return None
-    try:
-        from synthkit.io.nifti import read_nifti
-
-        m = read_nifti(path, is_label=True).data[0]
-    except SynthkitError:
-        return None
-    return m if tuple(m.shape) == tuple(grid) else None
 
 
 def grid_of(path: str | Path) -> tuple[int, int, int]:
@@ -168,8 +165,11 @@ class _Batcher:
 
 def load_set(path: str | Path, extractor: Extractor, grid: Sequence[int] | None = None, *,
              name: str | None = None, cache_dir: Path | None = None, strict: bool = False,
-             progress: Any = None) -> LoadedSet:
-    """Read, resample, normalise and featurise one set (see the module docstring)."""
+             progress: Any = None, fidelity: FidelityOptions | None = None, external: Any = None,
+             seed: int = 0) -> LoadedSet:
+    """Read, resample, normalise and featurise one set (see the module docstring); with
+    ``fidelity``, also keep what label fidelity and tissue realism need of each case
+    (:func:`synthkit.metrics.fidelity.case_fidelity`; ``external``: a user's segmenter)."""
     root = Path(path)
     cases = list_cases(root)
     grid = tuple(grid) if grid is not None else grid_of(root)
@@ -180,19 +180,25 @@ def load_set(path: str | Path, extractor: Extractor, grid: Sequence[int] | None 
     vols: list[np.ndarray] = []
     feats: list[np.ndarray | None] = []
     masks: list[np.ndarray | None] = []
+    cases_fid: list[CaseFidelity] = []
     problems: list[str] = []
     batcher = _Batcher(extractor, cache, feats)
     for cid, files, mask in cases:
         try:
             vol = _read(cid, files)
-            key = cache.key(_content_hash(files))
+            content = _content_hash(files)
+            key = cache.key(content)
             on_grid = feat.resize_to(vol.data, grid)
             cached = cache.get(key)
             prepared = extractor.prepare(on_grid, vol.affine) if cached is None else None
+            m = mask_on_grid(mask, grid)
+            if fidelity is not None:
+                cases_fid.append(case_fidelity(on_grid, m, content, fidelity, seed=seed + len(ids),
+                                               external=external, native=vol))
             ids.append(cid)
             vols.append(feat.unit_range(on_grid))
             feats.append(cached)
-            masks.append(_read_mask(mask, grid))
+            masks.append(m)
             if prepared is not None:
                 batcher.add(len(ids) - 1, key, prepared)
         except SynthkitError as e:
@@ -209,10 +215,11 @@ def load_set(path: str | Path, extractor: Extractor, grid: Sequence[int] | None 
     chans = {v.shape[0] for v in vols}
     if len(chans) != 1 or len({f.shape[0] for f in feats}) != 1:
         raise CohortError(f"volumes have different channel counts {sorted(chans)}", root)
-    return LoadedSet(label, ids, vols, np.stack(feats), masks, grid, problems, root)  # type: ignore[arg-type]
+    return LoadedSet(label, ids, vols, np.stack(feats), masks, grid, problems, root,  # type: ignore[arg-type]
+                     cases_fid)
 
 
-def _pairs(real: LoadedSet, synth: LoadedSet) -> list[tuple[int, int]]:
+def set_pairs(real: LoadedSet, synth: LoadedSet) -> list[tuple[int, int]]:
     manifest = synth.root / "manifest.json" if synth.root is not None else None
     if manifest is not None and manifest.is_file():
         try:
@@ -232,7 +239,7 @@ def _diversity(s: LoadedSet, settings: MSSSIMSettings, n_pairs: int, seed: int) 
 
 
 def _paired(real: LoadedSet, s: LoadedSet, settings: MSSSIMSettings, seed: int) -> dict[str, Any]:
-    pairs = _pairs(real, s)
+    pairs = set_pairs(real, s)
     row: dict[str, Any] = {"n_pairs": len(pairs), "mse": None, "ms_ssim": None}
     if pairs:
         errs, ss = [], []
@@ -273,8 +280,11 @@ def _feature_metrics(real_f: np.ndarray, synth_f: np.ndarray, bws: list[float], 
 
 def evaluate(real: LoadedSet, synths: Sequence[LoadedSet], extractor: Extractor, *, seed: int = 0,
              n_boot: int = 100, diversity_pairs: int = 100, c2st: bool = False, k: int = DEFAULT_K,
-             progress: Any = None) -> dict[str, Any]:
-    """All metrics for every synthetic set against ``real``; a JSON-ready dict (module docs)."""
+             progress: Any = None, fidelity: FidelityOptions | None = None, dataset_json: dict | None = None,
+             cache_dir: Path | None = None, device: str = "cpu") -> dict[str, Any]:
+    """All metrics for every synthetic set against ``real``; a JSON-ready dict (module docs).
+    With ``fidelity`` (sets loaded with it too): label fidelity and tissue realism
+    (:mod:`synthkit.metrics.fidelity`); label names from ``dataset_json``."""
     if len(real.volumes) < 2:
         raise UsageError("the real set needs at least 2 readable volumes", real.root)
     chans = real.volumes[0].shape[0]
@@ -303,7 +313,7 @@ def evaluate(real: LoadedSet, synths: Sequence[LoadedSet], extractor: Extractor,
         rows.append(row)
         if task is not None:
             progress.advance(task)
-    return {
+    result = {
         "warning": RANDOM_WARNING if extractor.kind == "random" else None,
         "fid_comparable_to_published": extractor.kind == "medicalnet",
         "settings": _settings(extractor, real, settings, diversity_pairs, bws, n_boot, seed, k),
@@ -313,6 +323,29 @@ def evaluate(real: LoadedSet, synths: Sequence[LoadedSet], extractor: Extractor,
         "sets": rows,
         # counts only: the messages name input files (possibly patient ids), printed, never written
     }
+    if fidelity is not None and real.fidelity and all(s.fidelity for s in synths):
+        real_block, blocks = fidelity_metrics(real, synths, [set_pairs(real, s) for s in synths], fidelity,
+                                              dataset_json=dataset_json, cache_dir=cache_dir, device=device,
+                                              seed=seed, progress=progress)
+        result["real"].update(real_block)
+        for row, block in zip(rows, blocks):
+            row.update(block)
+        result["settings"]["fidelity"] = _fidelity_settings(fidelity, real)
+    return result
+
+
+def _fidelity_settings(opts: FidelityOptions, real: LoadedSet) -> dict[str, Any]:
+    from synthkit.metrics.label_fidelity import SHELL_VOXELS
+    from synthkit.metrics.tables import FIDELITY_RULES
+
+    seg = ({"kind": "nnunet", "note": "the user's nnU-Net v2 model; real Dice is its Dice on the real set"}
+           if opts.segmenter.startswith("nnunet:") else
+           {"kind": "synthkit", **opts.seg.to_dict(), "cross_fitted": "two halves of the real set",
+            "from_cache": real.segmenter_trained is False})
+    return {"contrast": f"(mean in label - mean in a {SHELL_VOXELS}-voxel shell) / sd of the enclosing region, "
+                        "raw intensities on the evaluation grid; median over cases",
+            "segmenter": seg, "tissue_patch": opts.patch_for(real.grid), "tissue_patches_per_case": opts.n_patches,
+            "split_half_repeats": opts.repeats, "flags": FIDELITY_RULES}
 
 
 def _settings(extractor: Extractor, real: LoadedSet, settings: MSSSIMSettings, diversity_pairs: int,
@@ -332,31 +365,6 @@ def _settings(extractor: Extractor, real: LoadedSet, settings: MSSSIMSettings, d
         "bootstrap": {"n_boot": n_boot, "seed": seed, "ci": "percentile 95%"},
         "fid_note": "value = full-set FID; mean/std/ci95 from bootstrap replicates (biased upward)",
     }
-
-
-def _fmt(d: dict | None, digits: int = 4) -> str:
-    if not d or d.get("value") is None:
-        return "-"
-    return f"{d['value']:.{digits}f}" + ("" if d.get("std") is None else f"±{d['std']:.{digits}f}")
-
-
-def table_rows(result: dict[str, Any]) -> list[list[str]]:
-    """Rows like the paper's Table I: method, MSE, MMD, FID, MS-SSIM (diversity), paired MS-SSIM."""
-    rows = [[r["name"], _fmt(r["mse"]), _fmt(r["mmd"]), _fmt(r["fid"], 3), _fmt(r["diversity"]), _fmt(r["ms_ssim"])]
-            for r in result["sets"]]
-    real = result["real"]
-    rows.append([f"Real (n={real['n']})", "-", "-", "floor " + _fmt(real["fid_floor"], 3), _fmt(real["diversity"]), "-"])
-    return rows
-
-
-TABLE_HEADER = ["Method", "MSE↓", "MMD↓", "3D-FID↓", "MS-SSIM (diversity)", "MS-SSIM (paired)↑"]
-PRDC_HEADER = ["Method", "Precision↑", "Recall↑", "Density", "Coverage↑"]
-
-
-def prdc_rows(result: dict[str, Any]) -> list[list[str]]:
-    """One row per set: precision, recall, density, coverage (value ± bootstrap std)."""
-    names = ("precision", "recall", "density", "coverage")
-    return [[r["name"], *(_fmt((r.get("prdc") or {}).get(m), 3) for m in names)] for r in result["sets"]]
 
 
 def save_json(result: dict[str, Any], path: str | Path) -> Path:

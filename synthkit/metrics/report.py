@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 
 from synthkit.io.atomic import atomic_path, write_text
-from synthkit.metrics.evaluate import PRDC_HEADER, TABLE_HEADER, LoadedSet, prdc_rows, table_rows
+from synthkit.metrics.evaluate import LoadedSet
+from synthkit.metrics.report_fidelity import fidelity_section
+from synthkit.metrics.tables import PRDC_HEADER, TABLE_HEADER, prdc_rows, table_rows
 
 __all__ = ["pca_2d", "write_report"]
 
@@ -145,6 +147,7 @@ def write_report(result: dict[str, Any], real: LoadedSet, synths: Sequence[Loade
         for r in result["sets"]
     )
     sections = "".join(f"<h2>{esc(t)}</h2>{_img(b, t)}" for t, b in figs.items())
+    fidelity = fidelity_section(result, real, synths, out, _fig_png, _img)
     skipped = {r["name"]: r["skipped"] for r in [result["real"], *result["sets"]] if r.get("skipped")}
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>synthkit evaluation</title>
@@ -159,6 +162,7 @@ Values are point estimate ± std (bootstrap replicates for FID/MMD, items for MS
 <h3>Precision, recall, density, coverage (k = {result['settings']['prdc']['k']}, Naeem et al. 2020)</h3>
 <table><tr>{prdc_head}</tr>{prdc_body}</table>
 <h3>95% intervals</h3><table><tr><th>Method</th><th>MSE</th><th>MMD</th><th>3D-FID</th><th>MS-SSIM (diversity)</th><th>MS-SSIM (paired)</th><th>Precision</th><th>Recall</th><th>Density</th><th>Coverage</th></tr>{ci_rows}</table>
+{fidelity}
 {sections}
 <h2>Settings</h2><pre>{esc(json.dumps(result['settings'], indent=2))}</pre>
 {'<p>Unreadable cases skipped (details on the terminal): ' + esc(json.dumps(skipped)) + '</p>' if skipped else ''}
