@@ -194,7 +194,7 @@ def main() -> None:
     ap.add_argument("--probe", type=int, default=8, help="volumes in the batching comparison")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seg-grid", type=int, default=64, help="label-fidelity segmenter grid")
-    ap.add_argument("--seg-steps", type=int, default=400, help="steps per segmenter half")
+    ap.add_argument("--seg-steps", type=int, default=600, help="steps per segmenter half")
     ap.add_argument("--quick", action="store_true", help="32^3, 12 vs 12, 10 pairs, 20 replicates")
     ap.add_argument("--one", nargs=2, metavar=("SIZE", "EXTRACTOR"), help=argparse.SUPPRESS)
     a = ap.parse_args()

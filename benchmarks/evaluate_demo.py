@@ -92,7 +92,7 @@ def main() -> None:
             "CJV dist", "HF share", "flagged by"]
     table = markdown_table(head, _rows(res))
     title = (f"{a.n} held-out demo masks (subjects {HELD_OUT_FIRST}+) at {a.size}^3, models sampled with DDIM-{a.steps}, "
-             "fp32 on the CPU; deepbet features; label segmenter 400 steps per half at 64^3")
+             "fp32 on the CPU; deepbet features; label segmenter 600 steps per half at 64^3")
     words = "\n".join(f"- {line}" for line in verdict_lines(res))
     timing = ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
     print(f"{title}\n\n{table}\n\n{words}\n\nwall time: {timing}")

@@ -320,3 +320,31 @@ def test_model_nnunetv2_cannot_load_is_one_usage_error(trained_model, tmp_path):
         import timm  # noqa: F401
     except ImportError:
         assert "'timm'" in str(err.value)
+
+
+@pytest.mark.slow
+def test_evaluate_with_a_users_nnunet_model(trained_model, tmp_path, cli, monkeypatch):
+    """`synthkit evaluate --segmenter nnunet:FOLDER`: the user's model scores label fidelity; a set
+    whose spheres were painted over is caught by the Dice, the real set is not."""
+    monkeypatch.setenv("SYNTHKIT_CACHE_DIR", str(tmp_path / "cache"))
+    real, erased = tmp_path / "real", tmp_path / "erased"
+    for i in range(6):
+        image, mask, affine = _case(200 + i)
+        name = f"case_{i:03d}"
+        painted = np.where(mask == 2, float(np.median(image[0][mask == 1])), image[0])[None]
+        for root, img in ((real, image), (erased, painted)):
+            write_nifti(root / "imagesTr" / f"{name}_0000.nii.gz", img.astype(np.float32), affine)
+            write_nifti(root / "labelsTr" / f"{name}.nii.gz", mask, affine, is_label=True)
+    for root in (real, erased):
+        write_nnunet_dataset_json(root, ("T1",), LABELS, 6)
+    res = cli("evaluate", real, erased, "--segmenter", f"nnunet:{trained_model}", "--json", tmp_path / "o.json",
+              "--n-boot", "10", "--diversity-pairs", "3", "--quiet")
+    assert res.exit_code == 0, res.output
+    out = json.loads((tmp_path / "o.json").read_text())
+    assert out["settings"]["fidelity"]["segmenter"]["kind"] == "nnunet"
+    assert out["real"]["label_fidelity"]["tumour"]["dice"]["value"] > 0.6
+    tum = out["sets"][0]["label_fidelity"]["tumour"]
+    assert tum["dice"]["value"] < 0.3 and tum["dice"]["ratio_to_ceiling"] < 0.5
+    assert not (tmp_path / "cache" / "segmenters").exists()  # nothing of synthkit's own trained
+    res = cli("evaluate", real, erased, "--segmenter", f"nnunet:{tmp_path / 'nope'}", "--quiet")
+    assert res.exit_code == 2 and "nope" in res.output and "Traceback" not in res.output

@@ -29,7 +29,7 @@ class DemoSizes:
     perturb_ops: str = "move+deform"
     n_boot: int = 100  # bootstrap replicates of FID/MMD
     diversity_pairs: int = 30  # random pairs for the within-set MS-SSIM
-    seg_steps: int = 400  # training steps of each label-fidelity segmenter half
+    seg_steps: int = 600  # training steps of each label-fidelity segmenter half
 
     def __post_init__(self) -> None:
         if self.n_cases < 4:
@@ -40,7 +40,7 @@ class DemoSizes:
 
 
 QUICK = DemoSizes(n_cases=6, steps=10, n_diversity=3, n_shown=3, n_perturbed=2, n_boot=20, diversity_pairs=10,
-                  seg_steps=150)
+                  seg_steps=400)
 
 
 @dataclass

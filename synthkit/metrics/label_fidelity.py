@@ -2,7 +2,7 @@
 
 **Label contrast** (:func:`label_contrast`), per case, channel and label ``L``::
 
-    contrast = (mean(I in L) - mean(I in shell)) / sd(I in E)
+    contrast = (mean(I in L) - mean(I in shell)) / sd(I in T)
 
 * ``E``, the *enclosing region*: every labelled voxel (``mask > 0``) when the mask has an
   enclosing label (:func:`enclosing_label`: a head or brain label), else the labelled voxels
@@ -13,8 +13,10 @@
   dilations with the 6-neighbourhood) that are not in ``L`` and lie in ``E``; for the enclosing
   label itself (the head) and a label with only background around it, the shell is the
   background next to it;
-* the denominator makes the value unit-free, so a scanner's intensity scale, a generator's
-  output range and the evaluation's resampling do not change it.
+* ``T``, the *tissue*: ``E`` without the labels inside it (the tumour), so the scale does not
+  depend on the labels being measured (a bright tumour would otherwise inflate it); the
+  denominator makes the value unit-free, so a scanner's intensity scale, a generator's output
+  range and the evaluation's resampling do not change it.
 
 A tumour that the image does not show scores about 0; a bright enhancing rim scores high. The
 measure is computed on the raw intensities, never on a clipped copy (clipping at a high
@@ -89,7 +91,8 @@ def label_contrast(image: np.ndarray, mask: np.ndarray, label: int, *, shell: in
     if int(ring.sum()) < MIN_VOXELS:
         return float("nan")
     img = np.asarray(image, dtype=np.float64)
-    sd = float(img[enc].std())
+    tissue = enc & ((mask == 0) | (mask == enclosing_label(mask)))
+    sd = float(img[tissue if int(tissue.sum()) >= MIN_VOXELS else enc].std())
     if not sd > 0:
         return float("nan")
     return float((img[region].mean() - img[ring].mean()) / sd)

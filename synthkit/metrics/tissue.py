@@ -14,8 +14,9 @@ Per case and channel (:func:`tissue_profile`):
   ``CJV = (sd_a + sd_b) / |mean_a - mean_b|`` of the two brightest (:func:`cjv`); lower means
   the two tissues are better separated; a blurred or blotchy brain raises it;
 * **power spectrum**: the radially averaged 3D power spectrum of up to ``n_patches`` cubic
-  patches of ``patch`` voxels lying wholly in the region (mean removed, 3D Hann window),
-  averaged; shells of width ``1/patch`` cycles per voxel up to the Nyquist frequency 0.5.
+  patches of ``patch`` voxels lying wholly in the region (at least 75 % in it where none fits,
+  the rest set to the patch's tissue mean; mean removed, 3D Hann window), averaged; shells of
+  width ``1/patch`` cycles per voxel up to the Nyquist frequency 0.5.
 
 Set level (:func:`tissue_metrics`), each a distance to the real set, lower is better:
 
@@ -144,12 +145,20 @@ def radial_power(patch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _patch_corners(region: np.ndarray, patch: int, n: int, rng: np.random.Generator) -> list[tuple[int, ...]]:
-    inside = ndimage.uniform_filter(region.astype(np.float32), size=patch, mode="constant") > 1 - 1e-4
-    centres = np.argwhere(inside)
+    """Corners of up to ``n`` random cubes wholly inside ``region`` (at least 75 % inside where
+    no cube fits wholly: small heads, tiny test volumes)."""
+    frac = ndimage.uniform_filter(region.astype(np.float32), size=patch, mode="constant")
+    half = patch // 2
+    frac[:half], frac[frac.shape[0] - (patch - half) + 1 :] = 0, 0  # cubes stay inside the volume
+    frac[:, :half], frac[:, frac.shape[1] - (patch - half) + 1 :] = 0, 0
+    frac[:, :, :half], frac[:, :, frac.shape[2] - (patch - half) + 1 :] = 0, 0
+    centres = np.argwhere(frac > 1 - 1e-4)
+    if centres.size == 0:
+        centres = np.argwhere(frac >= 0.75)
     if centres.size == 0:
         return []
     pick = centres[rng.choice(len(centres), size=min(n, len(centres)), replace=False)]
-    return [tuple(int(c) - patch // 2 for c in centre) for centre in pick]
+    return [tuple(int(c) - half for c in centre) for centre in pick]
 
 
 def tissue_profile(volume: np.ndarray, mask: np.ndarray | None, *, patch: int = 16, n_patches: int = 16,
@@ -172,7 +181,9 @@ def tissue_profile(volume: np.ndarray, mask: np.ndarray | None, *, patch: int = 
         total = np.zeros(patch // 2)
         for corner in _patch_corners(region, patch, n_patches, rng):
             sl = tuple(slice(c, c + patch) for c in corner)
-            sums, modes = radial_power(channel[sl].astype(np.float64))
+            cube, inside = channel[sl].astype(np.float64), region[sl]
+            cube[~inside] = cube[inside].mean()  # voxels outside the tissue add no power of their own
+            sums, modes = radial_power(cube)
             total += sums
         powers.append(total)
     return TissueProfile(samples, cjvs, powers, modes)
