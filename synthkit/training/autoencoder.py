@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from synthkit import noise as noise_rule
 from synthkit.config import AutoencoderRunConfig, RunConfig, to_dict
 from synthkit.errors import SynthkitError, UsageError
 from synthkit.training import checkpoint as ckpt
@@ -193,7 +194,7 @@ class AutoencoderTrainer:
             raise UsageError("--precision fp16 is not supported for the autoencoder; use fp32 or bf16")
         if self.precision.note:
             self.note(self.precision.note)
-        self.generator = torch.Generator().manual_seed((int(tc.seed) * 1_000_003 + 29) % 2**63)
+        self.generator = noise_rule.cpu_generator((int(tc.seed) * 1_000_003 + 29) % 2**63)
 
     def _restore(self, path: Path) -> None:
         state = ckpt.load_checkpoint(path)
@@ -267,8 +268,8 @@ class AutoencoderTrainer:
         Gaussian noise before decoding; both from the run's generator."""
         mean, logvar = self.model.encode(x)
         g = self.generator
-        eps = torch.randn(mean.shape, generator=g, device=mean.device, dtype=mean.dtype)
-        extra = torch.randn(mean.shape, generator=g, device=mean.device, dtype=mean.dtype)
+        eps = noise_rule.randn(mean.shape, g, mean.device, mean.dtype)
+        extra = noise_rule.randn(mean.shape, g, mean.device, mean.dtype)
         sigma = self.cfg.decoder_noise / float(self.cfg.scale_factor or 1.0)
         return self.model.decode(mean + torch.exp(0.5 * logvar) * eps + sigma * extra), mean, logvar
 
