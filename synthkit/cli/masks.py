@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from synthkit.cli._common import command_group, console, deprecated, err_console, handle_errors, make_progress
+from synthkit.cli._common import (
+    command_group,
+    console,
+    deprecated,
+    err_console,
+    handle_errors,
+    make_progress,
+)
 
 _OPS_HELP = (
     "Operation to apply: move (default), transplant, remove, place, deform; options as "
@@ -43,11 +50,10 @@ def register(app: typer.Typer) -> None:
         Exit code 0 when every case was perturbed, 1 when some failed (each reported on stderr,
         the others still written), 2 for a usage error.
         """
+        from synthkit.errors import UsageError
         from synthkit.io import discover_cohort
         from synthkit.masks.ops import parse_op_specs
         from synthkit.masks.pipeline import perturb_cohort
-
-        from synthkit.errors import UsageError
 
         if n_per_mask is not None:
             if per_mask is not None:

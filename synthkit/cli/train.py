@@ -10,6 +10,7 @@ import typer
 
 from synthkit.cli._common import (
     DeviceOption,
+    LatentNormChoice,
     LossChoice,
     ModelKindChoice,
     PrecisionChoice,
@@ -145,7 +146,7 @@ def register(app: typer.Typer) -> None:
         cache_dir: Annotated[Path | None, typer.Option(help="Preprocessing cache (default RUN/cache).")] = None,
         autoencoder: Annotated[Path | None, typer.Option("--autoencoder", help="Train latent Med-DDPM on the latents of this "
                                "autoencoder run ('synthkit autoencoder train'); copied into RUN/autoencoder.")] = None,
-        latent_norm: Annotated[str | None, typer.Option("--latent-norm", help="Latent runs: channel (default for a new run: "
+        latent_norm: Annotated[LatentNormChoice | None, typer.Option("--latent-norm", help="Latent runs: channel (default for a new run: "
                                "standardise each latent channel with the training latents' mean/std) or global (the "
                                "autoencoder's scale factor only).", show_default=False)] = None,
         num_workers: Annotated[int | None, typer.Option(help="Data loader worker processes.")] = None,
@@ -168,7 +169,7 @@ def register(app: typer.Typer) -> None:
         if autoencoder is not None or cfg.model_type == "latent":
             from synthkit.training.autoencoder_latent import LatentTrainer, prepare_latent_run
 
-            cfg = prepare_latent_run(out, cfg, autoencoder, shape, latent_norm)
+            cfg = prepare_latent_run(out, cfg, autoencoder, shape, value_of(latent_norm))
             trainer_cls = LatentTrainer
         elif latent_norm is not None:
             raise UsageError("--latent-norm is for latent runs (with --autoencoder AE)")
