@@ -298,3 +298,21 @@ def note_precision(requested: str | None, pipe: Any, note: Callable[[str], None]
     used = getattr(pipe, "precision", None) or "fp32"
     if requested not in (None, used):
         note(f"--precision {requested} is not natively supported on {pipe.device}; sampling in {used}")
+
+
+class RecipeChoice(Choice):
+    """``train/autoencoder train --recipe``: :data:`synthkit.recipes.RECIPES` (kept equal by a test)."""
+
+    DEMO_PIXEL = "demo-pixel"
+    DEMO_LATENT = "demo-latent"
+    PAPER_HEAD_PIXEL = "paper-head-pixel"
+    PAPER_HEAD_LATENT = "paper-head-latent"
+    BRATS_PIXEL = "brats-pixel"
+    BRATS_LATENT = "brats-latent"
+
+
+RECIPE_HELP = ("Named settings to start from (flags given with it override them; recorded in config.json): "
+               "demo-pixel / demo-latent (the shipped CPU demo models), paper-head-pixel / paper-head-latent "
+               "(128^3 whole heads; the paper's 100k steps), brats-pixel / brats-latent (192x192x144 BraTS crops). "
+               "Latent recipes: `autoencoder train --recipe NAME` first, then `train --recipe NAME --autoencoder AE`. "
+               "Details and cost per step: README, Recipes.")

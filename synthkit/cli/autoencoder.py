@@ -9,9 +9,11 @@ from typing import Annotated
 import typer
 
 from synthkit.cli._common import (
+    RECIPE_HELP,
     AutoencoderPrecisionChoice,
     AutoencoderPresetChoice,
     DeviceOption,
+    RecipeChoice,
     command_group,
     console,
     err_console,
@@ -21,17 +23,26 @@ from synthkit.cli._common import (
 )
 
 
-def build_ae_config(*, out: Path, resume: bool, preset: str | None, **flags):
-    """The AutoencoderRunConfig: with ``--resume`` the run's config.json, else the defaults (preset
-    ``small``, 128^3); then every flag that was given overrides it."""
+def build_ae_config(*, out: Path, resume: bool, preset: str | None, recipe: str | None = None, **flags):
+    """The AutoencoderRunConfig: with ``--resume`` the run's config.json, else ``--recipe NAME``'s
+    autoencoder, else the defaults (preset ``small``, 128^3); then every flag that was given
+    overrides it."""
     import dataclasses
 
     from synthkit.config import AutoencoderRunConfig, autoencoder_config
     from synthkit.errors import UsageError
+    from synthkit.recipes import get_recipe
 
     init = flags.pop("init", None)
+    if recipe is not None and init is not None:
+        raise UsageError("--init takes the architecture of that autoencoder; drop --recipe")
     if resume and (out / "config.json").exists():
         cfg = AutoencoderRunConfig.load(out / "config.json")
+        if recipe is not None and cfg.recipe != recipe:
+            raise UsageError(f"cannot resume with --recipe {recipe}: the run was started with "
+                             f"{'recipe ' + cfg.recipe if cfg.recipe else 'no recipe'}", out / "config.json")
+    elif recipe is not None:
+        cfg = get_recipe(recipe).autoencoder_config()
     elif init is not None:  # the architecture, grid and data settings of the init autoencoder
         if preset is not None or flags.get("latent_channels") is not None:
             raise UsageError("--init takes the architecture of that autoencoder; drop --preset / --latent-channels")
@@ -91,7 +102,10 @@ def register(app: typer.Typer) -> None:
     def train(
         cohort: Annotated[Path, typer.Argument(help="Cohort folder (nnU-Net raw, flat, BraTS or DICOM).")],
         out: Annotated[Path, typer.Option("--out", "-o", help="Autoencoder run folder to write.")],
-        preset: Annotated[AutoencoderPresetChoice | None, typer.Option(help="Size (default: small).", show_default=False)] = None,
+        recipe: Annotated[RecipeChoice | None, typer.Option("--recipe", help="The autoencoder of a latent recipe "
+                          "(demo-latent, paper-head-latent, brats-latent); flags override it. " + RECIPE_HELP,
+                          show_default=False)] = None,
+        preset: Annotated[AutoencoderPresetChoice | None, typer.Option(help="Size (default: small, or the recipe's).", show_default=False)] = None,
         shape: Annotated[tuple[int, int, int] | None, typer.Option(help="Grid D H W the cohort is preprocessed to (default 128 128 128).")] = None,
         crop: Annotated[int | None, typer.Option(help="Edge of the random training crops (default 64).")] = None,
         steps: Annotated[int | None, typer.Option(help="Optimizer steps in total.")] = None,
@@ -124,7 +138,7 @@ def register(app: typer.Typer) -> None:
             if threads < 1:
                 raise UsageError("--threads must be at least 1")
             torch.set_num_threads(threads)
-        cfg = build_ae_config(out=out, resume=resume, preset=value_of(preset), shape=shape, crop=crop, steps=steps,
+        cfg = build_ae_config(out=out, resume=resume, preset=value_of(preset), recipe=value_of(recipe), shape=shape, crop=crop, steps=steps,
                               batch_size=batch_size, lr=lr, lr_final=lr_final, kl_weight=kl_weight,
                               latent_channels=latent_channels, ema_decay=ema_decay, seed=seed, precision=value_of(precision),
                               checkpoint_every=checkpoint_every, preview_every=preview_every, init=init,

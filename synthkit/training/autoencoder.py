@@ -89,6 +89,7 @@ class AutoencoderTrainer:
                  device: str = "cpu", progress: Any = None, cache_dir: str | Path | None = None,
                  on_note: Callable[[str], None] | None = None, init: str | Path | None = None):
         from synthkit.io import discover_cohort
+        from synthkit.recipes import demo_settings_note
 
         self.run_dir = Path(run_dir)
         self.device = device
@@ -100,6 +101,10 @@ class AutoencoderTrainer:
         if not hasattr(cohort, "cases"):
             cohort = discover_cohort(cohort)
         self.cfg = fit_autoencoder_config(cfg, cohort)
+        line = demo_settings_note(self.cfg.recipe, self.cfg.preset, self.cfg.train.steps,
+                                  self.cfg.preprocess.target_shape, len(cohort.cases), any_grid=True)
+        if line:
+            self.note(line)
         continuing = resume and latest is not None
         if self.cfg.freeze_encoder and init is None and not continuing:
             raise UsageError("--freeze-encoder trains a decoder for an existing encoder: give it with --init AE")

@@ -112,6 +112,13 @@ class TrainerSetup:
         if not hasattr(cohort, "cases"):
             cohort = discover_cohort(cohort)
         cfg = self._fit_config(cfg, cohort)
+        if self.dist.is_main:
+            from synthkit.recipes import demo_settings_note
+
+            line = demo_settings_note(cfg.recipe, cfg.preset, cfg.train.steps, cfg.preprocess.target_shape,
+                                      len(cohort.cases))
+            if line:
+                self.note(line)
         if resume and latest is not None and cfg_path.exists():
             why = self._resume_mismatch(RunConfig.load(cfg_path), cfg)
             if why:
