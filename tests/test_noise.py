@@ -14,7 +14,13 @@ import torch
 from test_training_helpers import write_phantom_cohort
 
 from synthkit import noise
-from synthkit.config import AutoencoderRunConfig, DiffusionConfig, PreprocessConfig, TrainConfig, autoencoder_config
+from synthkit.config import (
+    AutoencoderRunConfig,
+    DiffusionConfig,
+    PreprocessConfig,
+    TrainConfig,
+    autoencoder_config,
+)
 from synthkit.diffusion._checks import randn as chain_randn
 from synthkit.diffusion.gaussian import GaussianDiffusion
 from synthkit.networks.autoencoder import build_autoencoder
