@@ -43,8 +43,8 @@ def test_a_changed_asset_is_refused(tmp_path, monkeypatch):
 
 def test_licence_files_and_spdx_string():
     pyproject = (ROOT / "pyproject.toml").read_text()  # (tomllib is 3.11+; synthkit supports 3.10)
-    assert re.search(r'^license = "Apache-2.0"$', pyproject, re.M)
-    assert re.search(r'^license-files = \["LICENSE", "NOTICE"\]$', pyproject, re.M)
+    assert re.search(r'^license = "Apache-2.0"$', pyproject, re.MULTILINE)
+    assert re.search(r'^license-files = \["LICENSE", "NOTICE"\]$', pyproject, re.MULTILINE)
     assert "Apache License" in (ROOT / "LICENSE").read_text()[:200]
     notice = (ROOT / "NOTICE").read_text()
     assert "Louis Collins, McConnell Brain Imaging Centre" in notice and "MNI ICBM152 2009" in notice
