@@ -124,3 +124,18 @@ def test_every_trainer_holds_a_cpu_generator(cohort, tmp_path):
             assert t.generator.device.type == "cpu", name
         finally:
             getattr(t, "close", lambda: None)()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: checks the noise on the GPU itself")
+def test_on_cuda_the_noise_equals_the_cpu_noise_and_the_autoencoder_trains(cohort, tmp_path):
+    shape = (2, 1, 8, 8, 8)
+    on_gpu = noise.randn(shape, noise.cpu_generator(9), "cuda")
+    assert on_gpu.device.type == "cuda" and torch.equal(on_gpu.cpu(), noise.randn(shape, noise.cpu_generator(9), "cpu"))
+    from synthkit.training.autoencoder import AutoencoderTrainer
+
+    cfg = AutoencoderRunConfig(autoencoder=autoencoder_config("tiny"), crop=8, preset="tiny",
+                               preprocess=PreprocessConfig(target_shape=(16, 16, 16)),
+                               train=TrainConfig(steps=2, batch_size=1, checkpoint_every=1, seed=3))
+    AutoencoderTrainer(cohort, tmp_path / "ae", cfg, device="cuda").run()  # drew posterior noise on the GPU
+    assert (tmp_path / "ae" / "model.safetensors").is_file()

@@ -112,7 +112,7 @@ class TrainerSetup:
         if not hasattr(cohort, "cases"):
             cohort = discover_cohort(cohort)
         cfg = self._fit_config(cfg, cohort)
-        if self.dist.is_main:
+        if self.dist.is_main and cfg.model_type in ("ddpm", "latent"):  # recipes are Med-DDPM settings
             from synthkit.recipes import demo_settings_note
 
             line = demo_settings_note(cfg.recipe, cfg.preset, cfg.train.steps, cfg.preprocess.target_shape,
