@@ -289,7 +289,9 @@ def steps_help(default: str = "all T") -> str:
 
 
 def deprecated(old: str, new: str) -> None:
-    """One stderr line for an old spelling that still works (for one release)."""
+    """One stderr line for an old spelling that still works (for one release); rank 0 only under torchrun."""
+    if os.environ.get("RANK", "0") != "0":
+        return
     err_console.print(f"synthkit: deprecated: {old} will be removed in the next release; use {new}", markup=False)
 
 
