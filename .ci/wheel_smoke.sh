@@ -34,6 +34,7 @@ done
 SK="$WORK/venv/bin/synthkit"
 cd "$WORK"  # not the source tree: only the installed package is importable
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
+export HF_HUB_OFFLINE=1  # nothing below may download: the shipped models and features are in the wheel
 "$PY" -c "import synthkit, sys; assert '/venv/' in synthkit.__file__, synthkit.__file__"
 "$SK" --version
 echo "wheel-smoke: synthkit cohort demo / sample --model demo-latent / evaluate / privacy"
