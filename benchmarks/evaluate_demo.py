@@ -43,7 +43,7 @@ def main() -> None:
     real, synth = a.work / "real", a.work / "Med-DDPM (demo model)"
     _run("cohort", "demo", str(real), "--n", str(a.n), "--size", "32", "--seed", "0", "--first",
          str(HELD_OUT_FIRST), "--quiet")
-    _run("sample", "demo", str(real), "--out", str(synth), "--sampler", "ddim", "--steps", str(a.steps),
+    _run("sample", str(real), "--model", "demo", "--out", str(synth), "--sampler", "ddim", "--steps", str(a.steps),
          "--seed", str(a.seed), "--quiet")
     blur = blurred(real, a.work / "baseline blurred real")
     noise = noise_in_mask(real, a.work / "baseline noise in mask", seed=a.seed)

@@ -22,6 +22,9 @@ from synthkit.cli._common import (
     value_of,
 )
 
+_AE_RECIPE_HELP = ("The autoencoder of a latent recipe (demo-latent, paper-head-latent, brats-latent); flags "
+                   "override it. " + RECIPE_HELP)
+
 
 def build_ae_config(*, out: Path, resume: bool, preset: str | None, recipe: str | None = None, **flags):
     """The AutoencoderRunConfig: with ``--resume`` the run's config.json, else ``--recipe NAME``'s
@@ -102,9 +105,7 @@ def register(app: typer.Typer) -> None:
     def train(
         cohort: Annotated[Path, typer.Argument(help="Cohort folder (nnU-Net raw, flat, BraTS or DICOM).")],
         out: Annotated[Path, typer.Option("--out", "-o", help="Autoencoder run folder to write.")],
-        recipe: Annotated[RecipeChoice | None, typer.Option("--recipe", help="The autoencoder of a latent recipe "
-                          "(demo-latent, paper-head-latent, brats-latent); flags override it. " + RECIPE_HELP,
-                          show_default=False)] = None,
+        recipe: Annotated[RecipeChoice | None, typer.Option("--recipe", help=_AE_RECIPE_HELP, show_default=False)] = None,
         preset: Annotated[AutoencoderPresetChoice | None, typer.Option(help="Size (default: small, or the recipe's).", show_default=False)] = None,
         shape: Annotated[tuple[int, int, int] | None, typer.Option(help="Grid D H W the cohort is preprocessed to (default 128 128 128).")] = None,
         crop: Annotated[int | None, typer.Option(help="Edge of the random training crops (default 64).")] = None,
