@@ -13,9 +13,13 @@ trap 'rm -rf "$WORK"' EXIT
 echo "wheel-smoke: building the wheel"
 "$PYTHON" -m pip wheel -q --no-deps -w "$WORK/dist" .
 WHEEL="$(ls "$WORK"/dist/synthkit_med-*.whl)"
-unzip -l "$WHEEL" | grep -q "synthkit/assets/features/deepbet_encoder.safetensors"
-unzip -l "$WHEEL" | grep -q "synthkit/assets/models/demo-latent/model.safetensors"
-unzip -l "$WHEEL" | grep -q "synthkit_med-.*dist-info/licenses/NOTICE"
+# (listed to a file first: `unzip | grep -q` can end in SIGPIPE, which pipefail counts as failure)
+"$PYTHON" -m zipfile -l "$WHEEL" > "$WORK/wheel.txt"
+for member in "synthkit/assets/features/deepbet_encoder.safetensors" \
+              "synthkit/assets/models/demo-latent/model.safetensors" "dist-info/licenses/NOTICE" \
+              "dist-info/licenses/LICENSE"; do
+  grep -q "$member" "$WORK/wheel.txt" || { echo "wheel-smoke: FAILED: $member is not in the wheel"; exit 1; }
+done
 
 echo "wheel-smoke: fresh venv, $TORCH, then the wheel"
 "$PYTHON" -m venv "$WORK/venv"
