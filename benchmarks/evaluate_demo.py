@@ -76,7 +76,7 @@ def main() -> None:
                               "--first", str(HELD_OUT_FIRST), "--quiet")}
     models = {"demo-latent": a.work / "demo-latent (latent, 128^3)", "demo": a.work / "demo (pixel 32^3, resampled)"}
     for model, out in models.items():
-        seconds[f"sample {model}"] = _run("sample", model, str(real), "--out", str(out), "--sampler", "ddim",
+        seconds[f"sample {model}"] = _run("sample", str(real), "--model", model, "--out", str(out), "--sampler", "ddim",
                                           "--steps", str(a.steps), "--seed", str(a.seed), "--quiet")
     out = a.work / "evaluate.json"
     seconds["evaluate"] = _run("evaluate", str(real), *map(str, models.values()), str(real), "--controls",

@@ -109,7 +109,7 @@ def main() -> None:
     for i, (name, run, steps, _) in enumerate(models):
         dst = a.work / f"set{i}"
         t0 = time.perf_counter()
-        _run("sample", run, str(real), "--out", str(dst), "--sampler", "ddim", "--steps", str(steps),
+        _run("sample", str(real), "--model", run, "--out", str(dst), "--sampler", "ddim", "--steps", str(steps),
              "--seed", str(a.seed), "--quiet")
         seconds[name] = round((time.perf_counter() - t0) / a.n, 2)
         sets.append((name, dst))

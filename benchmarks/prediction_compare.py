@@ -81,7 +81,7 @@ def main() -> int:
         tail = [r["loss"] for r in log[-100:]]
         for sampler, steps in samplers:
             synth = work / f"synth_{prediction}_{sampler}{steps}"
-            t_sample = run([*SYNTHKIT, "sample", str(run_dir), str(real), "--out", str(synth), "--sampler", sampler,
+            t_sample = run([*SYNTHKIT, "sample", str(real), "--model", str(run_dir), "--out", str(synth), "--sampler", sampler,
                             "--steps", str(steps), "--seed", str(args.seed), "--quiet"])
             sets.append(synth)
             rows.append({"prediction": prediction, "sampler": f"{sampler.upper()}-{steps}",

@@ -78,7 +78,7 @@ def main() -> int:
         shutil.copy(snap, model / "model.safetensors")
         synth = work / f"synth_{step:06d}"
         t0 = time.perf_counter()
-        run([*SYNTHKIT, "sample", str(model), str(real), "--out", str(synth), "--sampler", "ddim",
+        run([*SYNTHKIT, "sample", str(real), "--model", str(model), "--out", str(synth), "--sampler", "ddim",
              "--steps", str(args.steps), "--seed", str(args.seed), "--quiet"])
         t_sample = time.perf_counter() - t0
         rows.append({"step": step, "synth": synth, "sample_s": round(t_sample, 1)})

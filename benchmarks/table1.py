@@ -136,7 +136,7 @@ def main() -> None:
     for r in runs:
         out = a.work / LABEL[r["model"]]
         extra = ["--sampler", "ddim", "--steps", str(a.ddim_steps)] if r["model"] == "ddpm" else []
-        _run("sample", str(r["run"]), str(test), "--out", str(out), "--seed", str(a.seed), "--quiet", *extra)
+        _run("sample", str(test), "--model", str(r["run"]), "--out", str(out), "--seed", str(a.seed), "--quiet", *extra)
         sets.append(out)
     from synthkit.metrics.baselines import blurred, noise_in_mask
 

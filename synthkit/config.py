@@ -200,6 +200,8 @@ class RunConfig:
     latent_norm: Literal["global", "channel"] = "global"
     latent_shift: tuple[float, ...] | None = None
     latent_scale: tuple[float, ...] | None = None
+    # the synthkit.recipes name the run started from (`--recipe`); None: none (or a run made before recipes)
+    recipe: str | None = None
 
     def save(self, path: str | Path) -> Path:
         return _save_json(self, path)
@@ -315,6 +317,7 @@ class AutoencoderRunConfig:
     preset: str = "custom"
     synthkit_version: str = "0.1.0"
     kind: Literal["autoencoder"] = "autoencoder"
+    recipe: str | None = None  # the synthkit.recipes name the run started from (`--recipe`), if any
 
     def save(self, path: str | Path) -> Path:
         return _save_json(self, path)

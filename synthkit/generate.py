@@ -23,8 +23,9 @@ Re-running with the same arguments gives bit-identical files, and a mask sampled
 the same volume as within a larger set (seeds come from the case id, one generator per volume):
 bit for bit at ``batch_size=1``, within 1e-4 of the intensity range at other batch sizes (the
 batched network call rounds differently). Outputs already listed in the manifest with the same
-model, sampler settings and seed, and still present on disk, are skipped: an interrupted run
-resumes. Under ``torchrun`` the work is split across ranks; each rank writes its own volumes
+model, sampler settings, seed, device type, precision and batch size (the manifest's
+``settings``), and still present on disk, are skipped: an interrupted run resumes. Under other
+settings every volume is made again (with a note), so a folder never mixes them. Under ``torchrun`` the work is split across ranks; each rank writes its own volumes
 and rank 0 the manifest.
 """
 
@@ -43,10 +44,24 @@ MANIFEST = "manifest.json"
 
 
 def _settings(gen: Pipeline, sampler: str, steps: int | None, eta: float, seed: int,
-              background: bool | None, label_space: str) -> dict[str, Any]:
+              background: bool | None, label_space: str, batch_size: int | None) -> dict[str, Any]:
+    from synthkit.pipeline.engine import runtime_settings
+
     return {"weights_sha256": gen.weights_sha256, "sampler": sampler,
             "steps": steps if steps is not None else gen.diffusion.num_timesteps,
-            "eta": float(eta), "seed": int(seed), "background": background, "label_space": label_space}
+            "eta": float(eta), "seed": int(seed), "background": background, "label_space": label_space,
+            **runtime_settings(gen, batch_size)}
+
+
+def _other_settings(note: Callable[[str], None], settings: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """Say that the volumes already in the folder were made otherwise and will be made again."""
+    def other(old: dict[str, Any]) -> None:
+        before = old.get("settings") if isinstance(old.get("settings"), dict) else {}
+        changed = [f"{k} {before.get(k)} -> {v}" for k, v in settings.items() if before.get(k) != v]
+        note(f"the output folder was generated with other settings ({', '.join(changed[:3]) or 'unreadable'}); "
+             "generating every volume again")
+
+    return other
 
 
 def sample_masks(gen: Pipeline, masks: Any, out_dir: str | Path, *, per_mask: int = 1, sampler: str = "ddpm",
@@ -74,14 +89,15 @@ def sample_masks(gen: Pipeline, masks: Any, out_dir: str | Path, *, per_mask: in
     note = on_note or (lambda msg: None)
     out = Path(out_dir)
     cohort = masks if hasattr(masks, "cases") else discover_cohort(masks, need_images=False)
-    settings = _settings(gen, sampler, steps, eta, seed, background, label_space)
+    settings = _settings(gen, sampler, steps, eta, seed, background, label_space, batch_size)
 
     def document(items: list[dict[str, Any]], skipped: list[dict[str, Any]]) -> dict[str, Any]:
         return {"generator": "synthkit", "run": gen.run_dir.name, "settings": settings,
                 "per_mask": per_mask, "items": items, "skipped": skipped}
 
     store = ManifestStore(out / MANIFEST, {"settings": settings}, key=lambda e: (e["case"], int(e["k"])),
-                          files=lambda e: [*e["images"], e["label"]], document=document, dist=dist)
+                          files=lambda e: [*e["images"], e["label"]], document=document, dist=dist,
+                          on_other=_other_settings(note, settings))
     names = tuple(gen.config.data.channel_names)
     writer = NnunetWriter(out, names if len(names) == gen.image_channels else None, gen.network_labels(),
                           existing="keep")

@@ -221,7 +221,7 @@ def test_augment_cli_usage_errors(cli, tmp_path):
     r = cli("augment", cohort, "--n", "2", "--out", tmp_path / "o")
     assert r.exit_code == 2 and "--model RUN is required" in r.output
     r = cli("augment", cohort, "--n", "2", "--out", tmp_path / "o", "--baseline", "fancy")
-    assert r.exit_code == 2 and "only baseline is 'classic'" in r.output
+    assert r.exit_code == 2 and "'fancy' is not one of 'classic'" in r.output
     r = cli("augment", tmp_path / "missing", "--n", "2", "--out", tmp_path / "o", "--baseline", "classic")
     assert r.exit_code == 2 and "Traceback" not in r.output
 

@@ -110,7 +110,7 @@ def test_nnunet_refuses_raw_brats_labels(brats, nnunet_check, tmp_path):
 def test_sample_with_default_flags_applies_the_runs_label_rules(brats, nnunet_check, cli):
     _, cohort, run, raw = brats
     out = raw / "Dataset001_SynthkitSample"
-    r = cli("sample", run, cohort, "--out", out, "--quiet")
+    r = cli("sample", cohort, "--model", run, "--out", out, "--quiet")
     assert r.exit_code == 0, r.output
     labels, found = _labels_of(out)
     assert labels == NETWORK_LABELS and found == {0, 1, 2, 3, 4}

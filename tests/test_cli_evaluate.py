@@ -165,6 +165,7 @@ def test_tampered_deepbet_file_is_refused(cli, cohorts, monkeypatch):
     data[-100] ^= 0xFF
     fake.write_bytes(bytes(data))
     monkeypatch.setattr(deepbet, "locate", lambda file=deepbet.MODEL_FILE: fake)
+    monkeypatch.setattr(deepbet, "ENCODER_ASSET", tmp / "absent.safetensors")  # the wheel's file is used then
     res = cli("evaluate", real, blur, "--quiet")
     assert res.exit_code != 0 and "SHA-256" in res.output and "refusing" in res.output
     assert "Traceback" not in res.output

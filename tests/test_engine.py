@@ -46,7 +46,7 @@ def counted(monkeypatch):
 def test_cli_batch_size_4_is_one_network_call_per_step_and_matches_batch_1(cli, tmp_path, counted):
     run = _untrained_run(tmp_path / "run")
     masks = _masks(tmp_path / "masks", 4)
-    args = ["sample", run, masks, "--sampler", "ddim", "--steps", "3", "--seed", "3", "--quiet"]
+    args = ["sample", masks, "--model", run, "--sampler", "ddim", "--steps", "3", "--seed", "3", "--quiet"]
     r = cli(*args, "--out", tmp_path / "b4", "--batch-size", "4")
     assert r.exit_code == 0, r.output
     assert counted == [4, 4, 4]  # 3 steps, each one call for the four volumes
@@ -71,15 +71,15 @@ def test_cli_default_batch_size_and_bad_values(cli, tmp_path, counted):
     assert default_batch_size("cpu") == 1 and default_batch_size("cuda:0") == 4
     run = _untrained_run(tmp_path / "run")
     masks = _masks(tmp_path / "masks", 2)
-    r = cli("sample", run, masks, "--out", tmp_path / "o", "--sampler", "ddim", "--steps", "2", "--quiet")
+    r = cli("sample", masks, "--model", run, "--out", tmp_path / "o", "--sampler", "ddim", "--steps", "2", "--quiet")
     assert r.exit_code == 0 and counted == [1] * 4  # cpu: one volume per call
-    r = cli("sample", run, masks, "--out", tmp_path / "o2", "--batch-size", "0", "--quiet")
+    r = cli("sample", masks, "--model", run, "--out", tmp_path / "o2", "--batch-size", "0", "--quiet")
     assert r.exit_code == 2 and "--batch-size" in r.output and "Traceback" not in r.output
 
 
 def test_cli_plain_progress_lines_when_not_a_terminal(cli, tmp_path):
     run = _untrained_run(tmp_path / "run")
-    r = cli("sample", run, _masks(tmp_path / "masks", 2), "--out", tmp_path / "o", "--sampler", "ddim",
+    r = cli("sample", _masks(tmp_path / "masks", 2), "--model", run, "--out", tmp_path / "o", "--sampler", "ddim",
             "--steps", "5", "--per-mask", "2")
     assert r.exit_code == 0, r.output
     lines = [ln for ln in r.output.splitlines() if ln.startswith("synthkit: sample:")]

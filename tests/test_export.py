@@ -41,7 +41,7 @@ def _files(folder: Path) -> set[str]:
 
 
 def _sample(run: Path, cohort: Path, out: Path) -> np.ndarray:
-    r = runner.invoke(app, ["sample", str(run), str(cohort), "--out", str(out), "--sampler", "ddim", "--steps", "4",
+    r = runner.invoke(app, ["sample", str(cohort), "--model", str(run), "--out", str(out), "--sampler", "ddim", "--steps", "4",
                             "--seed", "3", "--quiet"])
     assert r.exit_code == 0, r.output
     return read_nifti(next(out.rglob("*_0000.nii.gz"))).data

@@ -219,7 +219,7 @@ def test_cli_sample_writes_volumes_on_each_masks_grid(trained, tmp_path, cli):
     kind, run = trained
     masks = _odd_masks(tmp_path / "masks")
     out = tmp_path / "synth"
-    r = cli("sample", run, masks, "--out", out, "--per-mask", "2", "--quiet")
+    r = cli("sample", masks, "--model", run, "--out", out, "--per-mask", "2", "--quiet")
     assert r.exit_code == 0, r.output
     for case in ("odd", "big"):
         src = nib.load(masks / f"{case}.nii.gz")
@@ -232,11 +232,11 @@ def test_cli_sample_writes_volumes_on_each_masks_grid(trained, tmp_path, cli):
     assert manifest["settings"]["sampler"] == kind and manifest["settings"]["steps"] == 1
     assert len(manifest["items"]) == 4
     # same arguments, fresh folder: bit-identical files
-    r = cli("sample", run, masks, "--out", tmp_path / "again", "--per-mask", "2", "--quiet")
+    r = cli("sample", masks, "--model", run, "--out", tmp_path / "again", "--per-mask", "2", "--quiet")
     assert r.exit_code == 0, r.output
     for item in manifest["items"]:
         assert (out / item["images"][0]).read_bytes() == (tmp_path / "again" / item["images"][0]).read_bytes()
-    r = cli("sample", run, masks, "--out", tmp_path / "bad", "--sampler", "ddim", "--quiet")
+    r = cli("sample", masks, "--model", run, "--out", tmp_path / "bad", "--sampler", "ddim", "--quiet")
     assert r.exit_code == 2 and f"this run is a {kind} GAN" in r.output
 
 

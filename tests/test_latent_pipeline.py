@@ -96,7 +96,7 @@ def test_load_dispatches_to_the_latent_pipeline(world):
 def test_cli_sample_lands_on_each_masks_own_grid(world, tmp_path, cli):
     masks = _odd_grid_masks(tmp_path / "masks")
     out = tmp_path / "synth"
-    r = cli("sample", world["run"], masks, "--out", out, "--sampler", "dpmpp", "--steps", "3", "--per-mask", "2",
+    r = cli("sample", masks, "--model", world["run"], "--out", out, "--sampler", "dpmpp", "--steps", "3", "--per-mask", "2",
             "--seed", "2", "--quiet")
     assert r.exit_code == 0, r.output
     lo, hi = _span(world["run"])
@@ -119,7 +119,7 @@ def test_cli_sample_lands_on_each_masks_own_grid(world, tmp_path, cli):
 def test_same_seed_same_bytes_and_batch_2_close_to_batch_1(world, tmp_path, cli):
     masks = _odd_grid_masks(tmp_path / "masks")
     def run(name: str, batch: str, seed: str = "7") -> None:
-        r = cli("sample", world["run"], masks, "--sampler", "ddim", "--steps", "2", "--seed", seed, "--quiet",
+        r = cli("sample", masks, "--model", world["run"], "--sampler", "ddim", "--steps", "2", "--seed", seed, "--quiet",
                 "--out", tmp_path / name, "--batch-size", batch)
         assert r.exit_code == 0, r.output
 
@@ -192,7 +192,7 @@ def test_tampered_or_mismatched_autoencoder_is_refused_in_one_line(world, tmp_pa
     with pytest.raises(CheckpointError, match="refusing the autoencoder weights"):
         synthkit.load(run)
     masks = _odd_grid_masks(tmp_path / "masks")
-    r = cli("sample", run, masks, "--out", tmp_path / "o", "--quiet")
+    r = cli("sample", masks, "--model", run, "--out", tmp_path / "o", "--quiet")
     assert r.exit_code == 1 and "refusing the autoencoder weights" in r.output and "Traceback" not in r.output
     assert len(r.output.strip().splitlines()) == 1 and str(weights) in r.output
     assert not (tmp_path / "o" / "imagesTr").exists()

@@ -66,7 +66,7 @@ def test_unknown_kind_is_refused_in_one_line(tmp_path, cli):
     from synthkit.io import write_nifti
 
     write_nifti(tmp_path / "masks" / "a.nii.gz", m.data, m.affine, is_label=True)
-    r = cli("sample", run, tmp_path / "masks", "--out", tmp_path / "o", "--quiet")
+    r = cli("sample", tmp_path / "masks", "--model", run, "--out", tmp_path / "o", "--quiet")
     lines = r.output.strip().splitlines()
     assert r.exit_code == 1 and len(lines) == 1 and lines[0].startswith("synthkit: error:") and "vae" in lines[0]
 

@@ -53,7 +53,7 @@ def _odd_grid_masks(folder: Path) -> Path:
 def test_cli_chain_writes_volumes_on_each_masks_grid(trained, tmp_path, cli):
     masks = _odd_grid_masks(tmp_path / "masks")
     out = tmp_path / "synth"
-    r = cli("sample", trained, masks, "--out", out, "--sampler", "ddim", "--steps", "2", "--per-mask", "2", "--quiet")
+    r = cli("sample", masks, "--model", trained, "--out", out, "--sampler", "ddim", "--steps", "2", "--per-mask", "2", "--quiet")
     assert r.exit_code == 0, r.output
     for case in ("oblique", "big"):
         src = nib.load(masks / f"{case}.nii.gz")
@@ -133,12 +133,12 @@ def test_unusable_mask_is_reported_not_fatal(trained, tmp_path, cli):
     _, m = phantom(size=16, seed=1)
     write_nifti(masks / "weird.nii.gz", m.data * 3, m.affine, is_label=True)  # labels 3, 6: unknown
     out = tmp_path / "out"
-    r = cli("sample", trained, masks, "--out", out, "--sampler", "ddim", "--steps", "2", "--quiet")
+    r = cli("sample", masks, "--model", trained, "--out", out, "--sampler", "ddim", "--steps", "2", "--quiet")
     assert r.exit_code == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert [s["case"] for s in manifest["skipped"]] == ["weird"]
     assert len(manifest["items"]) == 2
-    r = cli("sample", trained, masks, "--out", tmp_path / "strict", "--sampler", "ddim", "--steps", "2",
+    r = cli("sample", masks, "--model", trained, "--out", tmp_path / "strict", "--sampler", "ddim", "--steps", "2",
             "--strict", "--quiet")
     assert r.exit_code != 0
 
@@ -169,7 +169,7 @@ def test_bad_run_folders_are_refused(tmp_path, trained, cli):
     (bad / "model.safetensors").write_bytes(b"\x80\x04not really")
     with pytest.raises(CheckpointError, match="refusing"):
         synthkit.run.load(bad)
-    r = cli("sample", bad, tmp_path, "--out", tmp_path / "o", "--quiet")
+    r = cli("sample", tmp_path, "--model", bad, "--out", tmp_path / "o", "--quiet")
     assert r.exit_code == 1 and "refusing" in r.output and "Traceback" not in r.output
 
 

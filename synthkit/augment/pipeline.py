@@ -102,12 +102,13 @@ def _check_args(method: str, n: int, include_real: bool, seed: int, model: Any) 
         raise UsageError("--baseline classic takes no --model")
 
 
-def _load_model(model: Any, device: str, coh: Any, need_images: bool) -> tuple[Any, tuple[str, ...]]:
+def _load_model(model: Any, device: str, coh: Any, need_images: bool,
+                precision: str | None = None) -> tuple[Any, tuple[str, ...]]:
     """(Pipeline, channel names of the dataset) for ``model`` (a run, a name or a Pipeline)."""
     if isinstance(model, (str, Path)):
         from synthkit.pipeline import load
 
-        model = load(model, device=device)
+        model = load(model, device=device, precision=precision)
     channel_names = tuple(model.config.data.channel_names)
     if len(channel_names) != model.image_channels:
         channel_names = tuple(f"channel_{c}" for c in range(model.image_channels))
@@ -230,7 +231,8 @@ def augment_cohort(
     cohort: str | Path,
     out: str | Path,
     *,
-    n: int,
+    n: int | None = None,
+    per_mask: int | None = None,
     method: Literal["diffusion", "classic"] = "diffusion",
     model: Any = None,
     include_real: bool = False,
@@ -245,6 +247,7 @@ def augment_cohort(
     overwrite: bool = False,
     strict: bool = False,
     batch_size: int | None = None,
+    precision: str | None = None,
     progress: Any = None,
 ) -> AugmentReport:
     """Write ``n`` synthetic/augmented cases (plus the real ones with ``include_real``) from the
@@ -253,13 +256,18 @@ def augment_cohort(
     ``model``: a run folder, shipped model name or a loaded :class:`synthkit.pipeline.Pipeline`
     (``method="diffusion"`` only). ``ops``: mask operations (``"move+deform:elastic=2"``, see
     :mod:`synthkit.masks`). ``sampler``/``steps``: as for ``synthkit sample``. ``batch_size``:
-    volumes per network call (default 1 on the CPU, 4 on CUDA). ``progress``: a rich
-    ``Progress`` or a callable ``(done, total)`` in cases.
+    volumes per network call (default 1 on the CPU, 4 on CUDA). ``precision``: of the network
+    calls (see :func:`synthkit.pipeline.load`). ``progress``: a rich ``Progress`` or a callable
+    ``(done, total)`` in cases. How many copies: ``per_mask`` of every usable case (``n =
+    per_mask * cases``) or ``n`` in all (sources taken in turn); exactly one of the two.
     """
     from synthkit.io import discover_cohort
     from synthkit.pipeline.engine import as_progress
 
-    _check_args(method, n, include_real, seed, model)
+    if (n is None) == (per_mask is None):
+        raise UsageError("give the number of copies as --per-mask K or (deprecated) --n N, one of the two")
+    if per_mask is not None and per_mask < 0:
+        raise UsageError(f"--per-mask must be >= 0, got {per_mask}")
     classic = classic or ClassicAugmentConfig()
     need_images = include_real or method == "classic"
     coh = discover_cohort(cohort, need_images=need_images)
@@ -269,6 +277,9 @@ def augment_cohort(
     cases = [c for c in coh.cases if c.mask is not None and not c.problems and (c.images or not need_images)]
     if not cases:
         raise UsageError("no usable case (mask, and image where needed) in the cohort", coh.root)
+    if per_mask is not None:
+        n = per_mask * len(cases)
+    _check_args(method, n, include_real, seed, model)
     failures: list[str] = []
 
     def fail(msg: str) -> None:
@@ -281,7 +292,7 @@ def augment_cohort(
         fail(f"{n_bad_listed} case(s) of the cohort left out (missing mask/image or other problems)")
     gen, channel_names = None, tuple(coh.channel_names)
     if method == "diffusion" and n > 0:
-        gen, channel_names = _load_model(model, device, coh, need_images)
+        gen, channel_names = _load_model(model, device, coh, need_images, precision)
     writer = NnunetDatasetWriter(out, channel_names or None, _dataset_labels(coh, cases, gen), overwrite=overwrite)
     tick = as_progress(progress, "classic augmentation" if method == "classic" else "generate") or (lambda d, t: None)
     total = n + (len(cases) if include_real else 0)
@@ -300,12 +311,13 @@ def augment_cohort(
         records += real
         n_real = len(real)
     manifest: dict[str, Any] = {"format": MANIFEST_FORMAT, "method": method, "n": n, "include_real": include_real,
-                                "seed": seed, "n_source_cases": len(cases), "n_failures": len(failures)}
+                                "per_mask": per_mask, "seed": seed, "n_source_cases": len(cases), "n_failures": len(failures)}
     if gen is not None:
         from synthkit.masks.ops import parse_op_specs
+        from synthkit.pipeline.engine import runtime_settings
 
         manifest.update(ops=[{"op": s.name, "options": dict(s.options)} for s in parse_op_specs(ops)],
-                        sampler=sampler, steps=steps,
+                        sampler=sampler, steps=steps, **runtime_settings(gen, batch_size),
                         model={"preset": gen.config.preset, "weights_sha256": gen.weights_sha256})
     if method == "classic":
         import dataclasses

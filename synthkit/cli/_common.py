@@ -28,6 +28,18 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+#: The hint for a machine (or GPU) out of memory: the same line for ``MemoryError`` and CUDA.
+OUT_OF_MEMORY = "out of memory; try a smaller --batch-size or --shape"
+
+
+def _is_cuda_out_of_memory(error: BaseException) -> bool:
+    """``torch.cuda.OutOfMemoryError`` is a RuntimeError, not a MemoryError; torch is only looked
+    up when it is already imported (this module stays light)."""
+    torch = sys.modules.get("torch")
+    oom = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)
+    return isinstance(oom, type) and isinstance(error, oom)
+
+
 def handle_errors(func: F) -> F:
     """Turn library errors raised inside a command into one stderr line and an exit code."""
 
@@ -43,8 +55,10 @@ def handle_errors(func: F) -> F:
             err_console.print("synthkit: interrupted", markup=False)
             raise typer.Exit(130) from None
         except MemoryError:
-            fail("out of memory; try a smaller --batch-size or --shape", 1)
+            fail(OUT_OF_MEMORY, 1)
         except Exception as e:  # a bug, not a user mistake: still one line unless debugging
+            if _is_cuda_out_of_memory(e):
+                fail(f"CUDA {OUT_OF_MEMORY}", 1)
             if os.environ.get("SYNTHKIT_DEBUG"):
                 raise
             fail(
@@ -214,3 +228,93 @@ def value_of(choice: Choice | str | None) -> str | None:
     """The plain string of a choice (None stays None), for the library."""
     return None if choice is None else str(choice.value if isinstance(choice, Enum) else choice)
 
+
+
+class SamplingPrecisionChoice(Choice):
+    """``--precision`` of the verbs that sample (``sample``, ``augment``, ``anonymize``)."""
+
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+
+SAMPLING_PRECISION_HELP = ("Precision of the network calls: fp32 (default, the tested path), bf16 (autocast; fp32 where "
+                           "bf16 is not native) or fp16 (CUDA only). Recorded in the manifest.")
+
+
+class AutoencoderPresetChoice(Choice):
+    """``autoencoder train --preset``: :data:`synthkit.config.AUTOENCODER_PRESETS` (kept equal by a test)."""
+
+    TINY = "tiny"
+    SMALL = "small"
+    DEMO = "demo"
+
+
+class AutoencoderPrecisionChoice(Choice):
+    """``autoencoder train/eval --precision``: the autoencoder trains in fp32 or bf16."""
+
+    FP32 = "fp32"
+    BF16 = "bf16"
+
+
+class LatentNormChoice(Choice):
+    """``train --latent-norm``: how a latent run normalises its latents (``latent_norm`` in its config)."""
+
+    CHANNEL = "channel"
+    GLOBAL = "global"
+
+
+class FeaturesChoice(Choice):
+    """``evaluate --features``: :data:`synthkit.metrics.extractors.FEATURE_CHOICES` (kept equal by a test)."""
+
+    AUTO = "auto"
+    DEEPBET = "deepbet"
+    RANDOM = "random"
+    MEDICALNET_RESNET10 = "medicalnet-resnet10"
+    MEDICALNET_RESNET18 = "medicalnet-resnet18"
+    MEDICALNET_RESNET34 = "medicalnet-resnet34"
+    MEDICALNET_RESNET50 = "medicalnet-resnet50"
+
+
+class BaselineChoice(Choice):
+    """``augment --baseline``: the baselines that need no model."""
+
+    CLASSIC = "classic"
+
+
+def steps_help(default: str = "all T") -> str:
+    """The ``--steps`` help, correct for every sampler."""
+    return (f"Sampling steps for ddim and dpmpp (default: {default}); ddpm always runs all T steps of the "
+            "schedule (as the paper); GAN runs make one pass.")
+
+
+def deprecated(old: str, new: str) -> None:
+    """One stderr line for an old spelling that still works (for one release); rank 0 only under torchrun."""
+    if os.environ.get("RANK", "0") != "0":
+        return
+    err_console.print(f"synthkit: deprecated: {old} will be removed in the next release; use {new}", markup=False)
+
+
+def note_precision(requested: str | None, pipe: Any, note: Callable[[str], None]) -> None:
+    """One line when ``--precision`` could not be honoured (bf16 not native here: fp32)."""
+    used = getattr(pipe, "precision", None) or "fp32"
+    if requested not in (None, used):
+        note(f"--precision {requested} is not natively supported on {pipe.device}; sampling in {used}")
+
+
+class RecipeChoice(Choice):
+    """``train/autoencoder train --recipe``: :data:`synthkit.recipes.RECIPES` (kept equal by a test)."""
+
+    DEMO_PIXEL = "demo-pixel"
+    DEMO_LATENT = "demo-latent"
+    PAPER_HEAD_PIXEL = "paper-head-pixel"
+    PAPER_HEAD_LATENT = "paper-head-latent"
+    BRATS_PIXEL = "brats-pixel"
+    BRATS_LATENT = "brats-latent"
+
+
+RECIPE_HELP = ("Named settings to start from (flags given with it override them; recorded in config.json): "
+               "demo-pixel / demo-latent (the shipped CPU demo models), paper-head-pixel / paper-head-latent "
+               "(128^3 whole heads; the paper's 100k steps), brats-pixel / brats-latent (192x192x144 BraTS crops). "
+               "Latent recipes: `autoencoder train --recipe NAME` first, then `train --recipe NAME --autoencoder AE`. "
+               "Details and cost per step: README, Recipes.")

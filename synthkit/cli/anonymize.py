@@ -8,11 +8,15 @@ from typing import Annotated
 import typer
 
 from synthkit.cli._common import (
+    SAMPLING_PRECISION_HELP,
     DeviceOption,
     SamplerChoice,
+    SamplingPrecisionChoice,
+    deprecated,
     err_console,
     handle_errors,
     make_progress,
+    steps_help,
     value_of,
 )
 
@@ -25,9 +29,11 @@ def register(app: typer.Typer) -> None:
                           "its masks condition the generation.")],
         model: Annotated[str, typer.Option("--model", help="Run folder from `synthkit train` (or a shipped model name).")],
         out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: nnU-Net raw layout, manifest, report.")],
-        per_case: Annotated[int, typer.Option(help="Synthetic volumes per input case.")] = 1,
+        per_mask: Annotated[int | None, typer.Option("--per-mask", help="Synthetic volumes per input case (its mask) "
+                            "(default 1).", show_default=False)] = None,
+        per_case: Annotated[int | None, typer.Option("--per-case", hidden=True, help="Deprecated: --per-mask.")] = None,
         sampler: Annotated[SamplerChoice, typer.Option(help="ddpm (all T steps), ddim or dpmpp.")] = SamplerChoice.DDPM,
-        steps: Annotated[int | None, typer.Option(help="Sampling steps (DDIM; default: all T).")] = None,
+        steps: Annotated[int | None, typer.Option(help=steps_help())] = None,
         eta: Annotated[float, typer.Option(help="DDIM stochasticity.")] = 0.0,
         perturb_masks: Annotated[str, typer.Option(help="Perturb each mask before generation with synthkit.masks "
                                  "operations (masks are patient-derived): 'template' (the patient's tumour in a "
@@ -65,6 +71,7 @@ def register(app: typer.Typer) -> None:
                                  "scan. Default: the same voxels and orientation on a canonical geometry (voxel "
                                  "sizes rounded to 0.01 mm, no obliquity, centred on the world origin).")] = False,
         device: DeviceOption = "auto",
+        precision: Annotated[SamplingPrecisionChoice, typer.Option(help=SAMPLING_PRECISION_HELP)] = SamplingPrecisionChoice.FP32,
         batch_size: Annotated[int | None, typer.Option(help="Volumes per network call (default: 1 on cpu, 4 on "
                               "cuda); within 1e-4 of the intensity range of batch size 1.")] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -82,8 +89,13 @@ def register(app: typer.Typer) -> None:
         from synthkit.privacy.anonymize import anonymize as run_anonymize
         from synthkit.privacy.check import CheckSettings
 
+        if per_case is not None:
+            if per_mask is not None:
+                raise UsageError("give --per-mask (or the deprecated --per-case), not both")
+            deprecated("--per-case", "--per-mask")
+        per_case = per_mask if per_mask is not None else per_case if per_case is not None else 1
         if per_case < 1 or max_retries < 0:
-            raise UsageError("--per-case must be >= 1 and --max-retries >= 0")
+            raise UsageError("--per-mask must be >= 1 and --max-retries >= 0")
         if batch_size is not None and batch_size < 1:
             raise UsageError("--batch-size must be at least 1")
         if shape < 8 or not 0 < alpha < 0.5:
@@ -102,7 +114,7 @@ def register(app: typer.Typer) -> None:
         with make_progress(quiet) as progress:
             result = run_anonymize(cohort, model, out, settings=settings, train_cohort=train_cohort, holdout=holdout,
                                    mapping=mapping, feature_weights=feature_weights, device=device, batch_size=batch_size,
-                                   on_note=note, progress=volume_progress(progress, "anonymize", quiet))
+                                   precision=value_of(precision), on_note=note, progress=volume_progress(progress, "anonymize", quiet))
         _report(result, out, note)
 
 

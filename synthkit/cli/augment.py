@@ -8,12 +8,17 @@ from typing import Annotated
 import typer
 
 from synthkit.cli._common import (
+    SAMPLING_PRECISION_HELP,
+    BaselineChoice,
     DeviceOption,
     SamplerChoice,
+    SamplingPrecisionChoice,
     console,
+    deprecated,
     err_console,
     handle_errors,
     make_progress,
+    steps_help,
     value_of,
 )
 
@@ -33,18 +38,22 @@ def register(app: typer.Typer) -> None:
     def augment(
         cohort: Annotated[Path, typer.Argument(help="Cohort folder (masks; images for --include-real / classic).")],
         out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder to write.")],
-        n: Annotated[int, typer.Option("--n", min=0, help="Number of synthetic / augmented cases.")],
-        model: Annotated[str | None, typer.Option("--model", help="Trained run folder or model name.")] = None,
+        per_mask: Annotated[int | None, typer.Option("--per-mask", min=0, help="Synthetic / augmented copies of every "
+                            "usable mask of the cohort (default 1).", show_default=False)] = None,
+        n: Annotated[int | None, typer.Option("--n", min=0, hidden=True, help="Deprecated: the total number of copies "
+                     "(sources taken in turn); use --per-mask.")] = None,
+        model: Annotated[str | None, typer.Option("--model", help="Run folder from `synthkit train` (or a shipped model name).")] = None,
         include_real: Annotated[bool, typer.Option("--include-real", help="Add the real cases too.")] = False,
         ops: Annotated[
             list[str] | None,
             typer.Option("--ops", help="Mask operations, e.g. move, move+deform:elastic=2 (default move)."),
         ] = None,
         sampler: Annotated[SamplerChoice, typer.Option(help="ddpm (all steps, the paper), ddim or dpmpp.")] = SamplerChoice.DDPM,
-        steps: Annotated[int | None, typer.Option(min=1, help="Sampling steps (ddim).")] = None,
+        steps: Annotated[int | None, typer.Option(min=1, help=steps_help())] = None,
         seed: Annotated[int, typer.Option(min=0, help="Seed; same seed -> identical dataset.")] = 0,
         baseline: Annotated[
-            str | None, typer.Option("--baseline", help="'classic': torchio augmentation of the real cases, no model.")
+            BaselineChoice | None, typer.Option("--baseline", help="classic: torchio augmentation of the real cases, no model.",
+                                                show_default=False)
         ] = None,
         label: Annotated[
             list[str] | None, typer.Option("--label", help="Tumour label name(s)/value(s) the mask ops move.")
@@ -53,6 +62,7 @@ def register(app: typer.Typer) -> None:
             list[str] | None, typer.Option("--head-label", help="Head/brain label name(s)/value(s).")
         ] = None,
         device: DeviceOption = "auto",
+        precision: Annotated[SamplingPrecisionChoice, typer.Option(help=SAMPLING_PRECISION_HELP)] = SamplingPrecisionChoice.FP32,
         batch_size: Annotated[int | None, typer.Option(min=1, help="Volumes per network call (default: 1 on cpu, 4 "
                               "on cuda); within 1e-4 of the intensity range of batch size 1.")] = None,
         overwrite: Annotated[bool, typer.Option(help="Replace a dataset already in --out.")] = False,
@@ -64,16 +74,20 @@ def register(app: typer.Typer) -> None:
         from synthkit.cli._progress import volume_progress
         from synthkit.errors import UsageError
 
-        if baseline not in (None, "classic"):
-            raise UsageError(f"--baseline {baseline!r}: the only baseline is 'classic'")
-        method = "classic" if baseline == "classic" else "diffusion"
+        method = "classic" if value_of(baseline) == "classic" else "diffusion"
         if method == "classic" and (ops or model):
             raise UsageError("--baseline classic takes no --model or --ops")
+        if n is not None:
+            if per_mask is not None:
+                raise UsageError("give --per-mask (or the deprecated --n), not both")
+            deprecated("--n N (a total count)", "--per-mask K (K copies of every mask)")
         with make_progress(quiet) as progress:
             report = augment_cohort(
-                cohort, out, n=n, method=method, model=model, include_real=include_real,
+                cohort, out, n=n, per_mask=1 if n is None and per_mask is None else per_mask, method=method,
+                model=model, include_real=include_real,
                 ops=ops or None, sampler=value_of(sampler), steps=steps, seed=seed, tumour_labels=label,
                 head_labels=head_label, device=device, overwrite=overwrite, strict=strict, batch_size=batch_size,
+                precision=value_of(precision),
                 progress=volume_progress(progress, "classic augmentation" if method == "classic" else "generate",
                                          quiet),
             )

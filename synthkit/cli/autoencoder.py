@@ -9,26 +9,43 @@ from typing import Annotated
 import typer
 
 from synthkit.cli._common import (
+    RECIPE_HELP,
+    AutoencoderPrecisionChoice,
+    AutoencoderPresetChoice,
     DeviceOption,
+    RecipeChoice,
     command_group,
     console,
     err_console,
     handle_errors,
     make_progress,
+    value_of,
 )
 
+_AE_RECIPE_HELP = ("The autoencoder of a latent recipe (demo-latent, paper-head-latent, brats-latent); flags "
+                   "override it. " + RECIPE_HELP)
 
-def build_ae_config(*, out: Path, resume: bool, preset: str | None, **flags):
-    """The AutoencoderRunConfig: with ``--resume`` the run's config.json, else the defaults (preset
-    ``small``, 128^3); then every flag that was given overrides it."""
+
+def build_ae_config(*, out: Path, resume: bool, preset: str | None, recipe: str | None = None, **flags):
+    """The AutoencoderRunConfig: with ``--resume`` the run's config.json, else ``--recipe NAME``'s
+    autoencoder, else the defaults (preset ``small``, 128^3); then every flag that was given
+    overrides it."""
     import dataclasses
 
     from synthkit.config import AutoencoderRunConfig, autoencoder_config
     from synthkit.errors import UsageError
+    from synthkit.recipes import get_recipe
 
     init = flags.pop("init", None)
+    if recipe is not None and init is not None:
+        raise UsageError("--init takes the architecture of that autoencoder; drop --recipe")
     if resume and (out / "config.json").exists():
         cfg = AutoencoderRunConfig.load(out / "config.json")
+        if recipe is not None and cfg.recipe != recipe:
+            raise UsageError(f"cannot resume with --recipe {recipe}: the run was started with "
+                             f"{'recipe ' + cfg.recipe if cfg.recipe else 'no recipe'}", out / "config.json")
+    elif recipe is not None:
+        cfg = get_recipe(recipe).autoencoder_config()
     elif init is not None:  # the architecture, grid and data settings of the init autoencoder
         if preset is not None or flags.get("latent_channels") is not None:
             raise UsageError("--init takes the architecture of that autoencoder; drop --preset / --latent-channels")
@@ -88,7 +105,8 @@ def register(app: typer.Typer) -> None:
     def train(
         cohort: Annotated[Path, typer.Argument(help="Cohort folder (nnU-Net raw, flat, BraTS or DICOM).")],
         out: Annotated[Path, typer.Option("--out", "-o", help="Autoencoder run folder to write.")],
-        preset: Annotated[str | None, typer.Option(help="Size: tiny, small (default) or demo.")] = None,
+        recipe: Annotated[RecipeChoice | None, typer.Option("--recipe", help=_AE_RECIPE_HELP, show_default=False)] = None,
+        preset: Annotated[AutoencoderPresetChoice | None, typer.Option(help="Size (default: small, or the recipe's).", show_default=False)] = None,
         shape: Annotated[tuple[int, int, int] | None, typer.Option(help="Grid D H W the cohort is preprocessed to (default 128 128 128).")] = None,
         crop: Annotated[int | None, typer.Option(help="Edge of the random training crops (default 64).")] = None,
         steps: Annotated[int | None, typer.Option(help="Optimizer steps in total.")] = None,
@@ -100,7 +118,7 @@ def register(app: typer.Typer) -> None:
         ema_decay: Annotated[float | None, typer.Option(help="EMA decay of the saved weights.")] = None,
         seed: Annotated[int | None, typer.Option(help="Seed for initialisation, crops and posterior noise.")] = None,
         resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
-        precision: Annotated[str | None, typer.Option(help="fp32 (default) or bf16 (fast only with native bf16).")] = None,
+        precision: Annotated[AutoencoderPrecisionChoice | None, typer.Option(help="Training precision (default fp32; bf16 is fast only with native bf16).", show_default=False)] = None,
         checkpoint_every: Annotated[int | None, typer.Option(help="Write a resumable checkpoint every K steps.")] = None,
         preview_every: Annotated[int | None, typer.Option(help="Write a preview PNG every K steps (0: never).")] = None,
         threads: Annotated[int | None, typer.Option(help="CPU threads for torch (default: torch's choice).")] = None,
@@ -121,9 +139,9 @@ def register(app: typer.Typer) -> None:
             if threads < 1:
                 raise UsageError("--threads must be at least 1")
             torch.set_num_threads(threads)
-        cfg = build_ae_config(out=out, resume=resume, preset=preset, shape=shape, crop=crop, steps=steps,
+        cfg = build_ae_config(out=out, resume=resume, preset=value_of(preset), recipe=value_of(recipe), shape=shape, crop=crop, steps=steps,
                               batch_size=batch_size, lr=lr, lr_final=lr_final, kl_weight=kl_weight,
-                              latent_channels=latent_channels, ema_decay=ema_decay, seed=seed, precision=precision,
+                              latent_channels=latent_channels, ema_decay=ema_decay, seed=seed, precision=value_of(precision),
                               checkpoint_every=checkpoint_every, preview_every=preview_every, init=init,
                               freeze_encoder=freeze_encoder or None, decoder_noise=decoder_noise)
 
@@ -147,7 +165,7 @@ def register(app: typer.Typer) -> None:
         json_path: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON here.")] = None,
         clean: Annotated[Path | None, typer.Option(help="Noise-free copy of COHORT ('synthkit cohort demo --clean-copy'): "
                                                         "also report the noise ceiling.")] = None,
-        precision: Annotated[str, typer.Option(help="fp32 or bf16.")] = "fp32",
+        precision: Annotated[AutoencoderPrecisionChoice, typer.Option(help="Precision of the autoencoder calls.")] = AutoencoderPrecisionChoice.FP32,
         threads: Annotated[int | None, typer.Option(help="CPU threads for torch.")] = None,
         device: DeviceOption = "auto",
         cache_dir: Annotated[Path | None, typer.Option(help="Preprocessing cache (default: a temporary folder).")] = None,
@@ -173,7 +191,7 @@ def register(app: typer.Typer) -> None:
             except CheckpointError:
                 raise UsageError("no such autoencoder run folder, latent run or shipped model name", ae) from None
         with make_progress(quiet) as progress:
-            report = evaluate_autoencoder(ae, cohort, clean=clean, device=device, precision=precision,
+            report = evaluate_autoencoder(ae, cohort, clean=clean, device=device, precision=value_of(precision),
                                           cache_dir=cache_dir, progress=progress)
         if json_path is not None:
             write_json(json_path, report)

@@ -15,11 +15,13 @@ import typer
 
 from synthkit.cli._common import (
     DeviceOption,
+    FeaturesChoice,
     console,
     err_console,
     handle_errors,
     make_progress,
     seed_everything,
+    value_of,
 )
 
 
@@ -29,7 +31,7 @@ def register(app: typer.Typer) -> None:
     def evaluate(
         real: Annotated[Path, typer.Argument(help="Real cohort (nnU-Net, flat, BraTS, DICOM) or folder of NIfTI volumes.", show_default=False)],
         synth: Annotated[list[Path], typer.Argument(help="One or more synthetic sets (cohort or NIfTI folder); one table row each.", show_default=False)],
-        features: Annotated[str, typer.Option("--features", help="Feature extractor: deepbet (pretrained 3D brain-MRI encoder, offline), medicalnet-resnet10/18/34/50 (weights from 'synthkit weights fetch' or --feature-weights), random (seeded random MedicalNet: FID comparable within this run only), or auto: --feature-weights / $SYNTHKIT_MEDICALNET_WEIGHTS if given, else deepbet.")] = "auto",
+        features: Annotated[FeaturesChoice, typer.Option("--features", help="Feature extractor: deepbet (pretrained 3D brain-MRI encoder, offline), medicalnet-resnet10/18/34/50 (weights from 'synthkit weights fetch' or --feature-weights), random (seeded random MedicalNet: FID comparable within this run only), or auto: --feature-weights / $SYNTHKIT_MEDICALNET_WEIGHTS if given, else deepbet.")] = FeaturesChoice.AUTO,
         feature_weights: Annotated[Path | None, typer.Option("--feature-weights", help="MedicalNet checkpoint (.pth, official format) for auto / medicalnet-resnetN.", show_default=False)] = None,
         feature_depth: Annotated[int, typer.Option("--feature-depth", help="MedicalNet ResNet depth for --feature-weights and random: 10, 18, 34 or 50 (must match the weights).")] = 10,
         json_path: Annotated[Path | None, typer.Option("--json", help="Write all metrics and settings as JSON here.", show_default=False)] = None,
@@ -65,7 +67,7 @@ def register(app: typer.Typer) -> None:
             ev.list_cases(folder)  # a missing/empty folder is one error line before any work
         opts, external = _fidelity_options(fidelity, segmenter, seg_grid, seg_steps, seed, device)
         seed_everything(seed)
-        extractor = ev.make_extractor(feature_weights, feature_depth, seed=seed, device=device, features=features)
+        extractor = ev.make_extractor(feature_weights, feature_depth, seed=seed, device=device, features=value_of(features))
         if extractor.kind == "random":
             err_console.print(f"synthkit: WARNING: {ev.RANDOM_WARNING}", style="bold red", markup=False)
         cache = None if no_cache else (cache_dir or default_cache_dir())

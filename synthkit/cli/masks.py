@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from synthkit.cli._common import command_group, console, err_console, handle_errors, make_progress
+from synthkit.cli._common import (
+    command_group,
+    console,
+    deprecated,
+    err_console,
+    handle_errors,
+    make_progress,
+)
 
 _OPS_HELP = (
     "Operation to apply: move (default), transplant, remove, place, deform; options as "
@@ -29,7 +36,8 @@ def register(app: typer.Typer) -> None:
         masks: Annotated[Path, typer.Argument(help="Cohort folder (any layout) or plain folder of mask NIfTIs.", show_default=False)],
         out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for {case}_{k}.nii.gz + {case}_{k}.json.", show_default=False)],
         ops: Annotated[list[str] | None, typer.Option("--ops", help=_OPS_HELP, show_default=False)] = None,
-        n_per_mask: Annotated[int, typer.Option("--n-per-mask", "-n", min=1, help="Perturbed copies per mask.")] = 1,
+        per_mask: Annotated[int | None, typer.Option("--per-mask", "-n", min=1, help="Perturbed copies per mask (default 1).", show_default=False)] = None,
+        n_per_mask: Annotated[int | None, typer.Option("--n-per-mask", min=1, hidden=True, help="Deprecated: --per-mask.")] = None,
         seed: Annotated[int, typer.Option("--seed", min=0, help="Same seed, same masks (bit for bit).")] = 0,
         label: Annotated[list[str] | None, typer.Option("--label", help="Tumour label(s), by name or value; all move as one object. Default: from the cohort's label names, else every non-head label.", show_default=False)] = None,
         head_label: Annotated[list[str] | None, typer.Option("--head-label", help="Head/brain label(s), by name or value. Default: names head/brain, else 1.", show_default=False)] = None,
@@ -42,16 +50,22 @@ def register(app: typer.Typer) -> None:
         Exit code 0 when every case was perturbed, 1 when some failed (each reported on stderr,
         the others still written), 2 for a usage error.
         """
+        from synthkit.errors import UsageError
         from synthkit.io import discover_cohort
         from synthkit.masks.ops import parse_op_specs
         from synthkit.masks.pipeline import perturb_cohort
 
+        if n_per_mask is not None:
+            if per_mask is not None:
+                raise UsageError("give --per-mask (or the deprecated --n-per-mask), not both")
+            deprecated("--n-per-mask", "--per-mask")
+            per_mask = n_per_mask
         parse_op_specs(ops)  # usage errors before any work
         n_cases = len(discover_cohort(masks, need_images=False).cases)
         with make_progress(quiet) as progress:
             task = progress.add_task("perturbing masks", total=n_cases)
             report = perturb_cohort(
-                masks, out, ops=ops, n_per_mask=n_per_mask, seed=seed, tumour_labels=label,
+                masks, out, ops=ops, n_per_mask=per_mask or 1, seed=seed, tumour_labels=label,
                 head_labels=head_label, strict=strict, max_tries=max_tries,
                 on_case=lambda _cid: progress.advance(task),
             )

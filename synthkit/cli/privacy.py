@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from synthkit.cli._common import console, err_console, handle_errors, make_progress
+from synthkit.cli._common import DeviceOption, console, err_console, handle_errors, make_progress
 
 
 def register(app: typer.Typer) -> None:
@@ -32,14 +32,14 @@ def register(app: typer.Typer) -> None:
         alpha: Annotated[float, typer.Option(help="Target false-positive rate per statistic for the copy flag.")] = 1e-4,
         seed: Annotated[int, typer.Option(help="Seed for the random feature network, the planted-copy check and "
                         "the membership attack's noise.")] = 0,
-        model: Annotated[Path | None, typer.Option("--model", help="The trained run (folder or model name) the "
+        model: Annotated[str | None, typer.Option("--model", help="The trained run (folder or model name) the "
                          "synthetic cohort came from: runs the loss-based membership-inference attack on TRAIN "
                          "(members) vs --holdout (non-members).")] = None,
         sources: Annotated[Path | None, typer.Option(help="Which training case each synthetic volume was made "
                            "from, for the re-identification attack: a `synthkit sample` manifest.json, an "
                            "augment.json or an anonymize --mapping file (default: SYNTH/manifest.json or "
                            "augment.json, else the {case}_s{k} names).")] = None,
-        device: Annotated[str, typer.Option(help="Torch device for the membership attack.")] = "cpu",
+        device: DeviceOption = "auto",
         strict: Annotated[bool, typer.Option("--strict", help="Stop at the first unreadable case.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no table.")] = False,
     ) -> None:

@@ -9,12 +9,15 @@ from typing import Annotated
 import typer
 
 from synthkit.cli._common import (
+    RECIPE_HELP,
     DeviceOption,
+    LatentNormChoice,
     LossChoice,
     ModelKindChoice,
     PrecisionChoice,
     PredictionChoice,
     PresetChoice,
+    RecipeChoice,
     err_console,
     handle_errors,
     make_progress,
@@ -22,20 +25,33 @@ from synthkit.cli._common import (
 )
 
 
-def build_config(*, config: Path | None, run_dir: Path, resume: bool, preset: str | None, **flags):
+def build_config(*, config: Path | None, run_dir: Path, resume: bool, preset: str | None,
+                 recipe: str | None = None, **flags):
     """The RunConfig for this run: ``--config FILE`` (or, with ``--resume``, the run's own
-    config.json), else the defaults; then every flag that was given overrides it. ``model_type``
+    config.json), else ``--recipe NAME``'s, else the defaults; then every flag that was given
+    overrides it. ``model_type``
     (``--model``) picks Med-DDPM (``ddpm``) or a GAN baseline (``pix2pix``, ``discogan``).
     Choice flags arrive checked (Enums); a config file's values are checked when it is read."""
     import dataclasses
 
     from synthkit.config import RunConfig, model_config
+    from synthkit.errors import UsageError
+    from synthkit.recipes import get_recipe
 
     model_type = flags.get("model_type")
+    if recipe is not None and config is not None:
+        raise UsageError("--recipe and --config both give the starting settings; use one of them")
+    if recipe is not None and model_type not in (None, "ddpm"):
+        raise UsageError(f"recipes are Med-DDPM settings; --model {model_type} takes --preset")
     if config is not None:
         cfg = RunConfig.load(config)
     elif resume and (run_dir / "config.json").exists():
         cfg = RunConfig.load(run_dir / "config.json")
+        if recipe is not None and cfg.recipe != recipe:
+            raise UsageError(f"cannot resume with --recipe {recipe}: the run was started with "
+                             f"{'recipe ' + cfg.recipe if cfg.recipe else 'no recipe'}", run_dir / "config.json")
+    elif recipe is not None:
+        cfg = get_recipe(recipe).run_config()
     else:
         cfg = RunConfig()
         preset = preset or "small"
@@ -111,14 +127,30 @@ def _gan_config(cfg, preset: str | None, flags: dict):
     return _preprocess_flags(dataclasses.replace(cfg, train=train, gan=gan), flags)
 
 
+def _check_recipe_kind(recipe: str | None, autoencoder: Path | None, resume: bool, cohort: Path, out: Path) -> None:
+    """A latent recipe needs ``--autoencoder`` (trained with the same recipe); a pixel one refuses it."""
+    from synthkit.errors import UsageError
+    from synthkit.recipes import get_recipe
+
+    if recipe is None:
+        return
+    kind = get_recipe(recipe).kind
+    if kind == "latent" and autoencoder is None and not resume:
+        raise UsageError(f"recipe {recipe} is latent: first `synthkit autoencoder train {cohort} --recipe {recipe} "
+                         f"--out AE`, then `synthkit train {cohort} --recipe {recipe} --autoencoder AE --out {out}`")
+    if kind == "pixel" and autoencoder is not None:
+        raise UsageError(f"recipe {recipe} trains in pixel space; drop --autoencoder (or use a latent recipe)")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("train")
     @handle_errors
     def train(
         cohort: Annotated[Path, typer.Argument(help="Cohort folder (nnU-Net raw, flat, BraTS or DICOM).")],
         out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to write (config, weights, logs).")],
+        recipe: Annotated[RecipeChoice | None, typer.Option("--recipe", help=RECIPE_HELP, show_default=False)] = None,
         model: Annotated[ModelKindChoice | None, typer.Option("--model", help="ddpm (Med-DDPM, default), or the GAN baselines pix2pix or discogan.", show_default=False)] = None,
-        preset: Annotated[PresetChoice | None, typer.Option(help="Model size (default: small).", show_default=False)] = None,
+        preset: Annotated[PresetChoice | None, typer.Option(help="Model size (default: small, or the recipe's).", show_default=False)] = None,
         shape: Annotated[tuple[int, int, int] | None, typer.Option(help="Network grid D H W (e.g. 128 128 128).")] = None,
         steps: Annotated[int | None, typer.Option(help="Optimizer steps in total.")] = None,
         batch_size: Annotated[int | None, typer.Option(help="Volumes per micro-batch per process.")] = None,
@@ -145,7 +177,7 @@ def register(app: typer.Typer) -> None:
         cache_dir: Annotated[Path | None, typer.Option(help="Preprocessing cache (default RUN/cache).")] = None,
         autoencoder: Annotated[Path | None, typer.Option("--autoencoder", help="Train latent Med-DDPM on the latents of this "
                                "autoencoder run ('synthkit autoencoder train'); copied into RUN/autoencoder.")] = None,
-        latent_norm: Annotated[str | None, typer.Option("--latent-norm", help="Latent runs: channel (default for a new run: "
+        latent_norm: Annotated[LatentNormChoice | None, typer.Option("--latent-norm", help="Latent runs: channel (default for a new run: "
                                "standardise each latent channel with the training latents' mean/std) or global (the "
                                "autoencoder's scale factor only).", show_default=False)] = None,
         num_workers: Annotated[int | None, typer.Option(help="Data loader worker processes.")] = None,
@@ -156,7 +188,8 @@ def register(app: typer.Typer) -> None:
         from synthkit.training.ddp import init_distributed
         from synthkit.training.trainer import Trainer
 
-        cfg = build_config(config=config, run_dir=out, resume=resume, preset=value_of(preset), shape=shape,
+        cfg = build_config(config=config, run_dir=out, resume=resume, preset=value_of(preset),
+                           recipe=value_of(recipe), shape=shape,
                            steps=steps, batch_size=batch_size, lr=lr, lr_final=lr_final,
                            checkpoint_every=checkpoint_every, seed=seed, precision=value_of(precision),
                            prediction=value_of(prediction), loss=value_of(loss), timesteps=timesteps,
@@ -165,10 +198,11 @@ def register(app: typer.Typer) -> None:
                            brain_label=brain_label, mask_labels=mask_labels, num_workers=num_workers,
                            model_type=value_of(model))
         trainer_cls = Trainer
+        _check_recipe_kind(value_of(recipe), autoencoder, resume, cohort, out)
         if autoencoder is not None or cfg.model_type == "latent":
             from synthkit.training.autoencoder_latent import LatentTrainer, prepare_latent_run
 
-            cfg = prepare_latent_run(out, cfg, autoencoder, shape, latent_norm)
+            cfg = prepare_latent_run(out, cfg, autoencoder, shape, value_of(latent_norm))
             trainer_cls = LatentTrainer
         elif latent_norm is not None:
             raise UsageError("--latent-norm is for latent runs (with --autoencoder AE)")

@@ -34,6 +34,7 @@ Output folder ``OUT``::
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -120,8 +121,8 @@ def run_demo(out: str | Path, *, model: str | Path = DEFAULT_MODEL, train_steps:
 
     if train_steps < 0:
         raise UsageError(f"--train-steps must be >= 0, got {train_steps}")
-    if device not in ("cpu", "cuda"):
-        raise UsageError(f"device must be cpu or cuda, not {device!r}")
+    if device != "cpu" and re.fullmatch(r"cuda(:\d+)?", str(device)) is None:
+        raise UsageError(f"device must be cpu, cuda or cuda:N, not {device!r}")
     sizes = sizes or DemoSizes()
     out = Path(out)
     cfg, run_dir = _model_recipe(model, train_steps)

@@ -12,11 +12,14 @@ from collections.abc import Sequence
 
 import torch
 
+from synthkit import noise as noise_rule
+
 Generators = torch.Generator | Sequence[torch.Generator]
 
 
 def check_generators(generator: Generators, n: int, device: torch.device) -> None:
-    """Raise TypeError/ValueError unless ``generator`` is one Generator or N of them on ``device``."""
+    """Raise TypeError/ValueError unless ``generator`` is one Generator or N of them, each on the
+    CPU or on ``device``."""
     gens = [generator] if isinstance(generator, torch.Generator) else generator
     if isinstance(gens, (str, bytes)) or not isinstance(gens, Sequence) or not gens or not all(
         isinstance(g, torch.Generator) for g in gens
@@ -27,11 +30,12 @@ def check_generators(generator: Generators, n: int, device: torch.device) -> Non
         )
     if not isinstance(generator, torch.Generator) and len(gens) != n:
         raise ValueError(f"got {len(gens)} generators for a batch of {n}; pass one per volume")
-    for g in gens:
-        if torch.device(g.device).type != device.type:
+    for g in gens:  # a CPU generator serves any device (synthkit.noise); a GPU one only its own
+        kind = torch.device(g.device).type
+        if kind != "cpu" and kind != device.type:
             raise ValueError(
                 f"generator is on {g.device} but cond is on {device}; "
-                "create the generator on the sampling device"
+                "use a CPU generator (synthkit.noise.cpu_generator)"
             )
 
 
@@ -62,7 +66,8 @@ def check_sampling_args(
 
 
 def randn(shape: Sequence[int], generator: Generators, device: torch.device) -> torch.Tensor:
-    """Float32 standard normal of ``shape`` (N, ...) on ``device``.
+    """Float32 standard normal of ``shape`` (N, ...) on ``device``, drawn on each generator's own
+    device and moved (:mod:`synthkit.noise`: a CPU generator gives the same noise on any device).
 
     One generator: a single draw of the whole shape. N generators: volume ``i`` is drawn from
     generator ``i`` alone as shape (1, ...), then the N draws are concatenated along dim 0, so
@@ -70,11 +75,9 @@ def randn(shape: Sequence[int], generator: Generators, device: torch.device) -> 
     """
     shape = tuple(int(s) for s in shape)
     if isinstance(generator, torch.Generator):
-        return torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
+        return noise_rule.randn(shape, generator, device)
     one = (1, *shape[1:])
-    return torch.cat(
-        [torch.randn(one, generator=g, device=device, dtype=torch.float32) for g in generator], 0
-    )
+    return torch.cat([noise_rule.randn(one, g, device) for g in generator], 0)
 
 
 def start_chain(

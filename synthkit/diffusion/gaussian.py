@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from synthkit import noise as noise_rule
 from synthkit.config import DiffusionConfig
 from synthkit.diffusion.schedule import make_betas
 
@@ -135,14 +136,15 @@ class GaussianDiffusion:
             model: ``(N, C_img + K, D, H, W), (N,) -> (N, C_img, D, H, W)``.
             x0: (N, C_img, D, H, W) clean images in [-1, 1].
             cond: (N, K, D, H, W) one-hot mask, background dropped.
-            generator: draws ``t ~ U{0..T-1}`` (unless ``t`` is given) and the noise.
+            generator: draws ``t ~ U{0..T-1}`` (unless ``t`` is given) and the noise, on the
+                generator's device, then moved to ``x0``'s (:mod:`synthkit.noise`).
         Returns:
             scalar loss. The target is eps (``prediction="epsilon"``) or v.
         """
         n = x0.shape[0]
         if t is None:
-            t = torch.randint(0, self.num_timesteps, (n,), generator=generator, device=x0.device)
-        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+            t = noise_rule.randint(self.num_timesteps, (n,), generator, x0.device)
+        noise = noise_rule.randn(x0.shape, generator, x0.device, x0.dtype)
         x_t = self.q_sample(x0, t, noise)
         out = model(self.model_input(x_t, cond), t).to(x0.dtype)
         target = noise if self.cfg.prediction == "epsilon" else self.v_target(x0, noise, t)

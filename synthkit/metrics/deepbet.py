@@ -7,11 +7,16 @@ T1-weighted MRI of many sites, inside its wheel as ``data/models/bbox_model.pt``
 128^3) and ``data/models/model.pt`` (brain bounding box at 256^3). synthkit uses the *encoder*
 of ``bbox_model.pt``, which sees whole heads as the evaluated volumes are.
 
-Loading is safe and offline: the file is located through the installed distribution's record
-(``importlib.metadata``; deepbet itself is never imported, so its GUI dependencies need not be
-installed), its SHA-256 must equal the value pinned here for deepbet 1.0.2, and the tensors are
-read by :mod:`synthkit.metrics._torchscript` (no TorchScript code is compiled or run). The
-encoder is rebuilt here (parameter names as in the archive) and loaded strictly.
+Loading is safe and offline. synthkit ships the encoder's tensors, extracted unchanged from
+deepbet 1.0.2's ``bbox_model.pt`` (MIT licence; see NOTICE), as
+``synthkit/assets/features/deepbet_encoder.safetensors`` (:data:`ENCODER_ASSET`, its own SHA-256
+pinned), so ``pip install synthkit-med`` alone gives the default extractor without deepbet's GUI
+dependencies. Without the asset, the file of an installed deepbet wheel is used: located through
+the distribution's record (``importlib.metadata``; deepbet itself is never imported), its SHA-256
+must equal the value pinned here for deepbet 1.0.2, and the tensors are read by
+:mod:`synthkit.metrics._torchscript` (no TorchScript code is compiled or run). Either way the
+encoder is rebuilt here (parameter names as in the archive), loaded strictly, and identified by
+the SHA-256 of ``bbox_model.pt`` (the same tensors give the same features and cache keys).
 
 Encoder (LinkNet, Chaurasia & Culurciello 2017, in 3D; every conv ``bias=False``, every
 ``InstanceNorm3d`` without affine, eps 1e-5, input statistics):
@@ -72,6 +77,9 @@ FEATURE_DIM = sum(c for _, _, c in STAGES)
 PREP_DOC = ("deepbet: closest-canonical (RAS) orientation, nearest-exact resize to 128^3, "
             "clamp((x - q0.5%) / (q99.5% - q0.5%), 0, 1), z-score, 0.226 x + 0.449")
 INSTALL_HINT = f'install it with: pip install --no-deps "deepbet=={DEEPBET_VERSION}"'
+#: The encoder tensors of bbox_model.pt shipped with synthkit (see the module docstring).
+ENCODER_ASSET = Path(__file__).resolve().parent.parent / "assets" / "features" / "deepbet_encoder.safetensors"
+ENCODER_ASSET_SHA256 = "d3a4efdc5db0443e8d1a6338a7c70b62c1c8e1491663fa406c5a6aafcbfc8161"
 
 
 def _norm(x: torch.Tensor) -> torch.Tensor:
@@ -165,6 +173,8 @@ def load(path: str | Path | None = None, file: str = MODEL_FILE) -> tuple[DeepBe
     """
     from synthkit.metrics._torchscript import TorchScriptReadError, read_state_dict
 
+    if path is None and file == MODEL_FILE and ENCODER_ASSET.is_file():
+        return _load_asset(ENCODER_ASSET), PINNED_SHA256[MODEL_FILE]
     path = locate(file) if path is None else Path(path)
     if not path.is_file():
         raise CheckpointError("deepbet model file not found", path)
@@ -183,6 +193,38 @@ def load(path: str | Path | None = None, file: str = MODEL_FILE) -> tuple[DeepBe
         raise CheckpointError("the deepbet model does not have the expected LinkNet3d encoder", path)
     model.load_state_dict(enc, strict=True)
     return model.eval(), digest
+
+
+def _load_asset(path: Path) -> DeepBetEncoder:
+    """The encoder from the shipped safetensors file (its SHA-256 pinned; loaded strictly)."""
+    from safetensors.torch import load_file
+
+    digest = _sha256(path)
+    if digest != ENCODER_ASSET_SHA256:
+        raise CheckpointError(f"SHA-256 {digest[:16]}... differs from the pinned deepbet encoder "
+                              f"({ENCODER_ASSET_SHA256[:16]}...): refusing to load it", path)
+    model = DeepBetEncoder()
+    model.load_state_dict(load_file(str(path)), strict=True)
+    return model.eval()
+
+
+def export_encoder(dst: str | Path, src: str | Path | None = None) -> Path:
+    """Write the encoder tensors of deepbet's ``bbox_model.pt`` (``src``, default: the installed
+    wheel's, hash-checked) to ``dst`` as safetensors: how :data:`ENCODER_ASSET` was made."""
+    from safetensors.torch import save
+
+    from synthkit.io.atomic import write_bytes
+    from synthkit.metrics._torchscript import read_state_dict
+
+    path = locate(MODEL_FILE) if src is None else Path(src)
+    if _sha256(path) != PINNED_SHA256[MODEL_FILE]:
+        raise CheckpointError("not deepbet 1.0.2's bbox_model.pt", path)
+    state = read_state_dict(path)
+    wanted = DeepBetEncoder().state_dict()
+    tensors = {k: state[k].detach().to(torch.float32).contiguous() for k in sorted(wanted)}
+    meta = {"source": f"deepbet {DEEPBET_VERSION} {MODEL_FILE}", "source_sha256": PINNED_SHA256[MODEL_FILE],
+            "license": "MIT, Copyright (c) 2023 Medical Machine Learning Lab - University of Muenster"}
+    return write_bytes(Path(dst), save(tensors, metadata=meta))
 
 
 def to_canonical(vol: np.ndarray, affine: np.ndarray | None) -> np.ndarray:

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from synthkit import noise as noise_rule
 from synthkit.config import AutoencoderConfig
 from synthkit.networks.conv import Conv3d
 from synthkit.networks.norm import GroupNormSiLU
@@ -161,7 +162,7 @@ class Autoencoder3D(nn.Module):
         mean, logvar = self.encode(x)
         z = mean
         if sample:
-            eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+            eps = noise_rule.randn(mean.shape, generator, mean.device, mean.dtype)
             z = mean + torch.exp(0.5 * logvar) * eps
         return self.decode(z), mean, logvar
 

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from synthkit import noise as noise_rule
 from synthkit.config import GanConfig
 
 
@@ -56,13 +57,12 @@ def seeded_dropout(x: torch.Tensor, p: float,
     if generator is None or p <= 0.0:
         return x
     if isinstance(generator, torch.Generator):
-        keep = torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float32) >= p
+        keep = noise_rule.rand(x.shape, generator, x.device) >= p
     else:
         if len(generator) != x.shape[0]:
             raise ValueError(f"got {len(generator)} generators for a batch of {x.shape[0]}")
         one = (1, *x.shape[1:])
-        keep = torch.cat([torch.rand(one, generator=g, device=x.device, dtype=torch.float32)
-                          for g in generator]) >= p
+        keep = torch.cat([noise_rule.rand(one, g, x.device) for g in generator]) >= p
     return x * keep.to(x.dtype) / (1.0 - p)
 
 

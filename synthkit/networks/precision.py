@@ -74,3 +74,17 @@ def autocast_context(
     dtype = torch.bfloat16 if used == "bf16" else torch.float16
     with torch.autocast(device_type=dev.type, dtype=dtype):
         yield used
+
+
+def sampling_precision(requested: str | None, device: str | torch.device) -> str:
+    """The precision ``--precision requested`` samples in on ``device``: ``fp32`` (also for None);
+    ``bf16`` where it is native, else ``fp32`` (the caller says so); ``fp16`` on CUDA only: a
+    one-line :class:`~synthkit.errors.UsageError` anywhere else (CPU autocast has no fp16 path)."""
+    from synthkit.errors import UsageError
+
+    text = "fp32" if requested is None else str(requested)
+    if text not in ("fp32", "bf16", "fp16"):
+        raise UsageError(f"--precision {text!r}: choose fp32, bf16 or fp16")
+    if text == "fp16" and torch.device(device).type != "cuda":
+        raise UsageError(f"--precision fp16 needs a CUDA GPU (--device cuda), not {device}; use bf16 or fp32")
+    return resolve_precision(device, text)

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from synthkit import noise as noise_rule
 from synthkit.config import RunConfig
 from synthkit.errors import UsageError
 from synthkit.pipeline.pipeline import Pipeline, Progress
@@ -59,7 +60,7 @@ class DiffusionPipeline(Pipeline):
 
         self._check_batch(cond, seeds, background)
         c = cond.to(self.device)
-        gens = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seeds]
+        gens = [noise_rule.cpu_generator(int(s)) for s in seeds]
         out = sample(self.model, self.diffusion, c, sampler=sampler, steps=steps, eta=eta, generator=gens,
                      image_channels=self.image_channels, background=self.background_mask(c, background),
                      progress=progress, autocast=self.precision)

@@ -50,6 +50,14 @@ def default_batch_size(device: str) -> int:
     return CUDA_BATCH_SIZE if str(device).startswith("cuda") else 1
 
 
+def runtime_settings(pipe: Pipeline, batch_size: int | None) -> dict[str, Any]:
+    """How the volumes are computed, for a manifest: the device type (``cpu``/``cuda``), the
+    precision the network runs in and the batch size. Each changes the floating-point result, so a
+    resume under other values must not take over the earlier volumes."""
+    return {"device": torch.device(pipe.device).type, "precision": pipe.precision or "fp32",
+            "batch_size": default_batch_size(pipe.device) if batch_size is None else int(batch_size)}
+
+
 @dataclasses.dataclass(frozen=True)
 class Job:
     """One volume to make: ``key`` (unique; the manifest key), ``case`` (what the mask step

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from synthkit import noise as noise_rule
 from synthkit.config import RunConfig
 from synthkit.errors import UsageError
 from synthkit.pipeline.pipeline import Pipeline, Progress
@@ -68,9 +69,12 @@ class GanPipeline(Pipeline):
         its own generator (``seeds[i]``)."""
         self._check_batch(cond, seeds, background)
         c = cond.to(self.device, torch.float32)
-        gens = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seeds] \
+        gens = [noise_rule.cpu_generator(int(s)) for s in seeds] \
             if self.config.gan.sample_dropout else None
-        out = self.model(c, generator=gens).float()
+        from synthkit.networks.precision import autocast_context
+
+        with autocast_context(c.device, self.precision):
+            out = self.model(c, generator=gens).float()
         bg = self.background_mask(c, background)
         if bg is not None:
             out = torch.where(bg, torch.full_like(out, -1.0), out)

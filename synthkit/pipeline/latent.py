@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from synthkit import noise as noise_rule
 from synthkit.config import LATENT_AE_FOLDER as AE_FOLDER
 from synthkit.config import AutoencoderRunConfig, ConfigError, RunConfig
 from synthkit.errors import CheckpointError
@@ -189,7 +190,7 @@ class LatentPipeline(DiffusionPipeline):
 
         self._check_batch(cond, seeds, background)
         c = cond.to(self.device, torch.float32)
-        gens = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seeds]
+        gens = [noise_rule.cpu_generator(int(s)) for s in seeds]
         total: list[int] = [0]
 
         def step(done: int, n: int) -> None:

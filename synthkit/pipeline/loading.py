@@ -68,10 +68,13 @@ def load(run: str | Path, device: str = "cpu", *, precision: str | None = None) 
     (``kind_class(config.model_type).from_run(...)``).
 
     CheckpointError if it is not a run, its kind is unknown or its weights do not fit.
-    ``precision``: autocast of the network calls (None = fp32, the tested default).
+    ``precision``: autocast of the network calls: None/``fp32`` (the tested default), ``bf16``
+    (fp32 where bf16 is not native: ``pipe.precision`` says what is used) or ``fp16`` (CUDA only;
+    UsageError elsewhere).
     """
     import torch
 
+    from synthkit.networks.precision import sampling_precision
     from synthkit.pipeline.registry import kind_class
 
     run_dir = resolve_run(run)
@@ -82,4 +85,5 @@ def load(run: str | Path, device: str = "cpu", *, precision: str | None = None) 
         cls = kind_class(cfg.model_type)
     except UsageError as e:
         raise CheckpointError(f"bad run config ({e})", run_dir / "config.json") from None
-    return cls.from_run(run_dir, cfg, str(device), precision)
+    used = sampling_precision(precision, device)
+    return cls.from_run(run_dir, cfg, str(device), None if used == "fp32" else used)

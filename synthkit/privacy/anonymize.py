@@ -251,6 +251,7 @@ def anonymize(
     feature_weights: str | Path | None = None,
     device: str = "cpu",
     batch_size: int | None = None,
+    precision: str | None = None,
     reference: Reference | None = None,
     on_case: Callable[[], None] | None = None,
     on_note: Callable[[str], None] | None = None,
@@ -283,14 +284,16 @@ def anonymize(
         raise UsageError("the prepared reference was made with other check settings")
     _check_paths(out, src, holdout if reference is None else reference.holdout_path, mapping)
     cohort = discover_cohort(src, need_images=False)
-    gen = load(run, device)
+    gen = load(run, device, precision=precision)
     train_path = reference.train_path if reference is not None else \
         Path(train_cohort) if train_cohort is not None else recorded_train_cohort(gen.run_dir)
     if train_path is None and s.privacy_gate:
         raise UsageError("the run does not record its training cohort; pass --train-cohort PATH "
                          "(or --no-privacy-gate to skip the memorization check)")
     has_holdout = (reference.holdout_path if reference is not None else holdout) is not None
-    fp = _fingerprint(gen, s, len(cohort.cases), has_holdout)
+    from synthkit.pipeline.engine import runtime_settings
+
+    fp = {**_fingerprint(gen, s, len(cohort.cases), has_holdout), **runtime_settings(gen, batch_size)}
     if not (out / MANIFEST).is_file() and out.exists() and any(out.iterdir()):
         raise UsageError("the output folder exists and is not an anonymize output; choose a new --out", out)
     priv = PrivacyRun()

@@ -114,7 +114,7 @@ def audit(
     Returns the result and, per flagged volume, the aligned (synthetic, training) pair for the
     report. Unreadable cases are listed in ``result.cohort["errors"]`` unless ``strict``."""
     settings = settings or CheckSettings()
-    extractor = make_extractor(feature_weights, seed=settings.seed) if settings.use_features else None
+    extractor = make_extractor(feature_weights, seed=settings.seed, device=device) if settings.use_features else None
     errors: list[dict[str, str]] = []
     tr = load_set(train, "training", settings, extractor, errors=errors, strict=strict, on_case=on_case)
     ho = None

@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from synthkit import noise as noise_rule
 from synthkit.config import AutoencoderRunConfig, RunConfig, to_dict
 from synthkit.errors import SynthkitError, UsageError
 from synthkit.training import checkpoint as ckpt
@@ -88,6 +89,7 @@ class AutoencoderTrainer:
                  device: str = "cpu", progress: Any = None, cache_dir: str | Path | None = None,
                  on_note: Callable[[str], None] | None = None, init: str | Path | None = None):
         from synthkit.io import discover_cohort
+        from synthkit.recipes import demo_settings_note
 
         self.run_dir = Path(run_dir)
         self.device = device
@@ -99,6 +101,10 @@ class AutoencoderTrainer:
         if not hasattr(cohort, "cases"):
             cohort = discover_cohort(cohort)
         self.cfg = fit_autoencoder_config(cfg, cohort)
+        line = demo_settings_note(self.cfg.recipe, self.cfg.preset, self.cfg.train.steps,
+                                  self.cfg.preprocess.target_shape, len(cohort.cases), any_grid=True)
+        if line:
+            self.note(line)
         continuing = resume and latest is not None
         if self.cfg.freeze_encoder and init is None and not continuing:
             raise UsageError("--freeze-encoder trains a decoder for an existing encoder: give it with --init AE")
@@ -193,7 +199,7 @@ class AutoencoderTrainer:
             raise UsageError("--precision fp16 is not supported for the autoencoder; use fp32 or bf16")
         if self.precision.note:
             self.note(self.precision.note)
-        self.generator = torch.Generator().manual_seed((int(tc.seed) * 1_000_003 + 29) % 2**63)
+        self.generator = noise_rule.cpu_generator((int(tc.seed) * 1_000_003 + 29) % 2**63)
 
     def _restore(self, path: Path) -> None:
         state = ckpt.load_checkpoint(path)
@@ -267,8 +273,8 @@ class AutoencoderTrainer:
         Gaussian noise before decoding; both from the run's generator."""
         mean, logvar = self.model.encode(x)
         g = self.generator
-        eps = torch.randn(mean.shape, generator=g, device=mean.device, dtype=mean.dtype)
-        extra = torch.randn(mean.shape, generator=g, device=mean.device, dtype=mean.dtype)
+        eps = noise_rule.randn(mean.shape, g, mean.device, mean.dtype)
+        extra = noise_rule.randn(mean.shape, g, mean.device, mean.dtype)
         sigma = self.cfg.decoder_noise / float(self.cfg.scale_factor or 1.0)
         return self.model.decode(mean + torch.exp(0.5 * logvar) * eps + sigma * extra), mean, logvar
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from synthkit import noise as noise_rule
+
 
 @torch.no_grad()
 def write_latent_preview(trainer: Any, step: int, ae_dir: Path, sampling_steps: int = 8) -> None:
@@ -22,7 +24,7 @@ def write_latent_preview(trainer: Any, step: int, ae_dir: Path, sampling_steps: 
     item, real = latent[0], latent.base[0]
     ae, ae_cfg = load_autoencoder(ae_dir, trainer.device)
     model = trainer.ema.model
-    g = torch.Generator(device=trainer.device).manual_seed(trainer.cfg.train.seed)
+    g = noise_rule.cpu_generator(trainer.cfg.train.seed)
     steps = max(1, min(sampling_steps, int(trainer.cfg.diffusion.timesteps)))
     was = model.training
     model.eval()

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from synthkit import noise as noise_rule
 from synthkit.config import GanConfig, RunConfig
 from synthkit.errors import UsageError
 from synthkit.training import checkpoint as ckpt
@@ -130,7 +131,7 @@ class GanTrainer(Trainer):
                   {"params": [p for n in self.discs for p in n.parameters()]}]
         self.optimizer = torch.optim.Adam(groups, lr=self._lr(0), betas=tuple(cfg.gan.betas))
         self.scaler = None
-        self.generator = torch.Generator(device=self.device).manual_seed(_gen_seed(tc.seed, 0))
+        self.generator = noise_rule.cpu_generator(_gen_seed(tc.seed, 0))  # same noise on any device
         self._start_or_resume(resume, latest)
 
     def _fit_config(self, cfg: RunConfig, cohort: Any) -> RunConfig:
@@ -173,7 +174,7 @@ class GanTrainer(Trainer):
             self.note(f"preview skipped ({e})")
             return
         item = self.dataset[0]
-        g = torch.Generator(device=self.device).manual_seed(self.cfg.train.seed)
+        g = noise_rule.cpu_generator(self.cfg.train.seed)
         noise = g if self.cfg.gan.sample_dropout else None
         synth = self.ema.model(item["cond"][None].to(self.device), generator=noise)[0].float().cpu().numpy()
         real, labels = item["image"].numpy(), item["labels"].numpy()

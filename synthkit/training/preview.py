@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from synthkit import noise as noise_rule
+
 HEAD_NAMES = {"head", "brain", "body", "foreground", "skull", "whole_head"}
 
 
@@ -38,7 +40,7 @@ def write_preview(model: torch.nn.Module, diffusion: Any, item: dict[str, torch.
     cond = item["cond"][None].to(device)
     image = item["image"]
     channels = int(image.shape[0])
-    g = torch.Generator(device=device).manual_seed(seed)
+    g = noise_rule.cpu_generator(seed)
     steps = max(1, min(sampling_steps, int(diffusion.num_timesteps) if hasattr(diffusion, "num_timesteps") else sampling_steps))
     was_training = model.training
     model.eval()

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from synthkit import noise as noise_rule
 from synthkit.config import RunConfig
 from synthkit.errors import UsageError
 from synthkit.training import checkpoint as ckpt
@@ -79,7 +80,7 @@ class TrainerSetup:
         if self.precision.note and d.is_main:
             self.note(self.precision.note)
         self.scaler = self.precision.make_scaler()
-        self.generator = torch.Generator(device=self.device).manual_seed(generator_seed(tc.seed, d.rank))
+        self.generator = noise_rule.cpu_generator(generator_seed(tc.seed, d.rank))  # same noise on any device
         self.diffusion = GaussianDiffusion(cfg.diffusion)
         if hasattr(self.diffusion, "to"):
             self.diffusion = self.diffusion.to(self.device)
@@ -111,6 +112,13 @@ class TrainerSetup:
         if not hasattr(cohort, "cases"):
             cohort = discover_cohort(cohort)
         cfg = self._fit_config(cfg, cohort)
+        if self.dist.is_main and cfg.model_type in ("ddpm", "latent"):  # recipes are Med-DDPM settings
+            from synthkit.recipes import demo_settings_note
+
+            line = demo_settings_note(cfg.recipe, cfg.preset, cfg.train.steps, cfg.preprocess.target_shape,
+                                      len(cohort.cases))
+            if line:
+                self.note(line)
         if resume and latest is not None and cfg_path.exists():
             why = self._resume_mismatch(RunConfig.load(cfg_path), cfg)
             if why:
