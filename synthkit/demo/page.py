@@ -43,7 +43,7 @@ def _failed(stage: Any) -> str | None:
 
 
 def _fmt(d: dict | None, digits: int = 3) -> str:
-    return "n/a" if not d else f"{d['value']:.{digits}g}"
+    return "n/a" if not d or d.get("value") is None else f"{d['value']:.{digits}g}"
 
 
 def _label_reading(model: dict[str, Any], real: dict[str, Any]) -> list[str]:

@@ -8,6 +8,8 @@ The metrics are functions (MONAI style); their modules are private (``_fid``, ``
     fid(feats_real, feats_synth); mmd(feats_real, feats_synth)     # (N, F) features
     prdc(feats_real, feats_synth, k=5)             # {"precision", "recall", "density", "coverage"}
     ms_ssim(x, y, data_range=1.0)                  # (N, C, D, H, W) -> (N,)
+    label_contrast(image, mask, label=2)           # (D, H, W) -> the label's contrast to its shell
+    cjv(wm_values, gm_values); spectral_slope(power, modes)
 
 Names are exported lazily (torch loads only when one is used).
 """
@@ -33,9 +35,16 @@ _API: dict[str, str] = {
     "make_extractor": "synthkit.metrics.extractors",
     "load_set": "synthkit.metrics.evaluate",
     "write_report": "synthkit.metrics.report",
+    "label_contrast": "synthkit.metrics.label_fidelity",
+    "cjv": "synthkit.metrics.tissue",
+    "log_spectral_distance": "synthkit.metrics.tissue",
+    "spectral_slope": "synthkit.metrics.tissue",
+    "tissue_profile": "synthkit.metrics.tissue",
+    "write_controls": "synthkit.metrics.baselines",
 }
 _MODULES = {"medicalnet", "deepbet", "extractors", "features", "baselines", "reader_study", "paired",
-            "bootstrap", "c2st", "evaluate", "report", "weights"}
+            "bootstrap", "c2st", "evaluate", "report", "weights", "label_fidelity", "tissue", "consistency",
+            "fidelity", "tables", "nnunet_segmenter"}
 
 __all__ = [
     "Extractor",
@@ -43,6 +52,8 @@ __all__ = [
     "baselines",
     "bootstrap",
     "c2st",
+    "cjv",
+    "consistency",
     "deepbet",
     "diversity",
     "evaluate",
@@ -50,21 +61,31 @@ __all__ = [
     "feature_stats",
     "features",
     "fid",
+    "fidelity",
     "frechet_distance",
+    "label_contrast",
+    "label_fidelity",
     "load_set",
+    "log_spectral_distance",
     "make_extractor",
     "mean_interval",
     "medicalnet",
     "mmd",
     "ms_ssim",
     "mse",
+    "nnunet_segmenter",
     "paired",
     "prdc",
     "reader_study",
     "report",
     "resolve_settings",
+    "spectral_slope",
     "split_half_floor",
+    "tables",
+    "tissue",
+    "tissue_profile",
     "weights",
+    "write_controls",
     "write_report",
 ]
 

@@ -40,7 +40,8 @@ def _contrast_figure(result: dict, real: Any, synths: Sequence[Any], path: Path,
     axes = np.atleast_1d(fig.subplots(1, len(labels)))
     for ax, (name, value) in zip(axes, labels):
         for k, s in enumerate(sets):
-            v = np.array([np.nanmean(c.contrast[value]) for c in s.fidelity if value in c.contrast])
+            v = np.array([np.nanmean(c.contrast[value]) for c in s.fidelity
+                          if value in c.contrast and np.isfinite(c.contrast[value]).any()])
             v = v[np.isfinite(v)]
             x = k + np.linspace(-0.2, 0.2, max(len(v), 1))[: len(v)]
             ax.scatter(x, v, s=10, alpha=0.7, color=_colour(k))
@@ -48,7 +49,7 @@ def _contrast_figure(result: dict, real: Any, synths: Sequence[Any], path: Path,
                 ax.plot([k - 0.3, k + 0.3], [np.median(v)] * 2, color=_colour(k), lw=2)
         ax.axhline(0.0, color="#999", lw=0.8)
         ax.set_xticks(range(len(sets)))
-        ax.set_xticklabels([s.name[:18] for s in sets], rotation=35, ha="right", fontsize=7)
+        ax.set_xticklabels([s.name.removeprefix("control: ")[:22] for s in sets], rotation=35, ha="right", fontsize=7)
         ax.set_title(f"{name}: contrast per case", fontsize=9)
     fig.tight_layout()
     return save(fig, path)
@@ -95,12 +96,14 @@ def _spectra_figure(real: Any, synths: Sequence[Any], path: Path, save: Callable
         spec = mean_spectrum([c.tissue for c in s.fidelity], 0)
         if spec.size:
             freq = np.arange(1, spec.size + 1) / (2 * spec.size)
-            ax.loglog(freq, spec, color=_colour(k), lw=2 if k == 0 else 1.2, label=("real: " if k == 0 else "") + s.name[:30])
+            real_line = {"color": "black", "ls": "--", "lw": 2, "zorder": 5} if k == 0 else {"color": _colour(k), "lw": 1.2}
+            ax.loglog(freq, spec, label=("real: " if k == 0 else "") + s.name[:30], **real_line)
     ax.axvline(HF_CUTOFF, color="#999", ls=":", lw=1)
     ax.set_xlabel("spatial frequency (cycles / voxel)")
     ax.set_ylabel("normalised power")
     ax.set_title("tissue power spectrum (patches inside the head, away from labels)", fontsize=9)
-    ax.legend(fontsize=6)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=6)
     fig.tight_layout()
     return save(fig, path)
 
@@ -118,7 +121,8 @@ def _tissue_hist_figure(real: Any, synths: Sequence[Any], path: Path, save: Call
                     label=("real: " if k == 0 else "") + s.name[:30])
     ax.set_xlabel("tissue intensity (z-scored per volume)")
     ax.set_ylabel("density")
-    ax.legend(fontsize=6)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=6)
     fig.tight_layout()
     return save(fig, path)
 
