@@ -45,7 +45,7 @@ echo "wheel-smoke: synthkit cohort demo / sample --model demo-latent / evaluate 
 "$SK" cohort demo real --n 6 --size 32 --seed 0 --quiet
 "$SK" sample real --model demo-latent --out synth --sampler ddim --steps 2 --quiet
 test "$(ls synth/imagesTr | wc -l)" = 6
-"$SK" evaluate real synth --n-boot 10 --diversity-pairs 2 --no-cache --json eval.json --quiet
+"$SK" evaluate real synth --n-boot 10 --diversity-pairs 2 --seg-steps 50 --no-cache --json eval.json --quiet
 "$PY" - <<'EOF'
 import json
 r = json.load(open("eval.json"))

@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
         reader_study: Annotated[tuple[int, Path] | None, typer.Option("--reader-study", help="N DIR: write a blinded reader-study kit (N real + N synthetic slices of the first synthetic set).", show_default=False)] = None,
         fidelity: Annotated[bool, typer.Option("--fidelity/--no-fidelity", help="Label fidelity (each label's contrast; Dice of a segmenter trained on the real set, against the masks the volumes were generated from) and tissue realism (intensity distance, CJV, power spectrum), each beside its real-vs-real reference.")] = True,
         segmenter: Annotated[str, typer.Option("--segmenter", help="Segmenter for label fidelity: 'synthkit' (a small U-Net trained on two halves of the real set, cached by the real cohort's content) or 'nnunet:MODEL_FOLDER' (your trained nnU-Net v2 model, run by nnunetv2's own predictor. nnU-Net checkpoints are torch pickles that nnunetv2 loads itself, and loading a pickle can run code: give only a model folder from a source you trust; synthkit never unpickles files itself).")] = "synthkit",
-        seg_grid: Annotated[int, typer.Option("--seg-grid", help="Grid (voxels per side) the synthkit segmenter trains and predicts on.", min=16)] = 64,
+        seg_grid: Annotated[int, typer.Option("--seg-grid", help="Grid (voxels per side) the synthkit segmenter trains and predicts on (at most the evaluation grid's).", min=16)] = 64,
         seg_steps: Annotated[int, typer.Option("--seg-steps", help="Training steps of each synthkit segmenter half.", min=1)] = 600,
         controls: Annotated[bool, typer.Option("--controls", help="Also score four controls built from the real set (blurred, noise in mask, labels erased, texture scrambled): each metric should flag the control made to fail it.")] = False,
         strict: Annotated[bool, typer.Option("--strict", help="Stop at the first unreadable case instead of skipping it.")] = False,
@@ -65,13 +65,13 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"--feature-depth must be 10, 18, 34 or 50, got {feature_depth}")
         for folder in (real, *synth):
             ev.list_cases(folder)  # a missing/empty folder is one error line before any work
-        opts, external = _fidelity_options(fidelity, segmenter, seg_grid, seg_steps, seed, device)
+        grid = ev.grid_of(real)
+        opts, external = _fidelity_options(fidelity, segmenter, min(seg_grid, *grid), seg_steps, seed, device)
         seed_everything(seed)
         extractor = ev.make_extractor(feature_weights, feature_depth, seed=seed, device=device, features=value_of(features))
         if extractor.kind == "random":
             err_console.print(f"synthkit: WARNING: {ev.RANDOM_WARNING}", style="bold red", markup=False)
         cache = None if no_cache else (cache_dir or default_cache_dir())
-        grid = ev.grid_of(real)
         names: list[str] = []
         for p in synth:
             n = p.resolve().name or str(p)

@@ -158,11 +158,12 @@ img{{max-width:100%}}pre{{background:#f4f4f4;padding:8px;overflow-x:auto;font-si
 <h1>synthkit evaluation</h1>{warning}{extractor}
 <p>Real set: <b>{esc(real.name)}</b> (n={result['real']['n']}); synthetic sets: {esc(', '.join(s.name for s in synths))}.
 Values are point estimate ± std (bootstrap replicates for FID/MMD, items for MSE/MS-SSIM).</p>
+{fidelity}
+<h2>Feature distances and MS-SSIM (Table I of Med-DDPM)</h2>
 <table><tr>{head}</tr>{body}</table>
 <h3>Precision, recall, density, coverage (k = {result['settings']['prdc']['k']}, Naeem et al. 2020)</h3>
 <table><tr>{prdc_head}</tr>{prdc_body}</table>
 <h3>95% intervals</h3><table><tr><th>Method</th><th>MSE</th><th>MMD</th><th>3D-FID</th><th>MS-SSIM (diversity)</th><th>MS-SSIM (paired)</th><th>Precision</th><th>Recall</th><th>Density</th><th>Coverage</th></tr>{ci_rows}</table>
-{fidelity}
 {sections}
 <h2>Settings</h2><pre>{esc(json.dumps(result['settings'], indent=2))}</pre>
 {'<p>Unreadable cases skipped (details on the terminal): ' + esc(json.dumps(skipped)) + '</p>' if skipped else ''}
