@@ -139,12 +139,13 @@ def test_resume_keeps_done_outputs_and_regenerates_missing(cli, world, tmp_path)
 
 
 def test_one_failing_case_does_not_lose_the_others(cli, world, tmp_path):
+    """A readable file that cannot be used (a 2-D mask) fails its case only."""
     import shutil
 
     _root, _, _, cohort = world
     bad = tmp_path / "cohort"
     shutil.copytree(cohort, bad)
-    (bad / "masks" / f"{CASES[1]}.nii.gz").write_bytes(b"not a nifti")
+    nib.save(nib.Nifti1Image(np.ones((16, 16), np.uint8), np.eye(4)), str(bad / "masks" / f"{CASES[1]}.nii.gz"))
     args = _args(world, tmp_path / "out")
     args[1] = bad
     res = cli(*args)
@@ -152,6 +153,25 @@ def test_one_failing_case_does_not_lose_the_others(cli, world, tmp_path):
     assert "1 case(s) failed" in res.output
     assert len(list((tmp_path / "out" / "imagesTr").glob("*.nii.gz"))) == 2
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["n_failed"] == 1
+
+
+def test_unreadable_input_file_stops_the_run_before_anything_is_written(cli, world, tmp_path):
+    """The identifier scan fails closed: a NIfTI whose header cannot be read is named in one
+    stderr line, the exit code is non-zero and no output folder is made."""
+    import shutil
+
+    _root, _, _, cohort = world
+    bad = tmp_path / "cohort"
+    shutil.copytree(cohort, bad)
+    broken = bad / "masks" / f"{CASES[1]}.nii.gz"
+    broken.write_bytes(b"not a nifti")
+    args = _args(world, tmp_path / "out")
+    args[1] = bad
+    res = cli(*args)
+    assert res.exit_code != 0 and "Traceback" not in res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and str(broken) in lines[0] and "identifiers" in lines[0], res.output
+    assert not (tmp_path / "out").exists()
 
 
 def test_usage_errors(cli, world, tmp_path):
@@ -248,6 +268,21 @@ def test_self_check_needles_come_from_tags_names_and_headers(world):
     needles = identifier_needles(discover_cohort(world[3], need_images=False))
     for s in (NAME, "DOE JOHNATHAN", PID, BIRTH, INSTITUTION, REFERRER, SHORT_ID, *CASES):
         assert s in needles
+
+
+def test_identifier_scan_fails_closed_naming_the_file(world, tmp_path):
+    import shutil
+
+    from synthkit.io import discover_cohort
+    from synthkit.privacy.identifiers import IdentifierScanError, identifier_needles
+
+    bad = tmp_path / "cohort"
+    shutil.copytree(world[3], bad)
+    broken = bad / "masks" / f"{CASES[0]}.nii.gz"
+    broken.write_bytes(b"\x1f\x8b not a gzip stream")
+    with pytest.raises(IdentifierScanError, match="cannot read the NIfTI header") as e:
+        identifier_needles(discover_cohort(bad, need_images=False))
+    assert str(broken) in str(e.value) and "\n" not in str(e.value)
 
 
 def test_self_check_fails_the_run_when_a_short_id_reaches_the_output(cli, world, tmp_path, monkeypatch):
