@@ -314,7 +314,7 @@ def anonymize(
     if train_path is not None:
         priv.ref = reference or prepare_reference(train_path, s.check, holdout=holdout,
                                                   feature_weights=feature_weights, note=note)
-        gate = priv.start(s.gate_linkage, cohort, previous, note, on_attempt)
+        gate = priv.start(s.gate_linkage, cohort, previous, note, on_attempt, n_volumes=len(cohort.cases) * s.per_case)
         result.privacy_checked = True
 
     engine = _engine(gen, s, cohort, gate, batch_size, progress)

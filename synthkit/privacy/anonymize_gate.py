@@ -69,8 +69,8 @@ class Reference:
         return len(self.checker.train)
 
     def calibration(self) -> dict[str, Any]:
-        """The calibration record with the planted-copy self-test (computed once)."""
-        if self._calibration is None:
+        """The calibration record with the planted-copy self-test (computed once per run size)."""
+        if self._calibration is None or self._calibration.get("n_synthetic") != self.checker.n_synthetic:
             self._calibration = self.checker.calibration_record(planted_check=True)
         return self._calibration
 
@@ -195,13 +195,17 @@ class PrivacyRun:
     not_computed: list[str] = field(default_factory=list)
 
     def start(self, gate_linkage: bool | None, cohort: Any, previous: dict[str, Any], note: Callable[[str], None],
-              on_attempt: Any = None) -> Callable[..., dict[str, Any]]:
-        """Calibration (the earlier run's when resuming: thresholds never change halfway), the
-        inputs that are training subjects, the linkage gate (``gate_linkage`` None: on when some
-        input is a training subject); returns the engine's gate (:func:`make_gate`)."""
+              on_attempt: Any = None, n_volumes: int | None = None) -> Callable[..., dict[str, Any]]:
+        """Calibration for a run of ``n_volumes`` volumes (default: one per input case; the
+        earlier run's when resuming: thresholds never change halfway), the inputs that are
+        training subjects, the linkage gate (``gate_linkage`` None: on when some input is a
+        training subject); returns the engine's gate (:func:`make_gate`)."""
         if self.ref is None:
             raise ValueError("PrivacyRun.start needs a reference")
+        self.ref.checker.n_synthetic = max(1, n_volumes or len(cohort.cases))
         self.calibration = previous.get("calibration") or self.ref.calibration()
+        if not self.ref.checker.rule.calibrated:
+            note(f"memorization check: {self.ref.checker.rule.statement}")
         sources = source_columns(cohort, self.ref)
         self.n_linked_inputs = len(sources)
         self.gate_linkage = bool(sources) if gate_linkage is None else gate_linkage
