@@ -53,6 +53,12 @@ def _dicom_cohort(root: Path) -> Path:
     return root
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    """Each test its own synthkit cache: nothing computed in one test is reused by another."""
+    monkeypatch.setenv("SYNTHKIT_CACHE_DIR", str(tmp_path / "synthkit_cache"))
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     from synthkit.config import (
@@ -516,3 +522,39 @@ def test_holdout_adds_membership_inference_and_calibrates_the_flag(cli, world, t
     assert deid.scan_for_identifiers(out, [f"case_{i:03d}" for i in [*range(5), *range(20, 24)]]) == []
     res = cli(*_args(world, tmp_path / "out2", "--holdout", tmp_path / "missing"))
     assert res.exit_code == 2 and "--holdout" in res.output and "Traceback" not in res.output
+
+
+def test_training_side_is_cached_by_content_and_a_hit_decides_identically(cli, world, tmp_path):
+    """The second run reads the training side from the cache (named by hashes only, no case id
+    inside) and makes exactly the same privacy records and calibration as the first."""
+    import re
+
+    root, train_dir, _run, _cohort = world
+    first = cli(*_args(world, tmp_path / "a")[:-1])
+    assert first.exit_code == 0, first.output
+    assert "read from the cache" not in first.output
+    second = cli(*_args(world, tmp_path / "b")[:-1])
+    assert second.exit_code == 0, second.output
+    assert "training side read from the cache" in second.output
+    a, b = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("a", "b"))
+    assert a["privacy"]["calibration"] == b["privacy"]["calibration"]
+    assert [c["attempts"] for c in a["cases"]] == [c["attempts"] for c in b["cases"]]
+    files = sorted((tmp_path / "synthkit_cache" / "privacy").iterdir())
+    assert [f.suffix for f in files] == [".json", ".safetensors"]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", f.stem) for f in files)
+    text = files[0].read_text() + files[1].read_bytes()[:4096].decode("latin-1")
+    for case in (p.name.split(".")[0] for p in (train_dir / "labelsTr").iterdir()):
+        assert case not in text
+    # a changed training file gives a new entry, not a stale hit
+    import shutil
+
+    moved = tmp_path / "train2"
+    shutil.copytree(train_dir, moved)
+    img = sorted((moved / "imagesTr").iterdir())[0]
+    data = nib.load(str(img))
+    nib.save(nib.Nifti1Image(np.asarray(data.dataobj) * 1.01, data.affine), str(img))
+    args = _args(world, tmp_path / "c")[:-1]
+    args[args.index("--train-cohort") + 1] = moved
+    third = cli(*args)
+    assert third.exit_code == 0 and "read from the cache" not in third.output
+    assert len(list((tmp_path / "synthkit_cache" / "privacy").glob("*.json"))) == 2

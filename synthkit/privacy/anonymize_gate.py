@@ -84,26 +84,41 @@ class Reference:
 
 def prepare_reference(train_path: str | Path, check: CheckSettings, *, holdout: str | Path | None = None,
                       feature_weights: str | Path | None = None,
-                      note: Callable[[str], None] | None = None) -> Reference:
-    """Read and prepare the training cohort (and ``holdout``) for the check; hash the training masks."""
+                      note: Callable[[str], None] | None = None, cache: bool | str | Path = True) -> Reference:
+    """Read and prepare the training cohort (and ``holdout``) for the check; hash the training
+    masks. ``cache``: keep the result in synthkit's cache folder (or this folder) by the content
+    of the cohorts, and reuse it (:mod:`synthkit.privacy.reference_cache`); False recomputes."""
+    from synthkit.io import discover_cohort
     from synthkit.privacy.audit import load_set, make_extractor
+    from synthkit.privacy.reference_cache import load_checker
 
     extractor = make_extractor(feature_weights, seed=check.seed) if check.use_features else None
-    errors: list[dict[str, str]] = []
-    train = load_set(train_path, "training", check, extractor, errors=errors)
-    if holdout is None and len(train) < 4:
-        raise UsageError("the memorization check needs at least 4 readable training volumes", train_path)
-    ho = load_set(holdout, "holdout", check, extractor, errors=errors) if holdout is not None else None
-    if ho is not None and len(ho) < 3:
-        raise UsageError("the holdout cohort needs at least 3 readable volumes", holdout)
-    try:
-        checker = MemorizationChecker(train, ho, check, extractor)
-    except ValueError as e:
-        raise UsageError(str(e), train_path) from None
-    if errors and note is not None:
-        note(f"{len(errors)} training/holdout case(s) could not be read and are not compared against")
-    return Reference(checker, Path(train_path), Path(holdout) if holdout is not None else None,
-                     _training_digests(Path(train_path), checker.train.ids))
+
+    def compute() -> tuple[MemorizationChecker, dict[str, int], int]:
+        errors: list[dict[str, str]] = []
+        train = load_set(train_path, "training", check, extractor, errors=errors)
+        if holdout is None and len(train) < 4:
+            raise UsageError("the memorization check needs at least 4 readable training volumes", train_path)
+        ho = load_set(holdout, "holdout", check, extractor, errors=errors) if holdout is not None else None
+        if ho is not None and len(ho) < 3:
+            raise UsageError("the holdout cohort needs at least 3 readable volumes", holdout)
+        try:
+            checker = MemorizationChecker(train, ho, check, extractor)
+        except ValueError as e:
+            raise UsageError(str(e), train_path) from None
+        return checker, _training_digests(Path(train_path), checker.train.ids), len(errors)
+
+    if cache is False:
+        checker, digests, n_errors = compute()
+    else:
+        folder = None if cache is True else Path(cache)
+        entry = load_checker(discover_cohort(train_path), discover_cohort(holdout) if holdout is not None else None,
+                             check, extractor, compute, folder=folder,
+                             on_hit=lambda: note and note("memorization check: training side read from the cache"))
+        checker, digests, n_errors = entry.checker, entry.digests, entry.n_errors
+    if n_errors and note is not None:
+        note(f"{n_errors} training/holdout case(s) could not be read and are not compared against")
+    return Reference(checker, Path(train_path), Path(holdout) if holdout is not None else None, digests)
 
 
 def _training_digests(train_path: Path, train_ids: list[str]) -> dict[str, int]:

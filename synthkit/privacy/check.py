@@ -97,28 +97,33 @@ class MemorizationChecker:
     """Reference statistics and the calibrated rule for one training set (and holdout)."""
 
     def __init__(self, train: VolumeSet, holdout: VolumeSet | None = None, settings: CheckSettings | None = None,
-                 extractor: FeatureExtractor | None = None):
+                 extractor: FeatureExtractor | None = None, *,
+                 state: tuple[IdentityReference, Details] | None = None):
+        """``state``: the training side computed before (:attr:`identity_ref`, :attr:`reference`
+        for these very sets and settings, e.g. from :mod:`synthkit.privacy.reference_cache`)."""
         self.settings = s = settings or CheckSettings()
         self.train = train
         self.holdout = holdout if holdout is not None and len(holdout) > 0 else None
         self.extractor = extractor if s.use_features else None
         if len(train) < 2:
             raise ValueError("the memorization check needs at least 2 training volumes")
-        self.identity_ref = IdentityReference(train.prepared, IdentitySettings(**{**asdict(s.identity),
-                                                                                "flips": s.flips}))
         self.use_ratio = s.use_ratio and self.holdout is not None
         self.use_feature_rule = self.extractor is not None and bool(getattr(self.extractor, "pretrained", True))
-        if self.holdout is not None:
-            self.reference_name = "holdout-to-train"
-            ref = self._match(self.holdout, exclude_self=False)
+        self.reference_name = "holdout-to-train" if self.holdout is not None else "train-to-train (leave-one-out)"
+        if state is not None:
+            self.identity_ref, ref = state
         else:
-            self.reference_name = "train-to-train (leave-one-out)"
-            ref = self._match(train, exclude_self=True)
+            self.identity_ref = IdentityReference(train.prepared, self.identity_settings())
+            ref = (self._match(self.holdout, exclude_self=False) if self.holdout is not None
+                   else self._match(train, exclude_self=True))
         self.reference = ref
         self.reference_values = self._values(ref)
         self.n_reference = len(ref.identity.similarity)
         self.n_synthetic = 1  # volumes the run-wide rate is shared over (run() and anonymize set it)
         self._rules: dict[int, calibration.Rule] = {}
+
+    def identity_settings(self) -> IdentitySettings:
+        return IdentitySettings(**{**asdict(self.settings.identity), "flips": self.settings.flips})
 
     @property
     def rule(self) -> calibration.Rule:
@@ -324,9 +329,9 @@ class MemorizationChecker:
         if self.holdout is None:
             out += ["closer_to_train: needs a holdout set (--holdout)",
                     "membership_inference: needs a holdout set (--holdout)",
-                    "calibration used train-to-train leave-one-out distances instead of holdout-to-train, a weaker "
-                    "reference (a training subject's nearest is one of n - 1 others, all in the template), so fresh "
-                    "volumes are flagged more often than alpha says: give --holdout"]
+                    ("calibration used train-to-train leave-one-out distances instead of holdout-to-train, a weaker "
+                     "reference (a training subject's nearest is one of n - 1 others, all in the template), so fresh "
+                     "volumes are flagged more often than alpha says: give --holdout")]
             if s.use_ratio and "ratio" in s.rules:
                 out.append("ratio rule: off without a holdout set (train-to-train nearest/second-nearest "
                            "ratios are too narrow a reference); ratios are still reported")
