@@ -548,16 +548,21 @@ def test_training_side_is_cached_by_content_and_a_hit_decides_identically(cli, w
     text = files[0].read_text() + files[1].read_bytes()[:4096].decode("latin-1")
     for case in (p.name.split(".")[0] for p in (train_dir / "labelsTr").iterdir()):
         assert case not in text
-    # a changed training file gives a new entry, not a stale hit
+    # a changed training file (or another check setting) gives another key, never a stale hit
     import shutil
+
+    from synthkit.io import discover_cohort
+    from synthkit.privacy.check import CheckSettings
+    from synthkit.privacy.reference_cache import cohort_key
 
     moved = tmp_path / "train2"
     shutil.copytree(train_dir, moved)
+    check = CheckSettings(shape=(16,) * 3)
+    key = cohort_key([discover_cohort(moved)], check, "features")
+    assert key == cohort_key([discover_cohort(train_dir)], check, "features")  # contents, not paths
     img = min((moved / "imagesTr").iterdir())
     data = nib.load(str(img))
     nib.save(nib.Nifti1Image(np.asarray(data.dataobj) * 1.01, data.affine), str(img))
-    args = _args(world, tmp_path / "c")[:-1]
-    args[args.index("--train-cohort") + 1] = moved
-    third = cli(*args)
-    assert third.exit_code == 0 and "read from the cache" not in third.output
-    assert len(list((tmp_path / "synthkit_cache" / "privacy").glob("*.json"))) == 2
+    assert cohort_key([discover_cohort(moved)], check, "features") != key
+    assert cohort_key([discover_cohort(train_dir)], CheckSettings(shape=(16,) * 3, max_shift=1), "features") != key
+    assert cohort_key([discover_cohort(train_dir)], check, "other features") != key
