@@ -111,3 +111,26 @@ def warped_copy(image: np.ndarray, rng: np.random.Generator, *, rotation: float 
         field = np.exp(bias * ndimage.zoom(rng.normal(size=(3, 3, 3)), np.asarray(size) / 3, order=3))
         out[ch] = x01 * field * hi
     return _rician(out, rng, noise * float(image.std())).astype(np.float32)
+
+
+def individual(indices, size: int = 16, seed: int = 0, prefix: str = "case_") -> list[tuple]:
+    """Items ``(id, image, affine, labels)`` of subjects that each have their OWN texture (an
+    anatomy the mask does not determine): what a model can only reproduce by memorising it."""
+    out = []
+    for i in indices:
+        img, lab, aff = subject(i, size, seed, texture(size, seed=10_000 + i))
+        out.append((f"{prefix}{i:03d}", img, aff, lab))
+    return out
+
+
+def write_cohort(root, items, channel: str = "T1") -> None:
+    """Write items as an nnU-Net raw cohort (``imagesTr``, ``labelsTr``, ``dataset.json``)."""
+    from pathlib import Path
+
+    from synthkit.io import write_nifti, write_nnunet_dataset_json
+
+    root = Path(root)
+    for cid, img, aff, lab in items:
+        write_nifti(root / "imagesTr" / f"{cid}_0000.nii.gz", img, aff)
+        write_nifti(root / "labelsTr" / f"{cid}.nii.gz", lab, aff, is_label=True)
+    write_nnunet_dataset_json(root, (channel,), {"background": 0, "head": 1, "tumour": 2}, len(items))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -18,9 +19,10 @@ def folders(tmp_path_factory):
     from synthkit.io.demo_cohort import write_demo_cohort
 
     root = tmp_path_factory.mktemp("pcli")
-    real = discover_cohort(write_demo_cohort(root / "real", n=14, size=SIZE, seed=0).root)
-    fresh = discover_cohort(write_demo_cohort(root / "fresh", n=5, size=SIZE, seed=3).root)
-    for name, cases in (("train", real.cases[:9]), ("holdout", real.cases[9:])):
+    # fresh subjects are drawn exactly like the holdout (the same generator): the null the flag is calibrated for
+    real = discover_cohort(write_demo_cohort(root / "real", n=19, size=SIZE, seed=0).root)
+    fresh = dataclasses.replace(real, cases=real.cases[14:])
+    for name, cases in (("train", real.cases[:9]), ("holdout", real.cases[9:14])):
         for c in cases:
             img, msk = read_image(c), read_mask(c)
             write_nifti(root / name / "imagesTr" / f"{c.case_id}_0000.nii.gz", img.data, img.affine)
@@ -70,6 +72,7 @@ def test_privacy_without_holdout_says_what_it_could_not_compute(cli, folders, tm
     assert "closer_to_train" not in data["cohort"]
     assert data["calibration"]["reference"].startswith("train-to-train")
     assert {v["id"] for v in data["volumes"] if v["flagged"]} == set(planted)
+    assert "weaker reference" in res.output
     assert all(v["feature_distance"] is None for v in data["volumes"])
 
 

@@ -59,7 +59,8 @@ def register(app: typer.Typer) -> None:
         feature_weights: Annotated[Path | None, typer.Option(help="MedicalNet weights for the feature space.")] = None,
         features: Annotated[bool, typer.Option("--features/--no-features", help="Also compare in feature space.")] = True,
         shape: Annotated[int, typer.Option(help="Comparison grid edge for the memorization check.")] = 32,
-        alpha: Annotated[float, typer.Option(help="False-positive rate per statistic of the copy flag.")] = 1e-4,
+        alpha: Annotated[float, typer.Option(help="False-positive rate of the copy flag for the whole run (shared "
+                         "over all volumes and statistics).")] = 0.05,
         seed: Annotated[int, typer.Option(help="Seed for output ids and sampling. It links outputs to inputs: keep it "
                         "private.")] = 0,
         mapping: Annotated[Path | None, typer.Option(help="Write the input->output id mapping here (must be "

@@ -29,7 +29,8 @@ def register(app: typer.Typer) -> None:
         max_shift: Annotated[int, typer.Option(help="Integer shifts searched per axis: [-s, s].")] = 2,
         flips: Annotated[bool, typer.Option("--flips/--no-flips", help="Also compare against left-right mirrored "
                          "training volumes.")] = True,
-        alpha: Annotated[float, typer.Option(help="Target false-positive rate per statistic for the copy flag.")] = 1e-4,
+        alpha: Annotated[float, typer.Option(help="False-positive rate of the copy flag for the whole run (shared "
+                         "over all synthetic volumes and statistics).")] = 0.05,
         seed: Annotated[int, typer.Option(help="Seed for the random feature network, the planted-copy check and "
                         "the membership attack's noise.")] = 0,
         model: Annotated[str | None, typer.Option("--model", help="The trained run (folder or model name) the "

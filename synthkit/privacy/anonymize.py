@@ -47,10 +47,12 @@ volumes and before the gate, membership inference with ``holdout``), sorted by o
 neither it nor anything else in OUT names an input, training or holdout case. The
 input->output mapping is written only on request, outside OUT. Re-running with the same
 arguments continues where a run stopped (finished volumes are kept); a case that fails is
-reported and the others go on. Finally OUT is scanned for every identifier of the input
-(:func:`synthkit.privacy.identifiers.identifier_needles`: case ids and path components, every
-PN/LO/SH/DA/DT/TM/UI/AS value of every DICOM file, NIfTI header text; short values as whole
-tokens), and for the training and holdout case ids, with
+reported and the others go on. Before anything is generated, every identifier of the input is
+collected (:func:`synthkit.privacy.identifiers.identifier_needles`: case ids and path components,
+every PN/LO/SH/DA/DT/TM/UI/AS value of every DICOM file, NIfTI header text; short values as whole
+tokens); an input file whose identifiers cannot be read stops the run there, with nothing
+written (the scan fails closed). Finally OUT is scanned for them, and for the training and
+holdout case ids, with
 :func:`synthkit.privacy.identifiers.scan_for_identifiers`; a hit fails the run.
 
 Output ids depend only on ``seed`` and the position of the case in the sorted input cohort:
@@ -285,6 +287,9 @@ def anonymize(
     _check_paths(out, src, holdout if reference is None else reference.holdout_path, mapping)
     cohort = discover_cohort(src, need_images=False)
     gen = load(run, device, precision=precision)
+    # the input's identifiers, read before anything is written: an unreadable file stops the run here
+    written_names = [*gen.config.data.channel_names, *gen.network_labels()]
+    needles = identifier_needles(cohort, exclude=written_names)
     train_path = reference.train_path if reference is not None else \
         Path(train_cohort) if train_cohort is not None else recorded_train_cohort(gen.run_dir)
     if train_path is None and s.privacy_gate:
@@ -312,7 +317,7 @@ def anonymize(
     if train_path is not None:
         priv.ref = reference or prepare_reference(train_path, s.check, holdout=holdout,
                                                   feature_weights=feature_weights, note=note)
-        gate = priv.start(s.gate_linkage, cohort, previous, note, on_attempt)
+        gate = priv.start(s.gate_linkage, cohort, previous, note, on_attempt, n_volumes=len(cohort.cases) * s.per_case)
         result.privacy_checked = True
 
     engine = _engine(gen, s, cohort, gate, batch_size, progress)
@@ -337,12 +342,12 @@ def anonymize(
     result.resumed = len(res.resumed)
     for _ in res.resumed:
         tick()
-    _finish(out, store, writer, cohort, gen, s, priv, previous, mapping, ids)
+    _finish(out, store, writer, cohort, gen, s, priv, previous, mapping, ids, needles)
     return result
 
 
 def _finish(out: Path, store: Any, writer: Any, cohort: Any, gen: Any, s: AnonymizeSettings, priv: PrivacyRun,
-            previous: dict[str, Any], mapping: str | Path | None, ids: list[str]) -> None:
+            previous: dict[str, Any], mapping: str | Path | None, ids: list[str], needles: list[str]) -> None:
     """The attacks, dataset.json, the manifest, the privacy report, the mapping (on request), the self-check."""
     from synthkit.privacy.anonymize_report import attacks_and_notes, write_privacy_report
 
@@ -358,9 +363,10 @@ def _finish(out: Path, store: Any, writer: Any, cohort: Any, gen: Any, s: Anonym
                  for i, case in enumerate(cohort.cases) for k in range(s.per_case)
                  if ids[i * s.per_case + k] in entries}
         deid.write_mapping(mapping, out, pairs)
-    # what the output carries by design (the model's channel and label names) is not identifying
+    # ``needles``: the input's identifiers less what the output carries by design (the model's
+    # channel and label names), collected before generation
     written_names = [*gen.config.data.channel_names, *gen.network_labels()]
-    needles = identifier_needles(cohort, exclude=written_names)
+    needles = list(needles)
     if priv.ref is not None:  # training and holdout ids too (short all-digit ones are too common to search)
         skip = {n.lower() for n in written_names}
         needles += [c for c in priv.ref.case_ids()

@@ -69,8 +69,8 @@ class Reference:
         return len(self.checker.train)
 
     def calibration(self) -> dict[str, Any]:
-        """The calibration record with the planted-copy self-test (computed once)."""
-        if self._calibration is None:
+        """The calibration record with the planted-copy self-test (computed once per run size)."""
+        if self._calibration is None or self._calibration.get("n_synthetic") != self.checker.n_synthetic:
             self._calibration = self.checker.calibration_record(planted_check=True)
         return self._calibration
 
@@ -84,26 +84,41 @@ class Reference:
 
 def prepare_reference(train_path: str | Path, check: CheckSettings, *, holdout: str | Path | None = None,
                       feature_weights: str | Path | None = None,
-                      note: Callable[[str], None] | None = None) -> Reference:
-    """Read and prepare the training cohort (and ``holdout``) for the check; hash the training masks."""
+                      note: Callable[[str], None] | None = None, cache: bool | str | Path = True) -> Reference:
+    """Read and prepare the training cohort (and ``holdout``) for the check; hash the training
+    masks. ``cache``: keep the result in synthkit's cache folder (or this folder) by the content
+    of the cohorts, and reuse it (:mod:`synthkit.privacy.reference_cache`); False recomputes."""
+    from synthkit.io import discover_cohort
     from synthkit.privacy.audit import load_set, make_extractor
+    from synthkit.privacy.reference_cache import load_checker
 
     extractor = make_extractor(feature_weights, seed=check.seed) if check.use_features else None
-    errors: list[dict[str, str]] = []
-    train = load_set(train_path, "training", check, extractor, errors=errors)
-    if holdout is None and len(train) < 4:
-        raise UsageError("the memorization check needs at least 4 readable training volumes", train_path)
-    ho = load_set(holdout, "holdout", check, extractor, errors=errors) if holdout is not None else None
-    if ho is not None and len(ho) < 3:
-        raise UsageError("the holdout cohort needs at least 3 readable volumes", holdout)
-    try:
-        checker = MemorizationChecker(train, ho, check, extractor)
-    except ValueError as e:
-        raise UsageError(str(e), train_path) from None
-    if errors and note is not None:
-        note(f"{len(errors)} training/holdout case(s) could not be read and are not compared against")
-    return Reference(checker, Path(train_path), Path(holdout) if holdout is not None else None,
-                     _training_digests(Path(train_path), checker.train.ids))
+
+    def compute() -> tuple[MemorizationChecker, dict[str, int], int]:
+        errors: list[dict[str, str]] = []
+        train = load_set(train_path, "training", check, extractor, errors=errors)
+        if holdout is None and len(train) < 4:
+            raise UsageError("the memorization check needs at least 4 readable training volumes", train_path)
+        ho = load_set(holdout, "holdout", check, extractor, errors=errors) if holdout is not None else None
+        if ho is not None and len(ho) < 3:
+            raise UsageError("the holdout cohort needs at least 3 readable volumes", holdout)
+        try:
+            checker = MemorizationChecker(train, ho, check, extractor)
+        except ValueError as e:
+            raise UsageError(str(e), train_path) from None
+        return checker, _training_digests(Path(train_path), checker.train.ids), len(errors)
+
+    if cache is False:
+        checker, digests, n_errors = compute()
+    else:
+        folder = None if cache is True else Path(cache)
+        entry = load_checker(discover_cohort(train_path), discover_cohort(holdout) if holdout is not None else None,
+                             check, extractor, compute, folder=folder,
+                             on_hit=lambda: note and note("memorization check: training side read from the cache"))
+        checker, digests, n_errors = entry.checker, entry.digests, entry.n_errors
+    if n_errors and note is not None:
+        note(f"{n_errors} training/holdout case(s) could not be read and are not compared against")
+    return Reference(checker, Path(train_path), Path(holdout) if holdout is not None else None, digests)
 
 
 def _training_digests(train_path: Path, train_ids: list[str]) -> dict[str, int]:
@@ -195,13 +210,17 @@ class PrivacyRun:
     not_computed: list[str] = field(default_factory=list)
 
     def start(self, gate_linkage: bool | None, cohort: Any, previous: dict[str, Any], note: Callable[[str], None],
-              on_attempt: Any = None) -> Callable[..., dict[str, Any]]:
-        """Calibration (the earlier run's when resuming: thresholds never change halfway), the
-        inputs that are training subjects, the linkage gate (``gate_linkage`` None: on when some
-        input is a training subject); returns the engine's gate (:func:`make_gate`)."""
+              on_attempt: Any = None, n_volumes: int | None = None) -> Callable[..., dict[str, Any]]:
+        """Calibration for a run of ``n_volumes`` volumes (default: one per input case; the
+        earlier run's when resuming: thresholds never change halfway), the inputs that are
+        training subjects, the linkage gate (``gate_linkage`` None: on when some input is a
+        training subject); returns the engine's gate (:func:`make_gate`)."""
         if self.ref is None:
             raise ValueError("PrivacyRun.start needs a reference")
+        self.ref.checker.n_synthetic = max(1, n_volumes or len(cohort.cases))
         self.calibration = previous.get("calibration") or self.ref.calibration()
+        if not self.ref.checker.rule.calibrated:
+            note(f"memorization check: {self.ref.checker.rule.statement}")
         sources = source_columns(cohort, self.ref)
         self.n_linked_inputs = len(sources)
         self.gate_linkage = bool(sources) if gate_linkage is None else gate_linkage

@@ -122,7 +122,7 @@ def write_privacy_report(out: Path, entries: Mapping[str, dict[str, Any]], calib
               "n_holdout": len(ref.checker.holdout) if ref and ref.checker.holdout is not None else 0,
               "n_flagged": sum(v["flagged"] for v in volumes),
               "n_dropped": sum(entries[o].get("status") == "dropped" for o in entries)}
-    calib = calibration or {"rule": "not run", "reference": "none", "alpha_per_statistic": check.alpha,
+    calib = calibration or {"rule": "not run", "reference": "none", "alpha": check.alpha,
                             "thresholds": {}}
     settings = {**asdict(check), "feature_extractor": getattr(extractor, "name", None)}
     result = PrivacyResult(volumes, cohort, calib, settings, list(not_computed), attacks=dict(attacks))

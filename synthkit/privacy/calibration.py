@@ -9,22 +9,35 @@ look like a draw from that reference distribution.
 Each statistic has a direction and a transform to a roughly normal scale
 (:data:`STATISTICS`): correlations (``similarity``, ``identity``) are suspicious when high
 (Fisher z = atanh), the head-shape Dice when high (logit), the nearest/second-nearest distance
-ratio and the feature distance when low (log). The threshold is the one-sided normal
-*prediction bound* for one new value at false-positive rate ``alpha`` (default 1e-4 per
-statistic; nearest-neighbour values are maxima, whose upper tail is heavier than a normal fit
-on a few reference values suggests, so the nominal rate is set low):
+ratio and the feature distance when low (log).
 
-    bound = centre +/- t_{n-1}(1 - alpha) * scale * sqrt(1 + 1/n)
+**One false-positive rate for the whole run.** ``alpha`` (default 0.05) is set once for the
+run and shared equally (Bonferroni, valid whatever the dependence) over the ``k`` active
+statistics and the ``n_synthetic`` volumes (:func:`calibrate_rule`): with ``family="run"`` (the
+check's default) the chance that *any* volume of a run without copies is flagged is at most
+``alpha`` (each test at ``alpha / (n * k)``); with ``family="volume"`` each volume that is not a
+copy is flagged with probability at most ``alpha`` (each test at ``alpha / k``; about
+``alpha * n`` of ``n`` such volumes are flagged). A bound is then the more extreme of
 
-with centre = median and scale = Rousseeuw & Croux's Qn (a robust scale estimator with 82%
-Gaussian efficiency, so a duplicate scan among the references does not inflate the bound; the
-sample standard deviation when n < 10, where robust scales are too unstable). A synthetic
-volume is flagged when any active statistic crosses its bound.
+* the **normal prediction bound** ``centre +/- t_{n-1}(1 - a) * scale * sqrt(1 + 1/n)`` for one
+  new value (centre = median; scale = Rousseeuw & Croux's Qn, a robust scale with 82% Gaussian
+  efficiency, so one duplicate scan among the references does not inflate it; the sample
+  standard deviation when n < 10, where robust scales are too unstable); for normal reference
+  values its false-positive rate is ``a`` on average over reference samples, and
+* the **rank bound**: the most extreme reference value. A volume is only flagged when it is
+  closer to its nearest training subject than *every* real unseen subject is to its own
+  (rank 1 of n + 1), so a fitted tail can never flag a value the reference itself reached.
 
-The bound depends on the reference values only. With few of them the t quantile makes it wide
-(n = 5, alpha = 1e-4: 14 standard deviations) and copies may pass: the planted-copy self-test
-(:mod:`synthkit.privacy.planted`) measures that and says so; nothing here moves a bound
-toward known copies.
+**Uncertainty.** With few reference values the fitted centre and scale are uncertain, and so
+is the false-positive rate the bound really has. :func:`realised_rate` gives it by a
+parametric bootstrap (normal on the transformed scale, the same estimators, a fixed seed):
+the 5%, 50% and 95% points and the mean of the per-test rate, recorded with every bound
+(``rate_interval``). With 8 references and a per-test rate of 1e-3 the realised rate spans
+an order of magnitude either way; the report states it.
+
+Below :data:`MIN_PROMISE` reference values nothing can be promised: the check
+(:mod:`synthkit.privacy.check`) then uses :func:`fixed_rule` (near-verbatim copies only) and
+says so. Nothing here moves a bound toward known copies (see :mod:`synthkit.privacy.planted`).
 """
 
 from __future__ import annotations
@@ -36,6 +49,7 @@ from typing import Any, Literal
 import numpy as np
 
 Direction = Literal["above", "below"]
+Family = Literal["volume", "run"]
 Transform = Literal["fisher_z", "log", "logit"]
 
 #: statistic -> (direction that is suspicious, transform to a roughly normal scale)
@@ -48,6 +62,11 @@ STATISTICS: dict[str, tuple[Direction, Transform]] = {
 }
 
 MIN_REFERENCE = 3
+#: Fewer reference values than this: no false-positive rate can be promised (see :func:`fixed_rule`).
+MIN_PROMISE = 5
+#: The uncalibrated rule below MIN_PROMISE: values no two different people reach in practice.
+FIXED_BOUNDS: dict[str, float] = {"similarity": 0.98, "identity": 0.9}
+DEFAULT_ALPHA = 0.05
 
 
 @dataclass(frozen=True)
@@ -68,6 +87,9 @@ class Threshold:
     reference_max: float
     reference_flagged: int
     note: str = ""
+    normal_bound: float = float("nan")
+    rank_bound: float = float("nan")
+    rate_interval: tuple[float, float, float, float] | None = None  # realised per-test rate: 5%, 50%, 95%, mean
 
     def crosses(self, x: float | np.ndarray) -> np.ndarray:
         """True where ``x`` is beyond the bound (NaN never crosses)."""
@@ -76,7 +98,10 @@ class Threshold:
             return (x > self.value) if self.direction == "above" else (x < self.value)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
+        out = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
+        if self.rate_interval is not None:
+            out["rate_interval"] = dict(zip(("q05", "median", "q95", "mean"), self.rate_interval, strict=True))
+        return out
 
 
 def _forward(x: np.ndarray, transform: Transform) -> np.ndarray:
@@ -96,16 +121,27 @@ def _inverse(z: float, transform: Transform) -> float:
     return float(np.exp(z))
 
 
+def _centre_scale(z: np.ndarray) -> tuple[float, float]:
+    """Median and Qn scale (sample s.d. below 10 values) of transformed reference values."""
+    centre = float(np.median(z))
+    scale = qn_scale(z) if z.size >= 10 else float(np.std(z, ddof=1))
+    if not scale > 0:  # identical reference values: fall back to the spread of the sample
+        scale = max(float(np.std(z, ddof=1)), 1e-6)
+    return centre, scale
+
+
 def calibrate(
     reference: np.ndarray,
     *,
     statistic: str,
     direction: Direction,
     transform: Transform,
-    alpha: float = 1e-4,
+    alpha: float = 1e-3,
     reference_name: str = "holdout-to-train",
 ) -> Threshold:
-    """The bound a new value crosses with probability ~``alpha`` if it is drawn like ``reference``.
+    """The bound one new value crosses with probability about ``alpha`` (per test) if it is
+    drawn like ``reference``: the more extreme of the normal bound and the most extreme
+    reference value (see the module text), with the bootstrap interval of its realised rate.
 
     ``reference`` (n,) holds finite reference values (NaNs are dropped). Raises ``ValueError``
     with fewer than 3 values or ``alpha`` outside (0, 0.5).
@@ -120,15 +156,12 @@ def calibrate(
     if n < MIN_REFERENCE:
         raise ValueError(f"calibrating {statistic} needs at least {MIN_REFERENCE} reference values, got {n}")
     z = _forward(ref, transform)
-    centre = float(np.median(z))
-    if n >= 10:
-        scale = qn_scale(z)
-    else:
-        scale = float(np.std(z, ddof=1))
-    if not scale > 0:  # identical reference values: fall back to the spread of the sample
-        scale = max(float(np.std(z, ddof=1)), 1e-6)
-    k = float(stats.t.ppf(1 - alpha, df=n - 1)) * math.sqrt(1 + 1 / n)
-    bound_z = centre + k * scale if direction == "above" else centre - k * scale
+    centre, scale = _centre_scale(z)
+    k = float(stats.t.isf(alpha, df=n - 1)) * math.sqrt(1 + 1 / n)
+    above = direction == "above"
+    normal_z = centre + k * scale if above else centre - k * scale
+    rank_z = float(z.max() if above else z.min())
+    bound_z = max(normal_z, rank_z) if above else min(normal_z, rank_z)
     th = Threshold(
         statistic=statistic,
         direction=direction,
@@ -143,9 +176,48 @@ def calibrate(
         reference_median=float(np.median(ref)),
         reference_max=float(ref.max()),
         reference_flagged=0,
+        normal_bound=_inverse(normal_z, transform),
+        rank_bound=_inverse(rank_z, transform),
+        rate_interval=realised_rate(n, alpha),
     )
     flagged = int(th.crosses(ref).sum())
     return Threshold(**{**asdict(th), "reference_flagged": flagged})
+
+
+def realised_rate(n: int, alpha: float, *, draws: int | None = None, seed: int = 0) -> tuple[float, float, float, float]:
+    """The false-positive rate a bound fitted to ``n`` reference values at nominal per-test
+    ``alpha`` really has: 5%, 50%, 95% points and mean over reference samples drawn from a
+    normal (parametric bootstrap with :func:`calibrate`'s estimators and rank bound)."""
+    from scipy import stats
+
+    draws = draws or (2000 if n <= 40 else 400)
+    x = np.random.default_rng([seed, n]).normal(size=(draws, n))
+    centre = np.median(x, axis=1)
+    if n >= 10:
+        scale = np.array([qn_scale(row) for row in x]) if n > 40 else _qn_rows(x)
+    else:
+        scale = x.std(axis=1, ddof=1)
+    k = float(stats.t.isf(alpha, df=n - 1)) * np.sqrt(1 + 1 / n)
+    bound = np.maximum(centre + k * scale, x.max(axis=1))
+    rate = stats.norm.sf(bound)
+    q05, q50, q95 = (float(v) for v in np.quantile(rate, [0.05, 0.5, 0.95]))
+    return q05, q50, q95, float(rate.mean())
+
+
+def _qn_rows(x: np.ndarray) -> np.ndarray:
+    """:func:`qn_scale` of every row of ``x`` (B, n), n >= 2."""
+    n = x.shape[1]
+    iu = np.triu_indices(n, 1)
+    d = np.abs(x[:, :, None] - x[:, None, :])[:, iu[0], iu[1]]
+    h = n // 2 + 1
+    k = h * (h - 1) // 2
+    q = np.partition(d, k - 1, axis=1)[:, k - 1]
+    return 2.2219 * q * _qn_factor(n)
+
+
+def _qn_factor(n: int) -> float:
+    small = {2: 0.399, 3: 0.994, 4: 0.512, 5: 0.844, 6: 0.611, 7: 0.857, 8: 0.669, 9: 0.872}
+    return small.get(n, n / (n + 1.4) if n % 2 else n / (n + 3.8))
 
 
 def qn_scale(x: np.ndarray) -> float:
@@ -160,16 +232,38 @@ def qn_scale(x: np.ndarray) -> float:
     h = n // 2 + 1
     k = h * (h - 1) // 2
     q = float(np.partition(d, k - 1)[k - 1])
-    small = {2: 0.399, 3: 0.994, 4: 0.512, 5: 0.844, 6: 0.611, 7: 0.857, 8: 0.669, 9: 0.872}
-    factor = small.get(n, n / (n + 1.4) if n % 2 else n / (n + 3.8))
-    return 2.2219 * q * factor
+    return 2.2219 * q * _qn_factor(n)
 
 
 @dataclass(frozen=True)
 class Rule:
-    """The active bounds, one per statistic. A volume is flagged when any of them is crossed."""
+    """The active bounds, one per statistic. A volume is flagged when any of them is crossed.
+    ``alpha``: the run-wide false-positive rate shared over ``n_synthetic`` volumes and the
+    bounds; ``calibrated`` False: fixed near-verbatim bounds (:func:`fixed_rule`), no rate promised."""
 
     bounds: tuple[Threshold, ...]
+    alpha: float = DEFAULT_ALPHA
+    n_synthetic: int = 1
+    family: Family = "run"
+    calibrated: bool = True
+    statement: str = ""
+
+    @property
+    def alpha_per_test(self) -> float:
+        n = max(1, self.n_synthetic) if self.family == "run" else 1
+        return self.alpha / (n * max(1, len(self.bounds)))
+
+    def realised_rates(self) -> dict[str, float] | None:
+        """The false-positive rates the bounds really have (union over statistics of their
+        bootstrap per-test rates): per volume (mean and 95% point) and for the whole run of
+        ``n_synthetic`` volumes (expected count of fresh volumes flagged, and the chance of any)."""
+        if not self.calibrated or not all(t.rate_interval for t in self.bounds):
+            return None
+        n = max(1, self.n_synthetic)
+        mean = min(1.0, sum(t.rate_interval[3] for t in self.bounds))
+        q95 = min(1.0, sum(t.rate_interval[2] for t in self.bounds))
+        return {"per_volume_mean": mean, "per_volume_q95": q95, "expected_flagged": n * mean,
+                "run_any_mean": min(1.0, n * mean)}
 
     def thresholds(self) -> list[Threshold]:
         return list(self.bounds)
@@ -199,24 +293,57 @@ class Rule:
         return {t.statistic: t.to_dict() for t in self.bounds}
 
 
-def calibrate_rule(reference: dict[str, np.ndarray | None], *, alpha: float = 1e-4,
-                   reference_name: str = "holdout-to-train") -> Rule:
+def calibrate_rule(reference: dict[str, np.ndarray | None], *, alpha: float = DEFAULT_ALPHA, n_synthetic: int = 1,
+                   family: Family = "run", reference_name: str = "holdout-to-train") -> Rule:
     """One bound per statistic of :data:`STATISTICS` in ``reference`` (name -> (n,) reference
-    values) with at least 3 finite values; ``None`` leaves a statistic out."""
-    bounds = []
+    values) with at least 3 finite values (``None`` leaves a statistic out), each at the
+    per-test rate ``alpha / k`` (``family="volume"``) or ``alpha / (n_synthetic * k)``
+    (``family="run"``), k = the number of bounds; see the module text."""
+    if not 0 < alpha < 0.5:
+        raise ValueError(f"alpha must be in (0, 0.5), got {alpha}")
+    usable = {}
     for name, values in reference.items():
         if values is None:
             continue
         if name not in STATISTICS:
             raise ValueError(f"unknown statistic {name!r}; known: {', '.join(STATISTICS)}")
-        if np.isfinite(np.asarray(values, dtype=float)).sum() < MIN_REFERENCE:
+        if np.isfinite(np.asarray(values, dtype=float)).sum() >= MIN_REFERENCE:
+            usable[name] = values
+    if not usable:
+        raise ValueError(f"no statistic has {MIN_REFERENCE} or more reference values to calibrate on")
+    if family not in ("volume", "run"):
+        raise ValueError(f"family must be 'volume' or 'run', got {family!r}")
+    per_test = alpha / ((max(1, n_synthetic) if family == "run" else 1) * len(usable))
+    bounds = []
+    for name, values in usable.items():
+        direction, transform = STATISTICS[name]
+        bounds.append(calibrate(values, statistic=name, direction=direction, transform=transform, alpha=per_test,
+                                reference_name=reference_name))
+    return Rule(tuple(bounds), alpha=alpha, n_synthetic=max(1, n_synthetic), family=family)
+
+
+def fixed_rule(statistics: list[str], n_reference: int, reference_name: str, *, alpha: float = DEFAULT_ALPHA,
+               n_synthetic: int = 1) -> Rule:
+    """The rule below :data:`MIN_PROMISE` reference values: only near-verbatim copies
+    (:data:`FIXED_BOUNDS` of the active ``statistics``) are flagged, and no false-positive rate
+    is promised; ``statement`` says so in one line for the report and the terminal."""
+    bounds = []
+    for name in statistics:
+        if name not in FIXED_BOUNDS:
             continue
         direction, transform = STATISTICS[name]
-        bounds.append(calibrate(values, statistic=name, direction=direction, transform=transform, alpha=alpha,
-                                reference_name=reference_name))
-    if not bounds:
-        raise ValueError(f"no statistic has {MIN_REFERENCE} or more reference values to calibrate on")
-    return Rule(tuple(bounds))
+        v = FIXED_BOUNDS[name]
+        bounds.append(Threshold(statistic=name, direction=direction, value=v, alpha=float("nan"), transform=transform,
+                                centre=float("nan"), scale=float("nan"), n_reference=n_reference,
+                                reference=reference_name, reference_min=float("nan"),
+                                reference_median=float("nan"), reference_max=float("nan"), reference_flagged=0,
+                                note="fixed near-verbatim bound, not calibrated"))
+    statement = (f"only {n_reference} reference subject(s) ({reference_name}): too few to promise any false-positive "
+                 f"rate (needs {MIN_PROMISE}); only near-verbatim copies are flagged ("
+                 + ", ".join(f"{b.statistic} > {b.value:g}" for b in bounds)
+                 + "); closer copies may pass: give --holdout with "
+                 f"{MIN_PROMISE} or more real cases not trained on")
+    return Rule(tuple(bounds), alpha=alpha, n_synthetic=max(1, n_synthetic), calibrated=False, statement=statement)
 
 
 def plant_copy(

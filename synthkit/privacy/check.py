@@ -12,8 +12,11 @@ subject rather than the anatomy all subjects share (see :mod:`synthkit.privacy.i
 * ``feature_distance``: distance in an injected feature space (a bound only for pretrained
   features: ``extractor.pretrained``).
 
-Each bound is calibrated on real reference volumes (:mod:`synthkit.privacy.calibration`) and
-checked by planting copies (:mod:`synthkit.privacy.planted`). Typical use::
+Each bound is calibrated on real reference volumes (:mod:`synthkit.privacy.calibration`) at one
+false-positive rate for the whole run (``alpha``, shared over the synthetic volumes and the
+statistics), and checked by planting copies (:mod:`synthkit.privacy.planted`). With fewer than
+:data:`~synthkit.privacy.calibration.MIN_PROMISE` reference subjects no rate can be promised:
+only near-verbatim copies are flagged and the result says so. Typical use::
 
     train = prepare_set(train_items, settings, extractor)
     holdout = prepare_set(holdout_items, settings, extractor)      # optional
@@ -53,7 +56,8 @@ class CheckSettings:
     max_shift: int = 2
     flips: bool = True
     head_threshold: float = 0.05
-    alpha: float = 1e-4
+    alpha: float = calibration.DEFAULT_ALPHA  # false-positive rate, shared over the statistics (and volumes)
+    family: calibration.Family = "run"  # alpha for the whole run ("run") or per synthetic volume ("volume")
     use_ratio: bool = True  # only with a holdout set (train-to-train ratios are under-dispersed)
     use_features: bool = True
     rules: tuple[str, ...] = ALL_RULES
@@ -93,25 +97,53 @@ class MemorizationChecker:
     """Reference statistics and the calibrated rule for one training set (and holdout)."""
 
     def __init__(self, train: VolumeSet, holdout: VolumeSet | None = None, settings: CheckSettings | None = None,
-                 extractor: FeatureExtractor | None = None):
+                 extractor: FeatureExtractor | None = None, *,
+                 state: tuple[IdentityReference, Details] | None = None):
+        """``state``: the training side computed before (:attr:`identity_ref`, :attr:`reference`
+        for these very sets and settings, e.g. from :mod:`synthkit.privacy.reference_cache`)."""
         self.settings = s = settings or CheckSettings()
         self.train = train
         self.holdout = holdout if holdout is not None and len(holdout) > 0 else None
         self.extractor = extractor if s.use_features else None
         if len(train) < 2:
             raise ValueError("the memorization check needs at least 2 training volumes")
-        self.identity_ref = IdentityReference(train.prepared, IdentitySettings(**{**asdict(s.identity),
-                                                                                "flips": s.flips}))
         self.use_ratio = s.use_ratio and self.holdout is not None
         self.use_feature_rule = self.extractor is not None and bool(getattr(self.extractor, "pretrained", True))
-        if self.holdout is not None:
-            self.reference_name = "holdout-to-train"
-            ref = self._match(self.holdout, exclude_self=False)
+        self.reference_name = "holdout-to-train" if self.holdout is not None else "train-to-train (leave-one-out)"
+        if state is not None:
+            self.identity_ref, ref = state
         else:
-            self.reference_name = "train-to-train (leave-one-out)"
-            ref = self._match(train, exclude_self=True)
+            self.identity_ref = IdentityReference(train.prepared, self.identity_settings())
+            ref = (self._match(self.holdout, exclude_self=False) if self.holdout is not None
+                   else self._match(train, exclude_self=True))
         self.reference = ref
-        self.rule = calibration.calibrate_rule(self._values(ref), alpha=s.alpha, reference_name=self.reference_name)
+        self.reference_values = self._values(ref)
+        self.n_reference = len(ref.identity.similarity)
+        self.n_synthetic = 1  # volumes the run-wide rate is shared over (run() and anonymize set it)
+        self._rules: dict[int, calibration.Rule] = {}
+
+    def identity_settings(self) -> IdentitySettings:
+        return IdentitySettings(**{**asdict(self.settings.identity), "flips": self.settings.flips})
+
+    @property
+    def rule(self) -> calibration.Rule:
+        """The rule for :attr:`n_synthetic` volumes."""
+        return self.rule_for(self.n_synthetic)
+
+    def rule_for(self, n_synthetic: int) -> calibration.Rule:
+        """The bounds for a run of ``n_synthetic`` volumes (the run-wide ``alpha`` shared over
+        them and the statistics); the fixed near-verbatim rule below ``MIN_PROMISE`` references."""
+        n = max(1, int(n_synthetic))
+        if n not in self._rules:
+            s = self.settings
+            if self.n_reference < calibration.MIN_PROMISE:
+                on = [k for k, v in self.reference_values.items() if v is not None]
+                self._rules[n] = calibration.fixed_rule(on, self.n_reference, self.reference_name, alpha=s.alpha,
+                                                        n_synthetic=n)
+            else:
+                self._rules[n] = calibration.calibrate_rule(self.reference_values, alpha=s.alpha, n_synthetic=n,
+                                                            family=s.family, reference_name=self.reference_name)
+        return self._rules[n]
 
     # ------------------------------------------------------------------ pieces
     def _feature_nn(self, queries: VolumeSet, exclude_self: bool) -> tuple[tuple[np.ndarray, np.ndarray] | None,
@@ -151,10 +183,11 @@ class MemorizationChecker:
         }
         return {k: (v if k in on else None) for k, v in vals.items()}
 
-    def score(self, synth: VolumeSet) -> tuple[list[dict[str, Any]], Details]:
-        """One record per synthetic volume (flag and reason included) and the raw matches."""
+    def score(self, synth: VolumeSet, n_synthetic: int | None = None) -> tuple[list[dict[str, Any]], Details]:
+        """One record per synthetic volume (flag and reason included) and the raw matches;
+        ``n_synthetic``: the run's size for the bounds (default :attr:`n_synthetic`)."""
         d = self._match(synth, exclude_self=False)
-        flags, reasons = self.rule.apply(self._values(d))
+        flags, reasons = self.rule_for(n_synthetic or self.n_synthetic).apply(self._values(d))
         al, idm = d.alignment, d.identity
         image = memorization.nearest_neighbours(al)
         records = []
@@ -203,8 +236,9 @@ class MemorizationChecker:
         return out
 
     def planted_copy_check(self) -> dict[str, Any]:
-        """Plant copies of a few training volumes and report how many the rule catches (see
-        :mod:`synthkit.privacy.planted`); the bounds are not changed by it."""
+        """Plant copies of a few training volumes and report how many the rule (for
+        :attr:`n_synthetic` volumes) catches (see :mod:`synthkit.privacy.planted`); the bounds
+        are not changed by it."""
         s = self.settings
         arrays, labels = planted.planted_copies(self.train.prepared, s.planted_max, planted.DEFAULT_KINDS, s.seed,
                                                 flips=s.flips)
@@ -221,13 +255,17 @@ class MemorizationChecker:
                 for i, r in enumerate(records) if r["flagged"]}
 
     def calibration_record(self, planted_check: bool = True) -> dict[str, Any]:
-        """The rule, its thresholds and reference statistics (no case ids), and optionally the
-        planted-copy self-test."""
+        """The rule for :attr:`n_synthetic` volumes, its thresholds and reference statistics (no
+        case ids), what it promises, and optionally the planted-copy self-test."""
+        rule = self.rule
         calib: dict[str, Any] = {
-            "rule": "flagged when any active statistic crosses its bound; each bound is the one-sided normal "
-                    "prediction bound at false-positive rate alpha, fitted (median and Qn scale; s.d. when n<10) "
-                    "to the reference values on a Fisher-z (similarity, identity), logit (shape_dice) or log "
-                    "(ratio, feature distance) scale",
+            "rule": "flagged when any active statistic crosses its bound; the false-positive rate alpha is shared "
+                    "over the statistics (and, for family 'run', over all synthetic volumes; Bonferroni); each "
+                    "bound is the more extreme of the one-sided normal prediction bound at the per-test rate "
+                    "(median and Qn scale, s.d. when n<10, on a "
+                    "Fisher-z (similarity, identity), logit (shape_dice) or log (ratio, feature distance) scale) "
+                    "and the most extreme reference value" if rule.calibrated else
+                    "flagged when a fixed near-verbatim bound is crossed (too few reference subjects to calibrate)",
             "statistics": {
                 "identity": "cosine of residuals from the training template after affine alignment (refined "
                             "against the closest subjects)",
@@ -237,8 +275,15 @@ class MemorizationChecker:
                 "feature_distance": "cosine distance of standardised extractor features",
             },
             "reference": self.reference_name,
-            "alpha_per_statistic": self.settings.alpha,
-            "thresholds": self.rule.to_dict(),
+            "n_reference": self.n_reference,
+            "calibrated": rule.calibrated,
+            "alpha": rule.alpha,
+            "family": rule.family,
+            "n_synthetic": rule.n_synthetic,
+            "alpha_per_test": rule.alpha_per_test if rule.calibrated else None,
+            "realised_rates": rule.realised_rates(),
+            "promise": rule.statement or _promise(rule, self.n_reference),
+            "thresholds": rule.to_dict(),
         }
         if planted_check:
             calib["planted_copies"] = self.planted_copy_check()
@@ -249,6 +294,7 @@ class MemorizationChecker:
         """Score every synthetic volume, cohort-level scores, calibration record."""
         if len(synth) == 0:
             raise ValueError("no synthetic volumes to check")
+        self.n_synthetic = len(synth)
         records, d = self.score(synth)
         cohort: dict[str, Any] = {"n_synthetic": len(synth), "n_train": len(self.train),
                                   "n_holdout": len(self.holdout) if self.holdout is not None else 0,
@@ -278,10 +324,14 @@ class MemorizationChecker:
 
     def _not_computed(self) -> list[str]:
         s, out = self.settings, []
+        if not self.rule.calibrated:
+            out.append("calibrated copy flag: " + self.rule.statement)
         if self.holdout is None:
             out += ["closer_to_train: needs a holdout set (--holdout)",
                     "membership_inference: needs a holdout set (--holdout)",
-                    "calibration used train-to-train leave-one-out distances instead of holdout-to-train"]
+                    ("calibration used train-to-train leave-one-out distances instead of holdout-to-train, a weaker "
+                     "reference (a training subject's nearest is one of n - 1 others, all in the template), so fresh "
+                     "volumes are flagged more often than alpha says: give --holdout")]
             if s.use_ratio and "ratio" in s.rules:
                 out.append("ratio rule: off without a holdout set (train-to-train nearest/second-nearest "
                            "ratios are too narrow a reference); ratios are still reported")
@@ -291,3 +341,14 @@ class MemorizationChecker:
             out.append("feature rule: off with random (not pretrained) weights; feature distances are reported only "
                        "(give --feature-weights)")
         return out
+
+
+def _promise(rule: calibration.Rule, n_reference: int) -> str:
+    """One line: what the calibrated rule promises, and how uncertain that is with this many references."""
+    r = rule.realised_rates() or {}
+    unit = (f"any of the run's {rule.n_synthetic} volume(s)" if rule.family == "run" else "a volume")
+    return (f"a synthetic volume that is not a copy: chance at most {rule.alpha:.0%} that {unit} is flagged "
+            f"(per test {rule.alpha_per_test:.2g}, normal model); with {n_reference} reference subjects the bounds "
+            f"are uncertain: realised rate per volume {r.get('per_volume_mean', float('nan')):.2g} on average, "
+            f"{r.get('per_volume_q95', float('nan')):.2g} at the 95% point (parametric bootstrap); expected fresh "
+            f"volumes flagged in this run {r.get('expected_flagged', float('nan')):.2g} of {rule.n_synthetic}")

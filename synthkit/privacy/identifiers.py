@@ -14,6 +14,11 @@
 * never the words synthkit writes itself ("synthetic ...", "synthkit"), so that a cohort
   synthkit exported can go through it again.
 
+The needle collection **fails closed**: a NIfTI file whose header cannot be read, or a file that
+says it is DICOM (``DICM`` at byte 128) but cannot be parsed, raises
+:class:`IdentifierScanError` naming the file, never leaves its identifiers unsearched. (Other
+files inside a DICOM series folder, e.g. a ``DICOMDIR`` or notes, are searched by path only.)
+
 **Matching** (:func:`scan_for_identifiers`), case-insensitive:
 
 * a *long* needle (:data:`LONG_NEEDLE` characters or more) anywhere in a file's bytes, as
@@ -42,6 +47,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from synthkit.errors import SynthkitError
+
 MIN_NEEDLE = 3
 LONG_NEEDLE = 6
 TEXT_VRS = frozenset({"PN", "LO", "SH", "DA", "DT", "TM", "UI", "AS"})
@@ -60,6 +67,12 @@ _LAYOUT_WORDS = frozenset({"imagestr", "labelstr", "imagests", "labelsts", "imag
 _GENERIC_SLICE = re.compile(r"^(im|img|i|mr|ct|slice|file)?[_-]?\d+$", re.IGNORECASE)
 _NIFTI_TEXT = ("descrip", "aux_file", "intent_name", "db_name")
 _DATA_URI = re.compile(r"base64,[A-Za-z0-9+/=\s]+")
+
+
+
+
+class IdentifierScanError(SynthkitError):
+    """An input file whose identifiers cannot be read: the scan cannot vouch for the output."""
 
 
 # --------------------------------------------------------------------------- needles
@@ -96,14 +109,18 @@ def dicom_values(ds: Any) -> list[str]:
     return out
 
 
-def nifti_text(path: Path) -> list[str]:
-    """NIfTI header text fields and header extensions of up to 256 characters (empty when the
-    file cannot be read as NIfTI)."""
+def nifti_text(path: Path, *, strict: bool = False) -> list[str]:
+    """NIfTI header text fields and header extensions of up to 256 characters. A file that
+    cannot be read as NIfTI gives nothing, or with ``strict`` raises :class:`IdentifierScanError`
+    (the input side of the scan must not skip a file; an output file is searched as bytes too)."""
     import nibabel as nib
 
     try:
         hdr = nib.load(str(path)).header
-    except Exception:  # noqa: BLE001 - an unreadable header adds nothing
+    except Exception as e:  # noqa: BLE001 - nibabel raises many kinds for a damaged file
+        if strict:
+            raise IdentifierScanError(f"cannot read the NIfTI header to collect its identifiers "
+                                      f"({type(e).__name__}); fix or remove the file", path) from None
         return []
     out = []
     for fld in _NIFTI_TEXT:
@@ -137,13 +154,27 @@ def _component_needles(path: Path, root: Path) -> list[str]:
     return out
 
 
-def _dicom_file_values(path: Path) -> list[str]:
+def _says_dicom(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
+def _dicom_file_values(path: Path, *, strict: bool = True) -> list[str]:
+    """Identifier values of one DICOM file; a file that is not DICOM gives nothing, one that
+    says it is (``DICM`` preamble) but cannot be parsed raises with ``strict``."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
         ds = pydicom.dcmread(str(path), stop_before_pixels=True)
-    except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError, KeyError, TypeError):
+    except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError, KeyError, TypeError) as e:
+        if strict and _says_dicom(path):
+            raise IdentifierScanError(f"cannot parse the DICOM file to collect its identifiers "
+                                      f"({type(e).__name__}); fix or remove the file", path) from None
         return []
     return dicom_values(ds)
 
@@ -152,7 +183,10 @@ def identifier_needles(cohort: Any, *, exclude: Iterable[str] = ()) -> list[str]
     """Strings of the input ``cohort`` (a discovered :class:`synthkit.io.Cohort`) that must never
     appear in an output (see the module text). ``exclude``: values that are not identifying
     here and that outputs legitimately carry (e.g. channel and label names), dropped
-    case-insensitively. Sorted, distinct, each at least :data:`MIN_NEEDLE` characters."""
+    case-insensitively. Sorted, distinct, each at least :data:`MIN_NEEDLE` characters.
+
+    Raises :class:`IdentifierScanError` (one line naming the file) for an input file whose
+    identifiers cannot be read (see the module text): the scan fails closed."""
     from synthkit.io.nifti import is_nifti
 
     root = Path(cohort.root)
@@ -169,7 +203,7 @@ def identifier_needles(cohort: Any, *, exclude: Iterable[str] = ()) -> list[str]
                         if not _GENERIC_SLICE.match(f.name.split(".")[0]):
                             found += _component_needles(f, root)
             elif p.is_file():
-                found += nifti_text(p) if is_nifti(p) else _dicom_file_values(p)
+                found += nifti_text(p, strict=True) if is_nifti(p) else _dicom_file_values(p)
     drop = {e.strip().lower() for e in exclude}
     out: dict[str, str] = {}
     for s in found:

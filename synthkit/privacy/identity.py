@@ -86,6 +86,18 @@ class IdentityReference:
         self.ident = [self._identity(v, th) for v, th in zip(variants, self.theta, strict=True)]
         self.n = len(train)
 
+    @classmethod
+    def from_state(cls, settings: IdentitySettings, template: align.Template, theta: list[np.ndarray],
+                   aligned: list[np.ndarray], ident: list[align.Identity]) -> IdentityReference:
+        """The reference exactly as :meth:`__init__` built it, from its template, alignments,
+        aligned volumes and identities (kept from an earlier run: see
+        :mod:`synthkit.privacy.reference_cache`)."""
+        self = cls.__new__(cls)
+        self.settings, self.template = settings, template
+        self.theta, self.aligned, self.ident = list(theta), list(aligned), list(ident)
+        self.n = len(aligned[0])
+        return self
+
     def _register(self, volumes: np.ndarray, theta0: np.ndarray | None = None, fixed: np.ndarray | None = None
                   ) -> np.ndarray:
         target = self.template.mean if fixed is None else fixed

@@ -90,15 +90,23 @@ def render(result: PrivacyResult, pairs: dict[str, tuple[np.ndarray, np.ndarray]
 
     cal = result.calibration
     out.append("<h2>Copy flag: rule and calibration</h2>")
-    out.append(f"<p>{html.escape(cal['rule'])}. Reference: <b>{html.escape(cal['reference'])}</b>; "
-               f"alpha per statistic {_fmt(cal['alpha_per_statistic'])}.</p><table><tr><th>statistic</th>"
-               "<th>flag when</th><th>threshold</th><th>reference n</th><th>reference min / median / max</th>"
-               "<th>reference values beyond</th></tr>")
+    rate = (f"run-wide false-positive rate {_fmt(cal.get('alpha'))} over {_fmt(cal.get('n_synthetic'))} volume(s), "
+            f"per test {_fmt(cal.get('alpha_per_test'))}" if cal.get("calibrated", True) else "no rate promised")
+    out.append(f"<p>{html.escape(cal['rule'])}. Reference: <b>{html.escape(cal['reference'])}</b>; {rate}.</p>")
+    if cal.get("promise"):
+        cls = "" if cal.get("calibrated", True) else " class='fail'"
+        out.append(f"<p{cls}>{html.escape(cal['promise'])}.</p>")
+    out.append("<table><tr><th>statistic</th><th>flag when</th><th>threshold</th><th>normal / rank bound</th>"
+               "<th>reference n</th><th>reference min / median / max</th><th>reference values beyond</th>"
+               "<th>realised per-test rate (5% / 95%)</th></tr>")
     for name, th in cal["thresholds"].items():
         sign = "&gt;" if th["direction"] == "above" else "&lt;"
+        ri = th.get("rate_interval") or {}
         out.append(f"<tr><td>{html.escape(name)}</td><td>{sign}</td><td>{_fmt(th['value'])}</td>"
+                   f"<td>{_fmt(th.get('normal_bound'))} / {_fmt(th.get('rank_bound'))}</td>"
                    f"<td>{th['n_reference']}</td><td>{_fmt(th['reference_min'])} / {_fmt(th['reference_median'])} / "
-                   f"{_fmt(th['reference_max'])}</td><td>{th['reference_flagged']}</td></tr>")
+                   f"{_fmt(th['reference_max'])}</td><td>{th['reference_flagged']}</td>"
+                   f"<td>{_fmt(ri.get('q05'))} / {_fmt(ri.get('q95'))}</td></tr>")
     out.append("</table>")
     planted = cal.get("planted_copies")
     if planted:
