@@ -22,3 +22,17 @@ def cli():
         return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
     return invoke
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Every cache synthkit writes (features, label segmenters, the privacy reference) goes to a
+    folder of this test session, never the user's ~/.cache; a test that needs its own cache sets
+    SYNTHKIT_CACHE_DIR itself."""
+    old = os.environ.get("SYNTHKIT_CACHE_DIR")
+    os.environ["SYNTHKIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("synthkit-cache"))
+    yield
+    if old is None:
+        os.environ.pop("SYNTHKIT_CACHE_DIR", None)
+    else:
+        os.environ["SYNTHKIT_CACHE_DIR"] = old

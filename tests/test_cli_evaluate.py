@@ -25,6 +25,16 @@ def _phantom_dir(root, n=6, size=16, seed=0, shift=0.0, masks=True):
 
 
 @pytest.fixture
+def cli(cli):
+    """The CLI with a short label-segmenter budget (label fidelity has its own tests)."""
+    def invoke(*args):
+        extra = ("--seg-steps", "10") if args and args[0] == "evaluate" else ()
+        return cli(*args, *extra)
+
+    return invoke
+
+
+@pytest.fixture
 def cohorts(tmp_path, monkeypatch):
     monkeypatch.setenv("SYNTHKIT_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("SYNTHKIT_MEDICALNET_WEIGHTS", raising=False)

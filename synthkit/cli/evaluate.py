@@ -95,6 +95,10 @@ def register(app: typer.Typer) -> None:
         _print_tables(result, extractor, c2st)
         if fidelity:
             _print_fidelity(result)
+            if real_set.segmenter_trained is not None:
+                console.print("label segmenter: " + ("trained on the real set (cached for the next run)"
+                              if real_set.segmenter_trained else "from the cache (same real cohort and settings)"),
+                              markup=False)
         if reader_study is not None:
             from synthkit.metrics.reader_study import write_kit
 

@@ -137,8 +137,9 @@ def stage_anonymize(ctx: Context) -> None:
         settings = AnonymizeSettings(sampler="ddim", steps=ctx.steps, seed=ctx.seed,
                                      check=CheckSettings(shape=(edge,) * 3, seed=ctx.seed))
         step = ctx.task("anonymize", len(ctx.cohort.cases))
+        notes: list[str] = []  # the stage prints one line; the gate's notes go to its summary
         res = anonymize(ctx.out / "cohort", ctx.gen.run_dir, out, settings=settings, train_cohort=ctx.train_cohort,
-                        device=ctx.device, on_case=step, on_note=ctx.say)
+                        device=ctx.device, on_case=step, on_note=notes.append)
         if not res.written and not res.dropped:
             raise CohortError(f"no case could be anonymized ({res.failed[0][1] if res.failed else 'no cases'})")
         manifest = json.loads((out / "manifest.json").read_text())
@@ -156,6 +157,8 @@ def stage_anonymize(ctx: Context) -> None:
                       f"(report: {ctx.rel(out / 'privacy_report.html')})")
         if res.failed:
             st.summary += f"; {len(res.failed)} case(s) failed"
+        if any("from the cache" in n for n in notes):
+            st.summary += "; training side of the check from the cache"
 
 
 def _flag_rule(manifest: dict[str, Any], cases: list[dict[str, Any]]) -> str | None:

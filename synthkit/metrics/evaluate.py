@@ -340,8 +340,7 @@ def _fidelity_settings(opts: FidelityOptions, real: LoadedSet) -> dict[str, Any]
 
     seg = ({"kind": "nnunet", "note": "the user's nnU-Net v2 model; real Dice is its Dice on the real set"}
            if opts.segmenter.startswith("nnunet:") else
-           {"kind": "synthkit", **opts.seg.to_dict(), "cross_fitted": "two halves of the real set",
-            "from_cache": real.segmenter_trained is False})
+           {"kind": "synthkit", **opts.seg.to_dict(), "cross_fitted": "two halves of the real set"})
     return {"contrast": f"(mean in label - mean in a {SHELL_VOXELS}-voxel shell) / sd of the enclosing region, "
                         "raw intensities on the evaluation grid; median over cases",
             "segmenter": seg, "tissue_patch": opts.patch_for(real.grid), "tissue_patches_per_case": opts.n_patches,

@@ -266,10 +266,9 @@ def anonymize(
     on them and the membership attack is run. ``reference``: a prepared
     :class:`~synthkit.privacy.anonymize_gate.Reference` to reuse across calls (its check settings
     must be ``settings.check``; it replaces ``train_cohort``, ``holdout`` and ``feature_weights``).
-    ``on_case``: called once per output volume finished (written, dropped, failed or kept from
-    an earlier run). ``on_attempt(job, image, mask, record)``: called for every generated volume
-    the gate judged. ``progress``: a rich ``Progress`` or a callable ``(done, total)`` in
-    volumes, after every network step.
+    ``on_case``: called once per output volume finished (written, dropped, failed or kept).
+    ``on_attempt(job, image, mask, record)``: called for every generated volume the gate judged.
+    ``progress``: a rich ``Progress`` or a callable ``(done, total)`` in volumes, every step.
     """
     from synthkit.io import discover_cohort
     from synthkit.pipeline import load
@@ -288,13 +287,12 @@ def anonymize(
     cohort = discover_cohort(src, need_images=False)
     gen = load(run, device, precision=precision)
     # the input's identifiers, read before anything is written: an unreadable file stops the run here
-    written_names = [*gen.config.data.channel_names, *gen.network_labels()]
-    needles = identifier_needles(cohort, exclude=written_names)
+    needles = identifier_needles(cohort, exclude=[*gen.config.data.channel_names, *gen.network_labels()])
     train_path = reference.train_path if reference is not None else \
         Path(train_cohort) if train_cohort is not None else recorded_train_cohort(gen.run_dir)
     if train_path is None and s.privacy_gate:
-        raise UsageError("the run does not record its training cohort; pass --train-cohort PATH "
-                         "(or --no-privacy-gate to skip the memorization check)")
+        raise UsageError("the run does not record its training cohort; pass --train-cohort PATH (or "
+                         "--no-privacy-gate to skip the memorization check)")
     has_holdout = (reference.holdout_path if reference is not None else holdout) is not None
     from synthkit.pipeline.engine import runtime_settings
 
