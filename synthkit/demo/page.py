@@ -79,7 +79,8 @@ def metric_reading(result: dict[str, Any]) -> list[str]:
     model = rows[0]
     out = _label_reading(model, result["real"])
     if "fidelity" in result.get("settings", {}):
-        out.append("Which metric flags which set (" + FIDELITY_RULES + "): " + " ".join(verdict_lines(result)))
+        out.append("Which metric flags which set (" + FIDELITY_RULES + "):")
+        out.extend("- " + line for line in verdict_lines(result))
     if model.get("fid"):
         out.append(f"3D-FID ({_fmt(model['fid'])} for the model) compares pooled features of whole volumes: it can "
                    "rank a model first whose tumours are missing or whose brain is blotchy. The controls show "
