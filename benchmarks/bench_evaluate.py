@@ -156,8 +156,8 @@ def run_one(size: int, extractor: str, a) -> dict:
         tum = res["real"]["label_fidelity"]["tumour"]
         out["fidelity"] = {"seg_grid": min(a.seg_grid, size), "seg_steps": a.seg_steps,
                            "real_tumour_dice_ceiling": tum["dice"]["value"],
-                           "synth_tumour_contrast_x_real": row["label_fidelity"]["tumour"]["contrast"]["ratio_to_real"],
-                           "synth_tumour_dice_x_ceiling": row["label_fidelity"]["tumour"]["dice"]["ratio_to_ceiling"]}
+                           "synth_tumour_contrast_x_real": row["label_fidelity"]["tumour"]["contrast"].get("ratio_to_real"),
+                           "synth_tumour_dice_x_ceiling": row["label_fidelity"]["tumour"]["dice"].get("ratio_to_ceiling")}
         if a.device.startswith("cuda"):
             out["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
