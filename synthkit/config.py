@@ -99,6 +99,12 @@ class PreprocessConfig:
     is always dropped). ``label_map`` remaps raw label values first (e.g. BraTS ``{4: 3}``).
     ``brain_label`` adds a label for voxels inside the head/brain that carry no other label,
     found by thresholding the first image channel (as the paper does for BraTS).
+
+    ``intensity_bounds``: where the ``clip_percentiles`` are taken before the map to [-1, 1].
+    ``"head"`` (runs written before the option): over all labelled voxels together, which
+    flattens a label that is the brightest (or darkest) tissue, e.g. the enhancing tumour rim on
+    T1ce. ``"per_label"``: the widest of those bounds and the same percentiles taken inside each
+    label on its own, so no label loses more than its own tail (new runs use it; issue 20).
     """
 
     target_shape: tuple[int, int, int] = (32, 32, 32)
@@ -109,6 +115,7 @@ class PreprocessConfig:
     label_map: dict[str, int] | None = None
     brain_label: int | None = None
     brain_threshold: float = 0.05
+    intensity_bounds: Literal["head", "per_label"] = "head"
 
 
 @dataclass(frozen=True)

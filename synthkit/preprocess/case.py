@@ -9,7 +9,9 @@ into fixed-size tensors for the network, in this order:
 2. **orientation**: axes permuted/flipped (exactly, no interpolation) so that voxel axes point
    along ``cfg.orientation`` (``"RAS"`` by default), as :func:`nibabel.orientations` defines it.
 3. **intensity**: per channel, ``lo``/``hi`` are the ``cfg.clip_percentiles`` of the voxels
-   inside the head (label > 0); values are clipped to ``[lo, hi]`` and mapped to ``[-1, 1]``.
+   inside the head (label > 0) and, with ``cfg.intensity_bounds == "per_label"``, widened to
+   the same percentiles taken inside each label alone (a bright enhancing rim keeps its range);
+   values are clipped to ``[lo, hi]`` and mapped to ``[-1, 1]``.
 4. **grid**: one resampling step from the reoriented grid to the ``cfg.target_shape`` output
    grid, centred on the head's bounding box (foreground of the label map; the non-zero image
    when the label map is empty). With ``cfg.target_spacing`` the output has that spacing and
@@ -188,15 +190,26 @@ def _final_labels(labels: np.ndarray, img: np.ndarray | None, cfg: PreprocessCon
     return labels
 
 
-def _normalise(img: np.ndarray, fg: np.ndarray, percentiles: tuple[float, float]
-               ) -> tuple[np.ndarray, list[float], list[float]]:
-    """Step 3: per channel, clip to the percentiles inside ``fg`` and map to [-1, 1]; (img, lo, hi)."""
-    p_lo, p_hi = percentiles
+def intensity_bounds(channel: np.ndarray, fg: np.ndarray, percentiles: tuple[float, float],
+                     labels: np.ndarray | None = None) -> tuple[float, float]:
+    """``(lo, hi)``: the ``percentiles`` of ``channel`` inside ``fg``; with ``labels`` (same
+    shape), widened to the same percentiles inside each label value > 0 on its own."""
+    a, b = (float(v) for v in np.percentile(channel[fg], percentiles))
+    if labels is not None:
+        for v in np.unique(labels[labels > 0]):
+            la, lb = (float(x) for x in np.percentile(channel[labels == v], percentiles))
+            a, b = min(a, la), max(b, lb)
+    return a, b
+
+
+def _normalise(img: np.ndarray, fg: np.ndarray, percentiles: tuple[float, float],
+               labels: np.ndarray | None = None) -> tuple[np.ndarray, list[float], list[float]]:
+    """Step 3: per channel, clip to :func:`intensity_bounds` and map to [-1, 1]; (img, lo, hi)."""
     norm = np.empty_like(img)
     lo: list[float] = []
     hi: list[float] = []
     for c in range(img.shape[0]):
-        a, b = (float(v) for v in np.percentile(img[c][fg], [p_lo, p_hi]))
+        a, b = intensity_bounds(img[c], fg, percentiles, labels)
         if b <= a:
             b = a + 1.0
         lo.append(a)
@@ -261,7 +274,8 @@ def preprocess_case(image: Volume | None, mask: Volume, cfg: PreprocessConfig) -
     lo: list[float] = []
     hi: list[float] = []
     if img_r is not None:
-        img_r, lo, hi = _normalise(img_r, fg, cfg.clip_percentiles)
+        per_label = labels_r if cfg.intensity_bounds == "per_label" and labels_r.any() else None
+        img_r, lo, hi = _normalise(img_r, fg, cfg.clip_percentiles, per_label)
 
     # 4. output grid centred on the head box
     scale, offset, zoom, truncated = _output_grid(fg, aff_r, cfg)
