@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import environment, write_results  # noqa: E402
+from _common import environment, write_results
 
 RULES = {
     "head 0.5/99.5 (before)": {"intensity_bounds": "head", "clip_percentiles": (0.5, 99.5)},
@@ -99,13 +98,13 @@ def main() -> None:
     # volume's contrast with the labels and grid that preprocessing gives; for the demo it equals
     # the contrast measured on the raw files, checked below)
     raw_d, raw_b = med["head 0/100 (no clip)"]["demo"], med["head 0/100 (no clip)"]["brats"]
-    lines = [f"Label contrast kept by preprocessing (issue 20, item 1): demo subjects {args.first}-"
+    lines = [(f"Label contrast kept by preprocessing (issue 20, item 1): demo subjects {args.first}-"
              f"{args.first + args.n - 1} at {args.size}^3, medians over cases. Demo: the tumour (core + rim, "
              "label 2). BraTS-like: the same subjects relabelled (1 necrotic core, 4 enhancing rim, 2 oedema, "
              "the brain label added by the brain rule); the enhancing rim's contrast. x raw: against the linear "
-             "map without clipping (same labels and grid; the metric is unit-free).", "",
-             "| intensity rule | demo tumour contrast | x raw | tumour voxels at +1 | BraTS-like enhancing contrast | x raw "
-             "| enhancing voxels at +1 |", "|---|--:|--:|--:|--:|--:|--:|",
+             "map without clipping (same labels and grid; the metric is unit-free)."), "",
+             ("| intensity rule | demo tumour contrast | x raw | tumour voxels at +1 | BraTS-like enhancing contrast | x raw "
+             "| enhancing voxels at +1 |"), "|---|--:|--:|--:|--:|--:|--:|",
              f"| raw volume as written (demo labels) | {med['raw']['demo']:.3f} | | | | | |"]
     for name in RULES:
         m = med[name]

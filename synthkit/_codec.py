@@ -60,6 +60,10 @@ def from_dict(cls: type[T], data: Any, where: str = "config",
     if unknown:
         raise error(f"{where}: unknown keys {', '.join(map(str, unknown))} for {cls.__name__}")
     kw = {k: _coerce(hints[k], v, f"{where}.{k}", error) for k, v in data.items()}
+    # a key missing from a file written before the option existed takes the value that gave the
+    # old behaviour, not today's default (``_LEGACY_DEFAULTS`` on the class, field -> value)
+    for k, v in getattr(cls, "_LEGACY_DEFAULTS", {}).items():
+        kw.setdefault(k, v)
     try:
         return cls(**kw)
     except (TypeError, ValueError) as e:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from synthkit import _codec
 from synthkit.errors import SynthkitError
@@ -54,10 +54,14 @@ def _save_json(cfg: Any, path: str | Path) -> Path:
 class ModelConfig:
     """The 3D conditional U-Net denoiser.
 
-    ``in_channels = image_channels + mask_classes`` (one-hot mask, background dropped);
-    ``out_channels = image_channels``. ``attention_levels[i]`` switches self-attention on at
-    U-Net level ``i`` (level ``i`` works at 1/2**i of the input size); the middle block always
-    has attention.
+    ``in_channels = image_channels + mask_classes * cond_factor**3`` (one-hot mask, background
+    dropped); ``out_channels = image_channels``. ``attention_levels[i]`` switches self-attention
+    on at U-Net level ``i`` (level ``i`` works at 1/2**i of the input size); the middle block
+    always has attention. ``cond_factor`` (latent runs): the mask reaches the latent grid by
+    average pooling down to ``cond_factor`` times the latent resolution and then space-to-depth
+    by ``cond_factor`` (each latent voxel sees its ``cond_factor**3`` sub-blocks as channels);
+    1, the default, is plain average pooling to the latent grid; the autoencoder's factor is the
+    full-resolution mask, losslessly (issue 20, item 2).
     """
 
     image_channels: int = 1
@@ -70,10 +74,16 @@ class ModelConfig:
     norm_groups: int = 32
     dropout: float = 0.0
     gradient_checkpointing: bool = False
+    cond_factor: int = 1
+
+    @property
+    def cond_channels(self) -> int:
+        """Channels of the condition joined to the noisy input."""
+        return self.mask_classes * self.cond_factor**3
 
     @property
     def in_channels(self) -> int:
-        return self.image_channels + self.mask_classes
+        return self.image_channels + self.cond_channels
 
     @property
     def downsample_factor(self) -> int:
@@ -103,9 +113,13 @@ class PreprocessConfig:
     ``intensity_bounds``: where the ``clip_percentiles`` are taken before the map to [-1, 1].
     ``"head"`` (runs written before the option): over all labelled voxels together, which
     flattens a label that is the brightest (or darkest) tissue, e.g. the enhancing tumour rim on
-    T1ce. ``"per_label"``: the widest of those bounds and the same percentiles taken inside each
-    label on its own, so no label loses more than its own tail (new runs use it; issue 20).
+    T1ce. ``"per_label"`` (the default for new runs): the widest of those bounds and the same
+    percentiles taken inside each label on its own, so no label loses more than its own tail
+    (``benchmarks/results/intensity_norm.md``). A config file without the key loads as
+    ``"head"``, the rule it was made with.
     """
+
+    _LEGACY_DEFAULTS: ClassVar[dict[str, Any]] = {"intensity_bounds": "head"}
 
     target_shape: tuple[int, int, int] = (32, 32, 32)
     target_spacing: tuple[float, float, float] | None = None
@@ -115,7 +129,7 @@ class PreprocessConfig:
     label_map: dict[str, int] | None = None
     brain_label: int | None = None
     brain_threshold: float = 0.05
-    intensity_bounds: Literal["head", "per_label"] = "head"
+    intensity_bounds: Literal["head", "per_label"] = "per_label"
 
 
 @dataclass(frozen=True)
@@ -137,6 +151,11 @@ class TrainConfig:
     log_every: int = 1
     seed: int = 0
     num_workers: int = 0
+    # issue 20: per-label loss weights (one per mask class, in mask_labels order; a voxel's weight
+    # is 1 + sum_k (w_k - 1) * (its fraction of label k), the loss a weighted mean), and the
+    # fraction of training samples whose condition is zeroed (classifier-free guidance)
+    label_weights: tuple[float, ...] | None = None
+    cond_drop: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -232,6 +251,16 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
     # in bf16 on 2 CPU cores, so DDIM-50 samples a 32^3 volume in a few seconds.
     "small": {
         "base_channels": 16,
+        "channel_mults": (1, 2, 3, 4),
+        "num_res_blocks": 1,
+        "attention_levels": (False, False, False, True),
+        "num_heads": 1,
+        "norm_groups": 8,
+    },
+    # Between small and paper (about 4x small's parameters and cost per step): for latent runs
+    # whose small denoiser under-fits (issue 20).
+    "medium": {
+        "base_channels": 32,
         "channel_mults": (1, 2, 3, 4),
         "num_res_blocks": 1,
         "attention_levels": (False, False, False, True),

@@ -67,7 +67,7 @@ def test_device_and_choice_mistakes_are_one_line_exit_2(cli, tmp_path, monkeypat
 def test_help_lists_choices(cli, monkeypatch):
     monkeypatch.setenv("COLUMNS", "300")  # rich would otherwise cut long choice lists
     out = cli("train", "--help").output
-    for choices in ("ddpm|pix2pix|discogan", "fp32|bf16|fp16", "epsilon|v", "l1|l2", "tiny|small|paper",
+    for choices in ("ddpm|pix2pix|discogan", "fp32|bf16|fp16", "epsilon|v", "l1|l2", "tiny|small|medium|paper",
                     "auto|cpu|cuda|cuda:N"):
         assert choices in out, choices
 

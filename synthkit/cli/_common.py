@@ -198,6 +198,7 @@ class PresetChoice(Choice):
 
     TINY = "tiny"
     SMALL = "small"
+    MEDIUM = "medium"
     PAPER = "paper"
 
 
@@ -262,6 +263,18 @@ class LatentNormChoice(Choice):
 
     CHANNEL = "channel"
     GLOBAL = "global"
+
+
+class IntensityBoundsChoice(Choice):
+    """``--intensity-bounds``: :attr:`synthkit.config.PreprocessConfig.intensity_bounds`."""
+
+    PER_LABEL = "per_label"
+    HEAD = "head"
+
+
+INTENSITY_BOUNDS_HELP = ("Where the clip percentiles are taken: per_label (default for new runs: also inside each label, "
+                         "so the brightest label, e.g. an enhancing rim, is not flattened) or head (all labels "
+                         "together, as runs made before the option).")
 
 
 class FeaturesChoice(Choice):

@@ -9,10 +9,12 @@ from typing import Annotated
 import typer
 
 from synthkit.cli._common import (
+    INTENSITY_BOUNDS_HELP,
     RECIPE_HELP,
     AutoencoderPrecisionChoice,
     AutoencoderPresetChoice,
     DeviceOption,
+    IntensityBoundsChoice,
     RecipeChoice,
     command_group,
     console,
@@ -73,7 +75,24 @@ def build_ae_config(*, out: Path, resume: bool, preset: str | None, recipe: str 
     pre = cfg.preprocess
     if flags.get("shape") is not None:
         pre = dataclasses.replace(pre, target_shape=tuple(int(s) for s in flags["shape"]))
+    if flags.get("intensity_bounds") is not None:
+        if resume and flags["intensity_bounds"] != pre.intensity_bounds:
+            raise UsageError(f"cannot resume with --intensity-bounds {flags['intensity_bounds']}: the run normalises "
+                             f"with {pre.intensity_bounds}", out / "config.json")
+        pre = dataclasses.replace(pre, intensity_bounds=flags["intensity_bounds"])
     return dataclasses.replace(cfg, train=train, preprocess=pre, **top)
+
+
+def _set_threads(threads: int | None) -> None:
+    """``--threads``: torch's CPU thread count (None: torch's choice)."""
+    import torch
+
+    from synthkit.errors import UsageError
+
+    if threads is not None:
+        if threads < 1:
+            raise UsageError("--threads must be at least 1")
+        torch.set_num_threads(threads)
 
 
 def _print_eval(report: dict) -> None:
@@ -109,6 +128,7 @@ def register(app: typer.Typer) -> None:
         preset: Annotated[AutoencoderPresetChoice | None, typer.Option(help="Size (default: small, or the recipe's).", show_default=False)] = None,
         shape: Annotated[tuple[int, int, int] | None, typer.Option(help="Grid D H W the cohort is preprocessed to (default 128 128 128).")] = None,
         crop: Annotated[int | None, typer.Option(help="Edge of the random training crops (default 64).")] = None,
+        intensity_bounds: Annotated[IntensityBoundsChoice | None, typer.Option(help=INTENSITY_BOUNDS_HELP, show_default=False)] = None,
         steps: Annotated[int | None, typer.Option(help="Optimizer steps in total.")] = None,
         batch_size: Annotated[int | None, typer.Option(help="Crops per step.")] = None,
         lr: Annotated[float | None, typer.Option(help="Adam learning rate (default 1e-3).")] = None,
@@ -130,16 +150,12 @@ def register(app: typer.Typer) -> None:
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ) -> None:
         """Train the KL autoencoder (4x per axis) on random crops of COHORT into --out."""
-        import torch
 
-        from synthkit.errors import UsageError
         from synthkit.training.autoencoder import AutoencoderTrainer
 
-        if threads is not None:
-            if threads < 1:
-                raise UsageError("--threads must be at least 1")
-            torch.set_num_threads(threads)
+        _set_threads(threads)
         cfg = build_ae_config(out=out, resume=resume, preset=value_of(preset), recipe=value_of(recipe), shape=shape, crop=crop, steps=steps,
+                              intensity_bounds=value_of(intensity_bounds),
                               batch_size=batch_size, lr=lr, lr_final=lr_final, kl_weight=kl_weight,
                               latent_channels=latent_channels, ema_decay=ema_decay, seed=seed, precision=value_of(precision),
                               checkpoint_every=checkpoint_every, preview_every=preview_every, init=init,
@@ -172,16 +188,12 @@ def register(app: typer.Typer) -> None:
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")] = False,
     ) -> None:
         """PSNR and SSIM inside the head of every case of COHORT reconstructed by the autoencoder AE."""
-        import torch
 
         from synthkit.errors import UsageError
         from synthkit.io.atomic import write_json
         from synthkit.training.autoencoder_eval import evaluate_autoencoder
 
-        if threads is not None:
-            if threads < 1:
-                raise UsageError("--threads must be at least 1")
-            torch.set_num_threads(threads)
+        _set_threads(threads)
         if not ae.exists() and len(ae.parts) == 1:  # a shipped latent model by name (demo-latent)
             from synthkit.errors import CheckpointError
             from synthkit.pipeline import resolve_run

@@ -9,8 +9,10 @@ from typing import Annotated
 import typer
 
 from synthkit.cli._common import (
+    INTENSITY_BOUNDS_HELP,
     RECIPE_HELP,
     DeviceOption,
+    IntensityBoundsChoice,
     LatentNormChoice,
     LossChoice,
     ModelKindChoice,
@@ -61,14 +63,23 @@ def build_config(*, config: Path | None, run_dir: Path, resume: bool, preset: st
         return _gan_config(cfg, preset, flags)
     model = cfg.model
     if preset is not None:
-        model = model_config(preset, model.image_channels, model.mask_classes)
+        # the preset is the size; how the mask enters and checkpointing stay as the config had them
+        model = model_config(preset, model.image_channels, model.mask_classes, cond_factor=model.cond_factor,
+                             gradient_checkpointing=model.gradient_checkpointing)
         cfg = dataclasses.replace(cfg, preset=preset)
     if flags.get("grad_checkpoint") is not None:
         model = dataclasses.replace(model, gradient_checkpointing=flags["grad_checkpoint"])
+    if flags.get("cond_factor") is not None:
+        model = dataclasses.replace(model, cond_factor=int(flags["cond_factor"]))
+    if flags.get("label_weights"):
+        flags["label_weights"] = tuple(float(w) for w in flags["label_weights"])
+    if flags.get("cond_drop") is not None and not 0.0 <= flags["cond_drop"] < 1.0:
+        raise UsageError("--cond-drop must be in [0, 1)")
     train_keys = {"steps": "steps", "batch_size": "batch_size", "lr": "lr", "lr_final": "lr_final",
                   "checkpoint_every": "checkpoint_every", "seed": "seed", "precision": "precision",
                   "grad_accum": "grad_accum", "ema_decay": "ema_decay", "preview_every": "preview_every",
-                  "grad_clip": "grad_clip", "num_workers": "num_workers", "weight_decay": "weight_decay"}
+                  "grad_clip": "grad_clip", "num_workers": "num_workers", "weight_decay": "weight_decay",
+                  "label_weights": "label_weights", "cond_drop": "cond_drop"}
     train = dataclasses.replace(cfg.train, **{v: flags[k] for k, v in train_keys.items() if flags.get(k) is not None})
     diff_keys = ("prediction", "loss", "timesteps")
     diffusion = dataclasses.replace(cfg.diffusion, **{k: flags[k] for k in diff_keys if flags.get(k) is not None})
@@ -97,11 +108,13 @@ def _preprocess_flags(cfg, flags: dict):
         pre = dataclasses.replace(pre, brain_label=flags["brain_label"])
     if flags.get("mask_labels") is not None:
         pre = dataclasses.replace(pre, mask_labels=tuple(flags["mask_labels"]))
+    if flags.get("intensity_bounds") is not None:
+        pre = dataclasses.replace(pre, intensity_bounds=flags["intensity_bounds"])
     return dataclasses.replace(cfg, preprocess=pre)
 
 
 _DIFFUSION_ONLY = ("lr_final", "prediction", "loss", "timesteps", "grad_accum", "grad_checkpoint", "grad_clip",
-                   "precision", "weight_decay")
+                   "precision", "weight_decay", "cond_factor", "label_weights", "cond_drop")
 
 
 def _gan_config(cfg, preset: str | None, flags: dict):
@@ -173,6 +186,7 @@ def register(app: typer.Typer) -> None:
                                    help="Activation checkpointing: less memory, ~30% slower.")] = None,
         label_map: Annotated[str | None, typer.Option(help='Remap raw labels first, JSON: \'{"4": 3}\' (BraTS).')] = None,
         brain_label: Annotated[int | None, typer.Option(help="Add this label for unlabelled brain voxels (BraTS: 4).")] = None,
+        intensity_bounds: Annotated[IntensityBoundsChoice | None, typer.Option(help=INTENSITY_BOUNDS_HELP, show_default=False)] = None,
         mask_labels: Annotated[list[int] | None, typer.Option("--mask-label", help="Label values to condition on, in order (repeat). Default: from the cohort.")] = None,
         cache_dir: Annotated[Path | None, typer.Option(help="Preprocessing cache (default RUN/cache).")] = None,
         autoencoder: Annotated[Path | None, typer.Option("--autoencoder", help="Train latent Med-DDPM on the latents of this "
@@ -180,6 +194,12 @@ def register(app: typer.Typer) -> None:
         latent_norm: Annotated[LatentNormChoice | None, typer.Option("--latent-norm", help="Latent runs: channel (default for a new run: "
                                "standardise each latent channel with the training latents' mean/std) or global (the "
                                "autoencoder's scale factor only).", show_default=False)] = None,
+        cond_factor: Annotated[int | None, typer.Option(help="Latent runs: the mask reaches the latent grid pooled to this "
+                               "many times its resolution, then space-to-depth (1: pooled, as before; 4: the full mask).")] = None,
+        label_weights: Annotated[list[float] | None, typer.Option("--label-weight", help="Loss weight per mask label, in "
+                                 "--mask-label order (repeat; default 1 each).", show_default=False)] = None,
+        cond_drop: Annotated[float | None, typer.Option(help="Fraction of steps with the mask zeroed, for "
+                             "'sample --guidance' (classifier-free guidance; default 0).")] = None,
         num_workers: Annotated[int | None, typer.Option(help="Data loader worker processes.")] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ) -> None:
@@ -195,7 +215,9 @@ def register(app: typer.Typer) -> None:
                            prediction=value_of(prediction), loss=value_of(loss), timesteps=timesteps,
                            grad_accum=grad_accum, grad_clip=grad_clip, ema_decay=ema_decay,
                            preview_every=preview_every, grad_checkpoint=grad_checkpoint, label_map=label_map,
-                           brain_label=brain_label, mask_labels=mask_labels, num_workers=num_workers,
+                           brain_label=brain_label, mask_labels=mask_labels,
+                           intensity_bounds=value_of(intensity_bounds), num_workers=num_workers,
+                           cond_factor=cond_factor, label_weights=label_weights, cond_drop=cond_drop,
                            model_type=value_of(model))
         trainer_cls = Trainer
         _check_recipe_kind(value_of(recipe), autoencoder, resume, cohort, out)

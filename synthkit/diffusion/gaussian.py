@@ -129,6 +129,8 @@ class GaussianDiffusion:
         *,
         generator: torch.Generator | None = None,
         t: torch.Tensor | None = None,
+        weight: torch.Tensor | None = None,
+        cond_drop: float = 0.0,
     ) -> torch.Tensor:
         """Med-DDPM Algorithm 1: ``|target - model(cat(x_t, cond), t)|`` averaged (L1; or L2).
 
@@ -138,6 +140,11 @@ class GaussianDiffusion:
             cond: (N, K, D, H, W) one-hot mask, background dropped.
             generator: draws ``t ~ U{0..T-1}`` (unless ``t`` is given) and the noise, on the
                 generator's device, then moved to ``x0``'s (:mod:`synthkit.noise`).
+            weight: optional (N, 1, D, H, W) per-voxel loss weights (label weighting): the loss
+                is then ``mean(weight * err) / mean(weight)``, equal to the plain mean for ones.
+            cond_drop: the probability that a sample's condition is replaced by zeros (trains
+                the unconditional model of classifier-free guidance, Ho & Salimans 2022); drawn
+                after t and the noise, and only when > 0, so runs without it draw as before.
         Returns:
             scalar loss. The target is eps (``prediction="epsilon"``) or v.
         """
@@ -145,9 +152,14 @@ class GaussianDiffusion:
         if t is None:
             t = noise_rule.randint(self.num_timesteps, (n,), generator, x0.device)
         noise = noise_rule.randn(x0.shape, generator, x0.device, x0.dtype)
+        if cond_drop > 0:
+            keep = noise_rule.rand((n,), generator, cond.device) >= cond_drop
+            cond = cond * keep.view(n, *([1] * (cond.ndim - 1))).to(cond.dtype)
         x_t = self.q_sample(x0, t, noise)
         out = model(self.model_input(x_t, cond), t).to(x0.dtype)
         target = noise if self.cfg.prediction == "epsilon" else self.v_target(x0, noise, t)
-        if self.cfg.loss == "l1":
-            return F.l1_loss(out, target)
-        return F.mse_loss(out, target)
+        if weight is None:
+            return F.l1_loss(out, target) if self.cfg.loss == "l1" else F.mse_loss(out, target)
+        err = (out - target).abs() if self.cfg.loss == "l1" else (out - target).square()
+        weight = weight.to(err.dtype)
+        return (err * weight).mean() / weight.mean()

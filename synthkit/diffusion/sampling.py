@@ -16,6 +16,7 @@ import torch
 
 from synthkit.diffusion._checks import Generators, start_chain
 from synthkit.diffusion.gaussian import GaussianDiffusion, Model
+from synthkit.diffusion.guidance import guided
 from synthkit.diffusion.prediction import denoise
 from synthkit.diffusion.registry import make_scheduler
 from synthkit.networks.precision import Precision
@@ -37,6 +38,7 @@ def sample(
     progress: Callable[[int, int], None] | None = None,
     autocast: Precision | None = None,
     clamp_output: bool = True,
+    guidance: float = 1.0,
 ) -> torch.Tensor:
     """Generate images for the given masks (Med-DDPM Algorithm 2, DDIM or DPM-Solver++).
 
@@ -69,10 +71,15 @@ def sample(
             unsupported choices fall back to fp32.
         clamp_output: clamp the final sample to [-1, 1]. Latent diffusion turns it off (and
             ``clip_x0`` too): scaled latents have unit variance, they are not bounded by [-1, 1].
+        guidance: classifier-free guidance weight on the mask (:mod:`synthkit.diffusion.guidance`;
+            1 = the conditional model alone, one network call per step; otherwise two halves
+            batched in one call). Meaningful for models trained with ``cond_drop > 0``.
     Returns:
         (N, C_img, D, H, W) float32, in [-1, 1] with ``clamp_output``.
     """
     scheduler = make_scheduler(sampler, diffusion, steps=steps, eta=eta)  # fresh state per call
+    if guidance != 1.0:
+        model = guided(model, image_channels, guidance)
     x, bg = start_chain(cond, generator, image_channels, background)
     was_training = getattr(model, "training", False)
     if isinstance(model, torch.nn.Module):

@@ -185,6 +185,25 @@ def pool_cond(cond: torch.Tensor, factor: int) -> torch.Tensor:
     return F.avg_pool3d(cond.float(), factor)
 
 
+def latent_cond(cond: torch.Tensor, factor: int, cond_factor: int = 1) -> torch.Tensor:
+    """One-hot mask ``cond`` ``(N, K, D, H, W)`` (or without N) -> the denoiser's condition on the
+    latent grid ``(N, K * c**3, D/f, H/f, W/f)``, ``c = cond_factor``: average pooling by ``f / c``
+    then space-to-depth by ``c`` (channel ``k * c**3 + (i * c + j) * c + l`` holds label ``k``'s
+    fraction in sub-block ``(i, j, l)`` of each latent voxel). ``c = 1`` is :func:`pool_cond`;
+    ``c = f`` passes the full-resolution mask, losslessly. Training and sampling both call this."""
+    if cond_factor < 1 or factor % cond_factor:
+        raise ValueError(f"cond_factor {cond_factor} must divide the autoencoder's factor {factor}")
+    if cond_factor == 1:
+        return pool_cond(cond, factor)
+    single = cond.ndim == 4
+    x = pool_cond(cond[None] if single else cond, factor // cond_factor)
+    n, k, d, h, w = x.shape
+    c = cond_factor
+    x = x.reshape(n, k, d // c, c, h // c, c, w // c, c).permute(0, 1, 3, 5, 7, 2, 4, 6)
+    x = x.reshape(n, k * c**3, d // c, h // c, w // c)
+    return x[0] if single else x
+
+
 def channel_stats(z: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel (mean, std) of latents ``z`` (N, C, d, h, w) over cases and voxels, float64
     sums, each std floored at 1e-6: the ``latent_shift``/``latent_scale`` a latent run records."""

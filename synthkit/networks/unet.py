@@ -122,7 +122,7 @@ class Denoiser3D(nn.Module):
         if x.shape[1] != self.cfg.in_channels:
             raise ValueError(
                 f"expected {self.cfg.in_channels} input channels (image {self.cfg.image_channels}"
-                f" + mask {self.cfg.mask_classes}), got {x.shape[1]}"
+                f" + mask {self.cfg.cond_channels}), got {x.shape[1]}"
             )
         f = self.cfg.downsample_factor
         if any(s % f for s in x.shape[2:]):

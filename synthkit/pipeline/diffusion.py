@@ -53,7 +53,7 @@ class DiffusionPipeline(Pipeline):
     @torch.no_grad()
     def sample_batch(self, cond: torch.Tensor, seeds: Sequence[int], *, sampler: str = "ddpm",
                      steps: int | None = None, eta: float = 0.0, background: Sequence[bool] | None = None,
-                     progress: Progress | None = None) -> torch.Tensor:
+                     progress: Progress | None = None, guidance: float = 1.0) -> torch.Tensor:
         """One chain for the whole batch (the denoiser runs once per step on ``(B, C + K, ...)``);
         volume ``i``'s x_T and noise come only from its own generator (``seeds[i]``)."""
         from synthkit.diffusion import sample
@@ -63,5 +63,5 @@ class DiffusionPipeline(Pipeline):
         gens = [noise_rule.cpu_generator(int(s)) for s in seeds]
         out = sample(self.model, self.diffusion, c, sampler=sampler, steps=steps, eta=eta, generator=gens,
                      image_channels=self.image_channels, background=self.background_mask(c, background),
-                     progress=progress, autocast=self.precision)
+                     progress=progress, autocast=self.precision, guidance=guidance)
         return out.float().cpu()

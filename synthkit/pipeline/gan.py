@@ -64,9 +64,11 @@ class GanPipeline(Pipeline):
     @torch.no_grad()
     def sample_batch(self, cond: torch.Tensor, seeds: Sequence[int], *, sampler: str = "ddpm",
                      steps: int | None = None, eta: float = 0.0, background: Sequence[bool] | None = None,
-                     progress: Progress | None = None) -> torch.Tensor:
+                     progress: Progress | None = None, guidance: float = 1.0) -> torch.Tensor:
         """One generator pass on ``(B, K, ...)``; volume ``i``'s dropout noise comes only from
-        its own generator (``seeds[i]``)."""
+        its own generator (``seeds[i]``). ``guidance`` must be 1 (a GAN has no unconditional twin)."""
+        if guidance != 1.0:
+            raise UsageError("--guidance is for diffusion models trained with --cond-drop, not GAN baselines")
         self._check_batch(cond, seeds, background)
         c = cond.to(self.device, torch.float32)
         gens = [noise_rule.cpu_generator(int(s)) for s in seeds] \

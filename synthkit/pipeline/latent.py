@@ -11,7 +11,7 @@ records the SHA-256 of the autoencoder weights it was trained on, checked at loa
 Shapes for one batch (``f``: the autoencoder's downsampling per axis, 4)::
 
     cond   (B, K, D, H, W)       one-hot mask on the image grid        (prepare(), as the pixel kind)
-    c_lat  (B, K, D/f, H/f, W/f) pool_cond(cond, f): average pooling, the training pooling
+    c_lat  (B, K*c^3, D/f, H/f, W/f) latent_cond(cond, f, c): pooling (+ space-to-depth), as training
     z      (B, C_lat, D/f, ...)  sample(denoiser, cat(z_t, c_lat)); no x0 clamp (latents are not
                                  in [-1, 1]); one generator per volume
     x      (B, C_img, D, H, W)   decoder(z / scale_factor), one volume at a time, clamped to [-1, 1];
@@ -34,7 +34,7 @@ from synthkit import noise as noise_rule
 from synthkit.config import LATENT_AE_FOLDER as AE_FOLDER
 from synthkit.config import AutoencoderRunConfig, ConfigError, RunConfig
 from synthkit.errors import CheckpointError
-from synthkit.networks.autoencoder import pool_cond, standardize_latents
+from synthkit.networks.autoencoder import latent_cond, standardize_latents
 from synthkit.pipeline.diffusion import DiffusionPipeline
 from synthkit.pipeline.pipeline import Progress
 from synthkit.pipeline.registry import register_kind
@@ -156,9 +156,9 @@ class LatentPipeline(DiffusionPipeline):
 
     def latent_cond(self, cond: torch.Tensor) -> torch.Tensor:
         """Image-grid one-hot ``cond`` ``(B, K, D, H, W)`` (what :meth:`prepare` gives) -> the
-        denoiser's condition ``(B, K, D/f, H/f, W/f)``: the pooling of training
-        (:func:`synthkit.networks.autoencoder.pool_cond`)."""
-        return pool_cond(cond, self.factor)
+        denoiser's condition ``(B, K * c**3, D/f, H/f, W/f)``: the mapping of training
+        (:func:`synthkit.networks.autoencoder.latent_cond` with the run's ``cond_factor``)."""
+        return latent_cond(cond, self.factor, self.config.model.cond_factor)
 
     # -------------------------------------------------------------- sampling
     @torch.no_grad()
@@ -180,7 +180,7 @@ class LatentPipeline(DiffusionPipeline):
     @torch.no_grad()
     def sample_batch(self, cond: torch.Tensor, seeds: Sequence[int], *, sampler: str = "ddpm",
                      steps: int | None = None, eta: float = 0.0, background: Sequence[bool] | None = None,
-                     progress: Progress | None = None) -> torch.Tensor:
+                     progress: Progress | None = None, guidance: float = 1.0) -> torch.Tensor:
         """``cond`` ``(B, K, D, H, W)`` on the image grid -> ``(B, C_img, D, H, W)`` float32 in
         [-1, 1] on the CPU. One latent chain for the batch (one denoiser call per step on
         ``(B, C_lat + K, D/f, H/f, W/f)``), volume ``i``'s noise only from ``seeds[i]``; then
@@ -200,7 +200,7 @@ class LatentPipeline(DiffusionPipeline):
 
         z = sample(self.model, self.diffusion, self.latent_cond(c), sampler=sampler, steps=steps, eta=eta,
                    generator=gens, image_channels=self.latent_channels, clip_x0=False, clamp_output=False,
-                   progress=step, autocast=self.precision)
+                   progress=step, autocast=self.precision, guidance=guidance)
         x = self.decode(z)
         bg = self.background_mask(c, background)
         if bg is not None:

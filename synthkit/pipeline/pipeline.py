@@ -119,7 +119,7 @@ class Pipeline:
 
     def sample_batch(self, cond: torch.Tensor, seeds: Sequence[int], *, sampler: str = "ddpm",
                      steps: int | None = None, eta: float = 0.0, background: Sequence[bool] | None = None,
-                     progress: Progress | None = None) -> torch.Tensor:
+                     progress: Progress | None = None, guidance: float = 1.0) -> torch.Tensor:
         """``cond`` ``(B, K, d, h, w)`` -> ``(B, C, d, h, w)`` float32 in [-1, 1] on the CPU, in
         ONE batched network call per step. ``seeds[i]`` seeds volume ``i``'s own generator;
         ``background[i]`` holds volume ``i`` at -1 outside its head. ``progress(done, total)``
@@ -265,7 +265,7 @@ class Pipeline:
     def sample(self, mask: Any, *, seed: int = 0, sampler: str = "ddpm", steps: int | None = None,
                eta: float = 0.0, background: bool | None = None, affine: np.ndarray | None = None,
                label_space: str = "auto", image: Any = None, labels: dict[str, int] | None = None,
-               progress: Progress | None = None) -> Any:
+               progress: Progress | None = None, guidance: float = 1.0) -> Any:
         """Generate one volume for ``mask``; returns a ``Volume`` ``(C, D, H, W)`` float32 on the
         mask's own grid and affine.
 
@@ -275,14 +275,15 @@ class Pipeline:
         hold the predicted x0 at -1 outside the head (where the one-hot mask is all zero);
         default: on when the mask holds a head/brain label. ``label_space``, ``image`` (for the
         run's brain label) and ``labels`` (the mask's label names): see :meth:`to_network_mask`.
-        Same arguments and seed -> bit-identical output, and the same as a batch-1 run of
+        ``guidance``: classifier-free guidance weight on the mask (diffusion kinds trained with
+        ``cond_drop``; 1 = none). Same arguments and seed -> bit-identical output, and the same as a batch-1 run of
         ``synthkit sample``.
         """
         net = self.to_network_mask(as_mask_volume(mask, affine), image=image, labels=labels, label_space=label_space)
         cond, record, has_head = self.prepare(net, "network")
         use_bg = has_head if background is None else bool(background)
         x = self.sample_batch(cond[None], [seed], sampler=sampler, steps=steps, eta=eta,
-                              background=[use_bg], progress=progress)
+                              background=[use_bg], progress=progress, guidance=guidance)
         return self.to_volume(x[0], record)
 
 

@@ -40,6 +40,7 @@ from synthkit.config import AutoencoderRunConfig, RunConfig
 from synthkit.errors import UsageError
 from synthkit.networks.autoencoder import (  # shared with pipeline.latent
     channel_stats,
+    latent_cond,
     pool_cond,
     standardize_latents,
 )
@@ -89,6 +90,9 @@ def latent_run_config(cfg: RunConfig, ae: AutoencoderRunConfig, shape: tuple[int
         pre = dataclasses.replace(pre, target_shape=tuple(int(s) for s in shape))
     elif cfg.model_type != "latent":
         pre = dataclasses.replace(pre, target_shape=ae.preprocess.target_shape)
+    # the latents are only meaningful for images normalised as the autoencoder saw them
+    pre = dataclasses.replace(pre, intensity_bounds=ae.preprocess.intensity_bounds,
+                              clip_percentiles=ae.preprocess.clip_percentiles)
     return dataclasses.replace(cfg, model_type="latent", autoencoder=ae, preprocess=pre)
 
 
@@ -109,11 +113,15 @@ def prepare_latent_run(run_dir: str | Path, cfg: RunConfig, ae_dir: str | Path |
 
 
 class LatentDataset(torch.utils.data.Dataset):
-    """``self[i] = {"image": z (C_lat, d, h, w), "cond": pooled mask (K, d, h, w), "labels":
-    nearest-subsampled labels (d, h, w), "index": i}``; ``records``/``case_ids`` as the image cohort."""
+    """``self[i] = {"image": z (C_lat, d, h, w), "cond": the denoiser's condition (K * c**3, d, h, w),
+    "frac": each label's fraction of each latent voxel (K, d, h, w), "labels": nearest-subsampled
+    labels (d, h, w), "index": i}``; ``records``/``case_ids`` as the image cohort. ``cond`` is
+    made from ``frac``'s full-resolution source by :func:`latent_cond` (``c = cond_factor``)."""
 
-    def __init__(self, latents: torch.Tensor, cond: torch.Tensor, labels: torch.Tensor, base: Any):
+    def __init__(self, latents: torch.Tensor, cond: torch.Tensor, labels: torch.Tensor, base: Any,
+                 frac: torch.Tensor | None = None):
         self.latents, self.cond, self.labels = latents, cond, labels
+        self.frac = cond if frac is None else frac
         self.records, self.case_ids, self.skipped = base.records, base.case_ids, base.skipped
         self.cfg = base.cfg
         self.images = latents
@@ -131,7 +139,8 @@ class LatentDataset(torch.utils.data.Dataset):
         return int(self.latents.shape[1])
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"image": self.latents[i], "cond": self.cond[i], "labels": self.labels[i], "index": i}
+        return {"image": self.latents[i], "cond": self.cond[i], "frac": self.frac[i], "labels": self.labels[i],
+                "index": i}
 
 
 def _latent_key(image: torch.Tensor, ae_sha: str) -> str:
@@ -144,10 +153,10 @@ def _latent_key(image: torch.Tensor, ae_sha: str) -> str:
 
 @torch.no_grad()
 def encode_cohort(dataset: Any, model: torch.nn.Module, scale: float, ae_sha: str, cache_dir: Path,
-                  device: str = "cpu", progress: Any = None) -> LatentDataset:
-    """Latents (scaled posterior means) and pooled masks of every case of ``dataset`` (a CachedCohort),
-    read from / written to ``cache_dir`` (``latent_<key>.safetensors``, key = hash of the image and
-    the autoencoder weights)."""
+                  device: str = "cpu", progress: Any = None, cond_factor: int = 1) -> LatentDataset:
+    """Latents (scaled posterior means) and latent-grid masks (:func:`latent_cond`) of every case
+    of ``dataset`` (a CachedCohort), the latents read from / written to ``cache_dir``
+    (``latent_<key>.safetensors``, key = hash of the image and the autoencoder weights)."""
     from safetensors.torch import load_file, save
 
     from synthkit.io.atomic import write_bytes
@@ -155,7 +164,7 @@ def encode_cohort(dataset: Any, model: torch.nn.Module, scale: float, ae_sha: st
 
     factor = model.factor
     step = progress_hook(progress, len(dataset), "encoding latents")
-    zs, conds, labels = [], [], []
+    zs, conds, fracs, labels = [], [], [], []
     for i in range(len(dataset)):
         item = dataset[i]
         path = cache_dir / f"latent_{_latent_key(item['image'], ae_sha)}.safetensors"
@@ -170,10 +179,14 @@ def encode_cohort(dataset: Any, model: torch.nn.Module, scale: float, ae_sha: st
             z = (mean[0].float().cpu() * scale).contiguous()
             write_bytes(path, save({"z": z}))
         zs.append(z)
-        conds.append(pool_cond(item["cond"], factor))
+        fracs.append(pool_cond(item["cond"], factor))
+        if cond_factor != 1:
+            conds.append(latent_cond(item["cond"], factor, cond_factor))
         labels.append(item["labels"][factor // 2 :: factor, factor // 2 :: factor, factor // 2 :: factor])
         step()
-    return LatentDataset(torch.stack(zs), torch.stack(conds), torch.stack(labels), dataset)
+    frac = torch.stack(fracs)
+    cond = torch.stack(conds) if conds else frac
+    return LatentDataset(torch.stack(zs), cond, torch.stack(labels), dataset, frac=frac)
 
 
 class LatentTrainer(Trainer):
@@ -196,6 +209,9 @@ class LatentTrainer(Trainer):
         if any(s % f for s in shape):
             raise UsageError(f"--shape {' '.join(map(str, shape))} must be divisible by {f} (the autoencoder's "
                              f"{ae.autoencoder.downsample_factor}x times the denoiser's {cfg.model.downsample_factor}x)")
+        if ae.autoencoder.downsample_factor % cfg.model.cond_factor:
+            raise UsageError(f"--cond-factor {cfg.model.cond_factor} must divide the autoencoder's factor "
+                             f"{ae.autoencoder.downsample_factor}")
         model = dataclasses.replace(cfg.model, image_channels=ae.autoencoder.latent_channels)
         return dataclasses.replace(cfg, model=model, autoencoder=ae)
 
@@ -234,7 +250,8 @@ class LatentTrainer(Trainer):
         self.ae_sha256 = file_sha256(ae_dir / "model.safetensors")
         cache = self.run_dir / "cache" if getattr(self, "_cache_dir", None) is None else self._cache_dir
         self.dataset = encode_cohort(self.dataset, model, float(ae.scale_factor), self.ae_sha256,
-                                     Path(cache), self.device, self.progress if self.dist.is_main else None)
+                                     Path(cache), self.device, self.progress if self.dist.is_main else None,
+                                     cond_factor=self.cfg.model.cond_factor)
         self._standardize()
 
     def _prepare_data(self, cohort: Any, cache_dir: str | Path | None) -> None:

@@ -128,7 +128,16 @@ class TrainerSetup:
 
     def _fit_config(self, cfg: RunConfig, cohort: Any) -> RunConfig:
         """The config with channels and mask classes taken from the cohort (subclasses also validate)."""
-        return fit_config_to_cohort(cfg, cohort)
+        cfg = fit_config_to_cohort(cfg, cohort)
+        tc = cfg.train
+        if tc.label_weights is not None and len(tc.label_weights) != cfg.model.mask_classes:
+            raise UsageError(f"--label-weight was given {len(tc.label_weights)} time(s); the run conditions on "
+                             f"{cfg.model.mask_classes} label(s) {tuple(cfg.preprocess.mask_labels)}")
+        if tc.label_weights is not None and min(tc.label_weights) <= 0:
+            raise UsageError("--label-weight values must be positive")
+        if cfg.model.cond_factor != 1 and cfg.model_type != "latent":
+            raise UsageError("--cond-factor is for latent runs (with --autoencoder AE)")
+        return cfg
 
     def _resume_mismatch(self, old: RunConfig, new: RunConfig) -> str:
         """Why a run saved with ``old`` cannot be resumed with ``new`` ("" if it can)."""

@@ -20,7 +20,7 @@ import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,9 +105,11 @@ class Trainer(TrainerSetup):
             cond = batch["cond"].to(self.device, non_blocking=True)
             last = micro == tc.grad_accum - 1
             sync = contextlib.nullcontext() if last or not self.dist.distributed else self.ddp_model.no_sync()
+            weight = label_weight_map(batch, tc.label_weights, self.device)
             with sync:
                 with self.precision.autocast():
-                    loss = self.diffusion.training_loss(self.ddp_model, x0, cond, generator=self.generator)
+                    loss = self.diffusion.training_loss(self.ddp_model, x0, cond, generator=self.generator,
+                                                        weight=weight, cond_drop=tc.cond_drop)
                 scaled = loss.float() / tc.grad_accum
                 (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             total += loss.detach().float()
@@ -180,6 +182,19 @@ class Trainer(TrainerSetup):
 
     def close(self) -> None:
         cleanup(self.dist)
+
+
+def label_weight_map(batch: dict[str, Any], label_weights: Sequence[float] | None, device: Any) -> torch.Tensor | None:
+    """Per-voxel loss weights ``(B, 1, d, h, w)`` on the loss grid, ``1 + sum_k (w_k - 1) * frac_k``,
+    from ``batch["frac"]`` (each label's fraction of the voxel: latent runs) or the one-hot
+    ``batch["cond"]`` (pixel runs); None without label weights."""
+    if not label_weights:
+        return None
+    frac = batch.get("frac", batch["cond"]).to(device, torch.float32)
+    if frac.shape[1] != len(label_weights):
+        raise ValueError(f"label_weights has {len(label_weights)} value(s), the mask {frac.shape[1]} label(s)")
+    w = torch.tensor([float(v) - 1.0 for v in label_weights], device=device).view(1, -1, 1, 1, 1)
+    return 1.0 + (frac * w).sum(1, keepdim=True)
 
 
 def _default_progress() -> Any:
