@@ -44,12 +44,14 @@ MANIFEST = "manifest.json"
 
 
 def _settings(gen: Pipeline, sampler: str, steps: int | None, eta: float, seed: int,
-              background: bool | None, label_space: str, batch_size: int | None) -> dict[str, Any]:
+              background: bool | None, label_space: str, batch_size: int | None, guidance: float = 1.0) -> dict[str, Any]:
     from synthkit.pipeline.engine import runtime_settings
 
     return {"weights_sha256": gen.weights_sha256, "sampler": sampler,
             "steps": steps if steps is not None else gen.diffusion.num_timesteps,
             "eta": float(eta), "seed": int(seed), "background": background, "label_space": label_space,
+            # recorded when used, so manifests made without guidance read as before
+            **({"guidance": float(guidance)} if guidance != 1.0 else {}),
             **runtime_settings(gen, batch_size)}
 
 
@@ -67,7 +69,7 @@ def _other_settings(note: Callable[[str], None], settings: dict[str, Any]) -> Ca
 def sample_masks(gen: Pipeline, masks: Any, out_dir: str | Path, *, per_mask: int = 1, sampler: str = "ddpm",
                  steps: int | None = None, eta: float = 0.0, seed: int = 0, batch_size: int | None = None,
                  background: bool | None = None, label_space: str = "auto", strict: bool = False,
-                 progress: Any = None,
+                 progress: Any = None, guidance: float = 1.0,
                  dist: Any = None, on_note: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Generate ``per_mask`` volumes for every mask in ``masks`` into ``out_dir``; returns the manifest.
 
@@ -75,7 +77,8 @@ def sample_masks(gen: Pipeline, masks: Any, out_dir: str | Path, *, per_mask: in
     volumes per network call (default: 1 on the CPU, 4 on CUDA; see the module docstring).
     ``background``: None = on for masks holding a head/brain label (see
     :meth:`Pipeline.prepare`). ``label_space``: ``"auto"``, ``"raw"`` or ``"network"`` (see
-    :meth:`Pipeline.to_network_mask`). A mask that cannot be used is reported in the manifest's
+    :meth:`Pipeline.to_network_mask`). ``guidance``: classifier-free guidance weight (see
+    :meth:`Pipeline.sample`). A mask that cannot be used is reported in the manifest's
     ``skipped`` list (or raised with ``strict``). ``progress``: a rich ``Progress`` or a
     callable ``(done, total)`` in volumes, called after every network step.
     """
@@ -89,7 +92,7 @@ def sample_masks(gen: Pipeline, masks: Any, out_dir: str | Path, *, per_mask: in
     note = on_note or (lambda msg: None)
     out = Path(out_dir)
     cohort = masks if hasattr(masks, "cases") else discover_cohort(masks, need_images=False)
-    settings = _settings(gen, sampler, steps, eta, seed, background, label_space, batch_size)
+    settings = _settings(gen, sampler, steps, eta, seed, background, label_space, batch_size, guidance)
 
     def document(items: list[dict[str, Any]], skipped: list[dict[str, Any]]) -> dict[str, Any]:
         return {"generator": "synthkit", "run": gen.run_dir.name, "settings": settings,
@@ -102,7 +105,7 @@ def sample_masks(gen: Pipeline, masks: Any, out_dir: str | Path, *, per_mask: in
     writer = NnunetWriter(out, names if len(names) == gen.image_channels else None, gen.network_labels(),
                           existing="keep")
     jobs = [Job((case.case_id, k), case, k, i) for i, case in enumerate(cohort.cases) for k in range(per_mask)]
-    engine = Engine(gen, Sampling(sampler, steps, eta, background, label_space),
+    engine = Engine(gen, Sampling(sampler, steps, eta, background, label_space, guidance),
                     seed=lambda job, attempt: seed_for(seed, job.case.case_id, job.k), labels=dict(cohort.labels),
                     batch_size=batch_size, dist=store.dist, progress=as_progress(progress, "sample"))
     n_done = sum(store.done(j.key) for j in jobs[store.dist.rank :: store.dist.world_size])

@@ -208,6 +208,15 @@ def test_cli_trains_and_samples_with_full_mask_weights_and_guidance(cohort, ae, 
     plain = pipe.sample(mask, **kw)
     assert a.data.shape[1:] == mask.data.shape[1:] and np.allclose(a.affine, mask.affine)  # the mask's own grid
     assert np.array_equal(a.data, b.data) and not np.array_equal(a.data, plain.data)
+    # the CLI: --guidance recorded in the manifest (absent when 1), the same volume as the API
+    for g, out in (("2", tmp_path / "g2"), ("1", tmp_path / "g1")):
+        r = cli("sample", cohort, "--model", run, "--out", out, "--sampler", "ddim", "--steps", "3", "--guidance", g,
+                "--quiet")
+        assert r.exit_code == 0, r.output
+    m2, m1 = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("g2", "g1"))
+    assert m2["settings"]["guidance"] == 2.0 and "guidance" not in m1["settings"]
+    r = cli("sample", cohort, "--model", run, "--out", tmp_path / "bad", "--guidance", "-1", "--quiet")
+    assert r.exit_code == 2 and "--guidance must be at least 0" in r.output
 
 
 def test_refused_options_are_one_line(cohort, ae, tmp_path, cli):

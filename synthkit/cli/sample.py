@@ -50,6 +50,9 @@ def register(app: typer.Typer) -> None:
         sampler: Annotated[SamplerChoice | None, typer.Option(help="ddpm (all T steps, as in the paper, default), ddim or dpmpp (DPM-Solver++). GAN runs: one generator pass, no sampler.", show_default=False)] = None,
         steps: Annotated[int | None, typer.Option(help=steps_help())] = None,
         eta: Annotated[float, typer.Option(help="DDIM stochasticity (0: deterministic given the seed).")] = 0.0,
+        guidance: Annotated[float, typer.Option(help="Classifier-free guidance weight on the mask (1: none; "
+                            ">1 follows the mask more strongly, one extra network pass per step). For runs trained "
+                            "with --cond-drop.")] = 1.0,
         per_mask: Annotated[int, typer.Option(help="Volumes to generate per mask.")] = 1,
         seed: Annotated[int, typer.Option(help="Base seed; each volume's seed derives from it, the case id and k.")] = 0,
         batch_size: Annotated[int | None, typer.Option(help="Volumes per network call (default: 1 on cpu, 4 on cuda). "
@@ -73,6 +76,8 @@ def register(app: typer.Typer) -> None:
         run, masks = model_and_masks(masks_arg, old_masks, model)
         if batch_size is not None and batch_size < 1:
             raise UsageError("--batch-size must be at least 1")
+        if guidance < 0:
+            raise UsageError("--guidance must be at least 0")
         dist = init_distributed(device)
         try:
             gen = load(run, dist.device, precision=value_of(precision))
@@ -83,11 +88,14 @@ def register(app: typer.Typer) -> None:
                     err_console.print(f"synthkit: {msg}", markup=False)
 
             note_precision(value_of(precision), gen, note)
+            if guidance != 1.0 and not getattr(gen.config.train, "cond_drop", 0.0):
+                note("this run was trained without --cond-drop: --guidance extrapolates from an unconditional "
+                     "output it never learned")
 
             with make_progress(quiet or not dist.is_main) as progress:
                 manifest = sample_masks(gen, masks, out, per_mask=per_mask, sampler=sampler, steps=steps, eta=eta,
                                         seed=seed, batch_size=batch_size, background=background,
-                                        label_space=value_of(label_space), strict=strict,
+                                        label_space=value_of(label_space), strict=strict, guidance=guidance,
                                         progress=volume_progress(progress, "sample", quiet or not dist.is_main),
                                         dist=dist, on_note=note)
         finally:

@@ -79,6 +79,7 @@ class Sampling:
     eta: float = 0.0
     background: bool | None = None  # None: on for masks with a head/brain label
     label_space: str = "auto"  # see Pipeline.to_network_mask
+    guidance: float = 1.0  # classifier-free guidance on the mask (1: none)
 
 
 @dataclasses.dataclass
@@ -253,7 +254,7 @@ class Engine:
             self._report()
 
         x = self.pipe.sample_batch(cond, seeds, sampler=s.sampler, steps=s.steps, eta=s.eta,
-                                   background=[it.background for it in batch], progress=step)
+                                   background=[it.background for it in batch], progress=step, guidance=s.guidance)
         self._done = start + n
         self._report()
         return [self.pipe.to_volume(x[i], it.prepared.record) for i, it in enumerate(batch)]
