@@ -120,9 +120,56 @@ def test_nnunetv2_not_installed(tmp_path, monkeypatch):
 def test_unreadable_checkpoint_is_a_usage_error(tmp_path):
     pytest.importorskip("nnunetv2")
     folder = _fake_model(tmp_path / "model")  # an empty checkpoint file
-    with pytest.raises(UsageError, match="nnunetv2 could not load the model") as err:
+    with pytest.raises(UsageError, match=r"not a readable PyTorch checkpoint \(EOFError\)") as err:
         load_nnunet(folder)
-    assert str(folder) in str(err.value) and "\n" not in str(err.value)
+    assert str(folder / "fold_0" / "checkpoint_final.pth") in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def _touch(path: str) -> None:
+    Path(path).write_text("unpickled")
+
+
+class _Payload:
+    """Unpickling it (with weights_only=False) writes ``marker``: the stand-in for code a
+    crafted checkpoint would run."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (_touch, (self.marker,))
+
+
+def test_checkpoint_numpy_scalars_only_plain_numbers(tmp_path):
+    """nnU-Net's checkpoints hold numpy float32 scalars (its training log): those load under
+    weights_only=True, with their values; a numpy array or a string scalar is refused."""
+    import torch
+
+    from synthkit.metrics.nnunet_segmenter import _SAFE_NUMPY_GLOBALS, _read_checkpoint
+
+    weights = {"w": torch.arange(3.0)}
+    scalars = [np.float32(0.25), np.float64(-1.5), np.int64(7), np.bool_(True), np.uint8(200)]
+    ckpt = {"network_weights": weights, "trainer_name": "nnUNetTrainer",
+            "init_args": {"configuration": "3d_fullres", "device": torch.device("cpu")},
+            "inference_allowed_mirroring_axes": (0, 1, 2),
+            "logging": {"mean_fg_dice": scalars}, "_best_ema": np.float32(0.9)}
+    torch.save(ckpt, tmp_path / "ok.pth")
+    got, trainer, configuration, axes = _read_checkpoint(tmp_path / "ok.pth")
+    assert trainer == "nnUNetTrainer" and configuration == "3d_fullres" and axes == (0, 1, 2)
+    torch.testing.assert_close(got, weights)
+    with torch.serialization.safe_globals(_SAFE_NUMPY_GLOBALS):  # the stand-ins' scalars
+        logged = torch.load(tmp_path / "ok.pth", weights_only=True)["logging"]["mean_fg_dice"]
+    assert [(type(v), v) for v in logged] == [(type(v), v) for v in scalars]
+    why = {"array": (np.zeros(2), "numpy._core.multiarray._reconstruct"),
+           "str": (np.str_("x"), "numpy dtype 'U1' is not a plain number type")}
+    for name, (bad, detail) in why.items():
+        torch.save({**ckpt, "_best_ema": bad}, tmp_path / f"{name}.pth")
+        with pytest.raises(UsageError, match="refused: .* pickled objects") as err:
+            _read_checkpoint(tmp_path / f"{name}.pth")
+        msg = str(err.value)
+        assert msg.startswith(str(tmp_path / f"{name}.pth")) and "\n" not in msg
+        assert detail in msg
 
 
 # ----------------------------------------------------------------------------- axes
@@ -348,3 +395,91 @@ def test_evaluate_with_a_users_nnunet_model(trained_model, tmp_path, cli, monkey
     assert not (tmp_path / "cache" / "segmenters").exists()  # nothing of synthkit's own trained
     res = cli("evaluate", real, erased, "--segmenter", f"nnunet:{tmp_path / 'nope'}", "--quiet")
     assert res.exit_code == 2 and "nope" in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.slow
+def test_checkpoints_are_read_weights_only(trained_model, tmp_path, monkeypatch):
+    """Every torch.load on the way to a loaded model passes weights_only=True; nnunetv2's
+    initialize_from_trained_model_folder (torch.load(weights_only=False)) is never called.
+    Two folds (copies of the one trained) ensemble to the single fold's prediction."""
+    import shutil
+
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    image, mask, affine = _case(102)
+    single = load_nnunet(trained_model, use_mirroring=False).predict(image, affine)
+    folder = tmp_path / "model"
+    shutil.copytree(trained_model, folder)
+    for fold in ("fold_0", "fold_1"):
+        shutil.copytree(folder / "fold_all", folder / fold)
+    calls: list[dict] = []
+    real_load = torch.load
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real_load(*args, **kwargs)
+
+    def never(*args, **kwargs):
+        raise AssertionError("initialize_from_trained_model_folder unpickles in full")
+
+    monkeypatch.setattr(torch, "load", spy)
+    monkeypatch.setattr(nnUNetPredictor, "initialize_from_trained_model_folder", never)
+    seg = load_nnunet(folder, use_mirroring=False)
+    assert seg.folds == (0, 1)
+    assert len(calls) == 2  # one per fold
+    assert all(c.get("weights_only") is True for c in calls), calls
+    np.testing.assert_array_equal(seg.predict(image, affine), single)
+    assert _dice(single == 1, mask == 1) > 0.9
+
+
+@pytest.mark.slow
+def test_checkpoint_with_a_pickled_object_is_refused(trained_model, tmp_path):
+    """A checkpoint that pickles an arbitrary object is refused with one line naming the file;
+    the object's __reduce__ never runs."""
+    import shutil
+
+    import torch
+
+    folder = tmp_path / "model"
+    shutil.copytree(trained_model, folder)
+    path = folder / "fold_all" / "checkpoint_final.pth"
+    marker = tmp_path / "marker"
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)  # trained by this module
+    ckpt["logging"]["note"] = _Payload(marker)
+    torch.save(ckpt, path)
+    with pytest.raises(UsageError) as err:
+        load_nnunet(folder)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: refused: ") and "\n" not in msg
+    assert "_Payload" not in msg and "_touch" in msg  # the global the pickle would call
+    assert "weights_only=True" in msg
+    assert not marker.exists()
+    # the control: a full unpickle would have run it
+    torch.load(path, map_location="cpu", weights_only=False)
+    assert marker.read_text() == "unpickled"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", ["nonlin", "network_class_name"])
+def test_plans_naming_other_callables_are_refused(trained_model, tmp_path, key):
+    """nnU-Net imports and calls what plans.json names to build the network (with keyword
+    arguments from the same file): anything but torch.nn / dynamic_network_architectures
+    Module classes is refused before it is called."""
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(trained_model, folder)
+    marker = tmp_path / "marker"
+    plans = json.loads((folder / "plans.json").read_text())
+    arch = plans["configurations"]["3d_fullres"]["architecture"]
+    if key == "nonlin":
+        arch["arch_kwargs"]["nonlin"] = "subprocess.Popen"
+        arch["arch_kwargs"]["nonlin_kwargs"] = {"args": ["touch", str(marker)]}
+    else:
+        arch["network_class_name"] = "dynamic_network_architectures.architectures.unet.torch.load"
+    (folder / "plans.json").write_text(json.dumps(plans))
+    with pytest.raises(UsageError, match="plans.json names .* only builds torch.nn.Module") as err:
+        load_nnunet(folder)
+    assert str(folder) in str(err.value) and "\n" not in str(err.value)
+    assert not marker.exists()

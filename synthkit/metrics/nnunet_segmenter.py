@@ -2,13 +2,22 @@
 
 :func:`load_nnunet` opens an nnU-Net v2 *model folder* (the trainer output folder,
 ``nnUNet_results/DatasetXXX_Name/<Trainer>__<Plans>__<configuration>``, holding ``plans.json``,
-``dataset.json`` and ``fold_*/checkpoint_final.pth``) with nnunetv2's own
+``dataset.json`` and ``fold_*/checkpoint_final.pth``) and runs it with nnunetv2's own
 ``nnUNetPredictor``; :meth:`NnUNetSegmenter.predict` segments one volume held the synthkit way.
 
-Trust: nnU-Net checkpoints are torch pickles, and nnunetv2 reads them itself
-(``torch.load(..., weights_only=False)`` inside ``initialize_from_trained_model_folder``), which
-can run code stored in the file. synthkit never unpickles a file itself; it hands the folder to
-nnunetv2, so the folder must come from a source the user trusts.
+Trust: nnU-Net checkpoints are torch pickles, and nnunetv2's
+``initialize_from_trained_model_folder`` reads them with ``torch.load(..., weights_only=False)``,
+which can run code stored in the file. synthkit never calls it: it reads each fold's checkpoint
+itself with ``torch.load(..., weights_only=True)`` (tensors and plain values; the numpy number
+scalars of nnU-Net's training log are built by a stand-in that makes only plain numbers), takes
+the network weights, trainer name, configuration and mirroring axes from it, builds the network
+with that trainer's ``build_network_architecture`` from ``plans.json`` and hands everything to
+``nnUNetPredictor.manual_initialization``. A checkpoint holding any other pickled object is
+refused with one line naming the file; it is never loaded another way. ``plans.json`` names the
+classes nnU-Net imports and calls to build the network; only ``torch.nn.Module`` classes from
+``dynamic_network_architectures`` (the network) and ``torch.nn`` (its conv, norm, dropout and
+nonlinearity ops) are accepted. The trainer class is looked up by name among nnunetv2's own
+trainers (or ``nnUNet_extTrainer``), as nnunetv2 does.
 
 Axes and spacing. synthkit holds a volume as ``(C, D, H, W)`` in the order the NIfTI file stores
 it (nibabel's ``i, j, k``), with a voxel -> RAS affine. nnU-Net's readers hand its network the
@@ -26,6 +35,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +154,7 @@ def load_nnunet(
     checkpoint: str = "checkpoint_final.pth",
     use_mirroring: bool = True,
 ) -> NnUNetSegmenter:
-    """Open a trained nnU-Net v2 model folder through nnunetv2's ``nnUNetPredictor``.
+    """Open a trained nnU-Net v2 model folder for nnunetv2's ``nnUNetPredictor``.
 
     ``folder``: the trainer output folder (``plans.json``, ``dataset.json``, ``fold_*/``).
     ``folds``: which folds to ensemble; ``None`` takes every ``fold_<n>`` holding
@@ -151,10 +162,12 @@ def load_nnunet(
     ``use_mirroring``: nnU-Net's test-time mirroring (its default, on; up to 8 network passes per
     patch in 3D), off for speed. Sliding-window settings are nnU-Net's defaults.
 
-    The checkpoints are torch pickles that nnunetv2 itself unpickles (synthkit never does): use
-    only a folder from a source you trust. Raises :class:`UsageError` naming the folder when it
-    is missing, is not an nnU-Net v2 model folder, holds a region-based model, lacks a requested
-    fold, or nnunetv2 is not installed or cannot load it.
+    Each fold's checkpoint is read with ``torch.load(weights_only=True)``, never unpickled in
+    full (see the module notes). Raises :class:`UsageError` naming the folder when it is
+    missing, is not an nnU-Net v2 model folder, holds a region-based model, lacks a requested
+    fold, its ``plans.json`` names a network or op outside dynamic_network_architectures /
+    torch.nn, or nnunetv2 is not installed or cannot load it; naming the checkpoint file when
+    it holds anything but tensors and plain values, is unreadable or is not an nnU-Net one.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -165,7 +178,7 @@ def load_nnunet(
     channels = _channels(dataset, folder)
     use_folds = _resolve_folds(folder, folds, checkpoint)
     reorient = str(plans.get("image_reader_writer", "")) in _REORIENTING_READERS
-    predictor = _make_predictor(folder, use_folds, checkpoint, device, use_mirroring)
+    predictor = _make_predictor(folder, plans, dataset, use_folds, checkpoint, device, use_mirroring)
     return NnUNetSegmenter(folder, predictor, labels, channels, use_folds, reorient)
 
 
@@ -245,12 +258,17 @@ def _resolve_folds(
 
 def _make_predictor(
     folder: Path,
+    plans: dict[str, Any],
+    dataset: dict[str, Any],
     folds: tuple[int | str, ...],
     checkpoint: str,
     device: str,
     use_mirroring: bool,
 ) -> Any:
-    """nnunetv2's predictor, initialised from ``folder``; nnunetv2 loads the checkpoints."""
+    """nnunetv2's predictor for ``folder``: synthkit reads every fold's checkpoint with
+    ``torch.load(weights_only=True)``, rebuilds the network the way nnunetv2's
+    ``initialize_from_trained_model_folder`` does (which would unpickle the checkpoints in
+    full) and hands both to ``nnUNetPredictor.manual_initialization``."""
     import torch
 
     try:
@@ -265,8 +283,13 @@ def _make_predictor(
         dev = torch.device(device)
     except RuntimeError as e:
         raise UsageError(f"bad device {device!r} ({e})", folder) from e
+    # every fold's weights; the trainer, configuration and mirroring axes of the first
+    # (nnunetv2's own rule)
+    ckpts = [_read_checkpoint(folder / f"fold_{f}" / checkpoint) for f in folds]
+    trainer_name, configuration, mirror_axes = ckpts[0][1:]
+    weights = [c[0] for c in ckpts]
     # nnU-Net prints progress notes (e.g. that on a CPU it keeps data off the device, which
-    # folds it found); keep them off synthkit's terminal output.
+    # trainer class it found); keep them off synthkit's terminal output.
     with contextlib.redirect_stdout(io.StringIO()):
         predictor = nnUNetPredictor(
             use_mirroring=use_mirroring,
@@ -277,9 +300,15 @@ def _make_predictor(
             allow_tqdm=False,
         )
         try:
-            predictor.initialize_from_trained_model_folder(
-                str(folder), use_folds=folds, checkpoint_name=checkpoint
+            network, plans_manager, config_manager = _build_network(
+                folder, plans, dataset, trainer_name, configuration
             )
+            network.load_state_dict(weights[0])
+            predictor.manual_initialization(
+                network, plans_manager, config_manager, weights, dataset, trainer_name, mirror_axes
+            )
+        except UsageError:
+            raise
         except ModuleNotFoundError as e:
             # nnunetv2 finds a trainer class by importing its trainer modules in turn; those of
             # the Primus trainers import timm (and timm torchvision), so any trainer but the
@@ -290,9 +319,206 @@ def _make_predictor(
                 f"Python package {e.name!r}, which is not importable; install it{hint}",
                 folder,
             ) from e
-        except Exception as e:  # a checkpoint nnunetv2 cannot read, a trainer it cannot find
+        except Exception as e:  # a trainer it cannot find, weights that do not fit the network
             msg = str(e).splitlines()[0] if str(e) else ""
             raise UsageError(
                 f"nnunetv2 could not load the model ({type(e).__name__}: {msg})", folder
             ) from e
     return predictor
+
+
+def _build_network(
+    folder: Path, plans: dict[str, Any], dataset: dict[str, Any], trainer_name: str, configuration: str
+) -> tuple[Any, Any, Any]:
+    """(network, PlansManager, ConfigurationManager), the network built by the checkpoint's
+    trainer class from ``plans.json``, for inference (no deep supervision), weights not loaded."""
+    import copy
+    import inspect
+
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    plans_manager = PlansManager(copy.deepcopy(plans))
+    config = plans_manager.get_configuration(configuration)
+    _check_architecture(folder, config)
+    n_in = determine_num_input_channels(plans_manager, config, dataset)
+    n_out = plans_manager.get_label_manager(dataset).num_segmentation_heads
+    trainer = recursive_find_trainer_class_by_name(trainer_name)
+    if "plans_manager" in inspect.signature(trainer.build_network_architecture).parameters:
+        network = trainer.build_network_architecture(
+            plans_manager, config, n_in, n_out, enable_deep_supervision=False
+        )
+    else:  # the signature of nnunetv2 < 2.6, still accepted by nnunetv2
+        network = trainer.build_network_architecture(
+            config.network_arch_class_name,
+            config.network_arch_init_kwargs,
+            config.network_arch_init_kwargs_req_import,
+            n_in,
+            n_out,
+            enable_deep_supervision=False,
+        )
+    return network, plans_manager, config
+
+
+# ----------------------------------------------------------------------------- safe reading
+
+#: nnU-Net's network builder imports and calls the classes ``plans.json`` names (the network,
+#: and its conv / norm / dropout / nonlinearity ops, built with keyword arguments from the same
+#: file), so a crafted plans.json could make it call anything (``subprocess.Popen``). Only
+#: torch.nn modules from these packages are let through.
+_ARCH_PACKAGE = "dynamic_network_architectures"
+_OP_PACKAGE = "torch.nn"
+_OP_KEYS = ("conv_op", "norm_op", "dropout_op", "nonlin")
+
+
+def _check_architecture(folder: Path, config: Any) -> None:
+    """Raise UsageError unless the network class and the ops ``plans.json`` names are
+    ``torch.nn.Module`` classes from dynamic_network_architectures and torch.nn."""
+    arch = config.network_arch_class_name
+    kwargs = config.network_arch_init_kwargs
+    req = config.network_arch_init_kwargs_req_import
+    if not isinstance(kwargs, dict) or not isinstance(req, (list, tuple)):
+        raise _not_a_model(folder, "plans.json has no usable 'architecture'")
+    _check_module_class(folder, "network class", arch, _ARCH_PACKAGE)
+    for key in dict.fromkeys([*req, *_OP_KEYS]):
+        if key in kwargs and kwargs[key] is not None:
+            _check_module_class(folder, f"architecture {key!r}", kwargs[key], _OP_PACKAGE)
+
+
+def _check_module_class(folder: Path, what: str, name: Any, package: str) -> None:
+    import pydoc
+
+    import torch
+
+    ok = (
+        isinstance(name, str)
+        and name.startswith(package + ".")
+        and all(part.isidentifier() for part in name.split("."))
+    )
+    # importing a module under `package` is harmless; what it names must be a Module class there
+    obj = pydoc.locate(name) if ok else None
+    if obj is None:  # for the network class nnunetv2 then searches dynamic_network_architectures
+        ok = ok and package == _ARCH_PACKAGE
+    else:
+        ok = (
+            isinstance(obj, type)
+            and issubclass(obj, torch.nn.Module)
+            and (obj.__module__ + ".").startswith(package + ".")
+        )
+    if not ok:
+        raise UsageError(
+            f"plans.json names {what} {name!r}; synthkit only builds torch.nn.Module classes "
+            f"from {package} there (nnU-Net would import and call whatever it names)",
+            folder,
+        )
+
+
+#: What ``torch.load(weights_only=True)`` may build beyond tensors and plain Python values:
+#: nnU-Net's checkpoints hold numpy float32 scalars (the training log, ``_best_ema``), pickled as
+#: ``numpy._core.multiarray.scalar(numpy.dtype(code), bytes)`` (``numpy.core`` before numpy 2).
+#: Those names are mapped to the two stand-ins below, which build only scalars of plain
+#: number dtypes from their raw bytes; numpy's own functions are never called by the unpickler.
+_PLAIN_DTYPE_CODES = frozenset(
+    {"b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8"}
+)
+
+
+class _PickledDtype:
+    """Stand-in for ``numpy.dtype`` while a checkpoint is read: a plain number dtype's code and
+    byte order, nothing else."""
+
+    def __init__(self, code: Any, align: Any = False, copy: Any = True):
+        if not isinstance(code, str) or code not in _PLAIN_DTYPE_CODES:
+            raise pickle.UnpicklingError(f"numpy dtype {code!r} is not a plain number type")
+        self.code = code
+        self.order = "="
+
+    def __setstate__(self, state: Any) -> None:
+        # numpy's dtype state: (version, byte order, subarray, names, fields, ...)
+        if not (
+            isinstance(state, tuple)
+            and len(state) >= 5
+            and state[1] in ("<", ">", "|", "=")
+            and state[2:5] == (None, None, None)
+        ):
+            raise pickle.UnpicklingError("numpy dtype with fields or a sub-array")
+        self.order = state[1]
+
+
+def _pickled_numpy_scalar(dtype: Any, data: Any = None) -> np.generic:
+    """Stand-in for ``numpy._core.multiarray.scalar``: one number from its raw bytes."""
+    if not isinstance(dtype, _PickledDtype) or not hasattr(dtype, "code"):
+        raise pickle.UnpicklingError("numpy scalar of an unsupported dtype")
+    dt = np.dtype(dtype.order + dtype.code)
+    if not isinstance(data, bytes) or len(data) != dt.itemsize:
+        raise pickle.UnpicklingError(f"numpy {dt} scalar with bad data")
+    return np.frombuffer(data, dtype=dt)[0]
+
+
+_SAFE_NUMPY_GLOBALS = [
+    (_PickledDtype, "numpy.dtype"),
+    (_pickled_numpy_scalar, "numpy._core.multiarray.scalar"),
+    (_pickled_numpy_scalar, "numpy.core.multiarray.scalar"),
+]
+
+
+def _refusal_detail(text: str) -> str:
+    """What torch's weights-only unpickler stopped at, from its (long) message."""
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it pickles {found.group(1)}"
+    _, sep, tail = text.partition("WeightsUnpickler error:")
+    lines = [line.strip() for line in tail.splitlines() if line.strip()] if sep else []
+    return lines[0].split(". Please use")[0] if lines else "unsupported content"
+
+
+def _read_checkpoint(path: Path) -> tuple[dict[str, Any], str, str, tuple[int, ...] | None]:
+    """(network weights, trainer name, configuration, inference mirroring axes) of one fold's
+    checkpoint, read with ``torch.load(weights_only=True)``: tensors and plain values only, so
+    nothing in the file can run; anything else is refused with one line naming the file."""
+    import torch
+
+    try:
+        with torch.serialization.safe_globals(_SAFE_NUMPY_GLOBALS):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - refused or unreadable; never retried unsafely
+        text = str(e)
+        if "Weights only load failed" in text:
+            raise UsageError(
+                f"refused: this nnU-Net checkpoint holds pickled objects other than tensors and "
+                f"plain values ({_refusal_detail(text)}); synthkit reads checkpoints only with "
+                f"torch.load(weights_only=True), which never runs code from the file",
+                path,
+            ) from None
+        first = text.splitlines()[0] if text else ""
+        raise UsageError(
+            f"not a readable PyTorch checkpoint ({type(e).__name__}{': ' + first if first else ''})",
+            path,
+        ) from None
+
+    def bad(why: str) -> UsageError:
+        return UsageError(f"not an nnU-Net v2 checkpoint ({why})", path)
+
+    if not isinstance(ckpt, dict):
+        raise bad(f"it holds a {type(ckpt).__name__}, not a dict")
+    weights = ckpt.get("network_weights")
+    if not isinstance(weights, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()
+    ):
+        raise bad("no 'network_weights' state dict")
+    trainer = ckpt.get("trainer_name")
+    if not isinstance(trainer, str) or not trainer.isidentifier():
+        raise bad("no 'trainer_name'")
+    init_args = ckpt.get("init_args")
+    configuration = init_args.get("configuration") if isinstance(init_args, dict) else None
+    if not isinstance(configuration, str):
+        raise bad("no 'init_args' configuration")
+    axes = ckpt.get("inference_allowed_mirroring_axes")
+    if axes is not None:
+        if not isinstance(axes, (list, tuple)) or not all(
+            isinstance(a, int) and not isinstance(a, bool) for a in axes
+        ):
+            raise bad(f"bad 'inference_allowed_mirroring_axes' {axes!r}")
+        axes = tuple(axes)
+    return weights, trainer, configuration, axes
