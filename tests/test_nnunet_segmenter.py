@@ -146,7 +146,7 @@ def test_checkpoint_numpy_scalars_only_plain_numbers(tmp_path):
     weights_only=True, with their values; a numpy array or a string scalar is refused."""
     import torch
 
-    from synthkit.metrics.nnunet_segmenter import _SAFE_NUMPY_GLOBALS, _read_checkpoint
+    from synthkit.metrics.nnunet_checkpoint import _SAFE_NUMPY_GLOBALS, read_checkpoint
 
     weights = {"w": torch.arange(3.0)}
     scalars = [np.float32(0.25), np.float64(-1.5), np.int64(7), np.bool_(True), np.uint8(200)]
@@ -155,7 +155,7 @@ def test_checkpoint_numpy_scalars_only_plain_numbers(tmp_path):
             "inference_allowed_mirroring_axes": (0, 1, 2),
             "logging": {"mean_fg_dice": scalars}, "_best_ema": np.float32(0.9)}
     torch.save(ckpt, tmp_path / "ok.pth")
-    got, trainer, configuration, axes = _read_checkpoint(tmp_path / "ok.pth")
+    got, trainer, configuration, axes = read_checkpoint(tmp_path / "ok.pth")
     assert trainer == "nnUNetTrainer" and configuration == "3d_fullres" and axes == (0, 1, 2)
     torch.testing.assert_close(got, weights)
     with torch.serialization.safe_globals(_SAFE_NUMPY_GLOBALS):  # the stand-ins' scalars
@@ -166,7 +166,7 @@ def test_checkpoint_numpy_scalars_only_plain_numbers(tmp_path):
     for name, (bad, detail) in why.items():
         torch.save({**ckpt, "_best_ema": bad}, tmp_path / f"{name}.pth")
         with pytest.raises(UsageError, match="refused: .* pickled objects") as err:
-            _read_checkpoint(tmp_path / f"{name}.pth")
+            read_checkpoint(tmp_path / f"{name}.pth")
         msg = str(err.value)
         assert msg.startswith(str(tmp_path / f"{name}.pth")) and "\n" not in msg
         assert detail in msg
