@@ -70,8 +70,9 @@ def _fill_zeros(net, seed: int = 0) -> None:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.02)
 
 
-def make_latent_run(root: Path, size: int = 128) -> Path:
-    """A latent run folder with untrained ``small`` autoencoder and ``small`` denoiser weights."""
+def make_latent_run(root: Path, size: int = 128, cond_factor: int = 1, latent_channels: int = 4) -> Path:
+    """A latent run folder with untrained ``small`` autoencoder and ``small`` denoiser weights
+    (``cond_factor``: how the mask reaches the latent grid, as ``train --cond-factor``)."""
     from synthkit.config import (
         AutoencoderRunConfig,
         DataConfig,
@@ -87,9 +88,10 @@ def make_latent_run(root: Path, size: int = 128) -> Path:
     from synthkit.training.checkpoint import save_weights
 
     pre = PreprocessConfig(target_shape=(size,) * 3, mask_labels=(1, 2))
-    ae_cfg = AutoencoderRunConfig(autoencoder=autoencoder_config("small"), preprocess=pre, scale_factor=1.0,
-                                  preset="small")
-    cfg = RunConfig(model=model_config("small", image_channels=4, mask_classes=2), model_type="latent",
+    ae_cfg = AutoencoderRunConfig(autoencoder=autoencoder_config("small", latent_channels=latent_channels),
+                                  preprocess=pre, scale_factor=1.0, preset="small")
+    cfg = RunConfig(model=model_config("small", image_channels=latent_channels, mask_classes=2, cond_factor=cond_factor),
+                    model_type="latent",
                     diffusion=DiffusionConfig(timesteps=250), preprocess=pre, autoencoder=ae_cfg, preset="small",
                     data=DataConfig(channel_names=("T1",), labels=LABELS))
     (root / "autoencoder").mkdir(parents=True)
@@ -106,7 +108,7 @@ def make_latent_run(root: Path, size: int = 128) -> Path:
     return root
 
 
-def _sampling_run(model: str, tmp: Path) -> tuple[Path, str]:
+def _sampling_run(model: str, tmp: Path, cond_factor: int = 1) -> tuple[Path, str]:
     """(run folder, row label) for the sampling rows: ``model`` when it is a latent run that loads,
     else an untrained small/small run (speed does not depend on training)."""
     from synthkit.errors import SynthkitError
@@ -119,6 +121,9 @@ def _sampling_run(model: str, tmp: Path) -> tuple[Path, str]:
                 return run, Path(model).name
         except SynthkitError as e:
             print(f"  {model}: {e}; timing an untrained small/small run instead", flush=True)
+    if cond_factor != 1:
+        return (make_latent_run(tmp / "run", cond_factor=cond_factor, latent_channels=8),
+                f"small/small, 8 latent channels, --cond-factor {cond_factor} (untrained)")
     return make_latent_run(tmp / "run"), "small/small (untrained)"
 
 
@@ -136,7 +141,7 @@ def probe_latent_sample(spec: dict[str, Any]) -> dict[str, Any]:
     mask = Volume(head_labels(spec["size"])[None], np.diag([1.5, 1.5, 1.5, 1.0]))
     lat = spec["size"] // pipe.factor
     with torch.no_grad():  # warm the denoiser's kernels on the latent shape (one call)
-        pipe.model(torch.zeros(1, pipe.latent_channels + 2, lat, lat, lat), torch.tensor([10]))
+        pipe.model(torch.zeros(1, pipe.config.model.in_channels, lat, lat, lat), torch.tensor([10]))
     decode_s: list[float] = []
     real_decode = pipe.decode
 
@@ -149,7 +154,7 @@ def probe_latent_sample(spec: dict[str, Any]) -> dict[str, Any]:
     pipe.decode = timed_decode
     before = _rss_mib()
     t0 = time.perf_counter()
-    vol = pipe.sample(mask, seed=0, sampler=spec["sampler"], steps=spec["steps"])
+    vol = pipe.sample(mask, seed=0, sampler=spec["sampler"], steps=spec["steps"], guidance=spec.get("guidance", 1.0))
     dt = time.perf_counter() - t0
     assert vol.data.shape == (1, *(spec["size"],) * 3)
     return {"seconds": dt, "decode_s": decode_s[0], "before_mib": before, "peak_mib": _rss_mib()}
@@ -235,7 +240,8 @@ def measure_sampling(args, precisions: list[str], run: Path, label: str) -> list
     for prec in precisions:
         for sampler, steps in (("dpmpp", 15), ("dpmpp", 20), ("ddim", 25)):
             res.append(run_probe({"probe": "latent_sample", "run": str(run), "label": label, "size": 128,
-                                  "sampler": sampler, "steps": steps, "precision": prec}, args.threads, 1800))
+                                  "sampler": sampler, "steps": steps, "precision": prec, "guidance": args.guidance},
+                                 args.threads, 1800))
     for prec in precisions:
         res.append(run_probe({"probe": "pixel_call", "size": 128, "precision": prec}, args.threads, 3600))
     return res
@@ -383,6 +389,10 @@ def main() -> None:
     ap.add_argument("--model", default="demo-latent",
                     help="latent run folder or shipped name to time (default demo-latent; 'untrained': small/small "
                          "with random weights, or when the name is not installed)")
+    ap.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance weight of the sampling rows")
+    ap.add_argument("--cond-factor", type=int, default=1,
+                    help="with --model untrained: the mask's space-to-depth factor (train --cond-factor)")
+    ap.add_argument("--sampling-only", action="store_true", help="skip the training-step rows")
     ap.add_argument("--probe", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.render:
@@ -402,12 +412,15 @@ def main() -> None:
     env = environment(args.threads)  # includes cpu_capability and mkldnn_bf16_supported
     out: dict[str, Any] = {"benchmark": "latent", "quick": args.quick, "environment": env, "precisions": precisions}
     with tempfile.TemporaryDirectory(prefix="bench-latent-") as tmp:
-        run, label = _sampling_run(args.model, Path(tmp))
+        run, label = _sampling_run(args.model, Path(tmp), args.cond_factor)
+        if args.guidance != 1.0:
+            label += f", guidance {args.guidance:g}"
         out["sampling_model"] = label
         out["sampling"] = measure_sampling(args, precisions, run, label)
-    out["training_step"] = measure_training(args, precisions)
+    out["training_step"] = [] if args.sampling_only else measure_training(args, precisions)
     md = render(out)
-    write_results("latent_quick" if args.quick else "latent", out, md)
+    name = "latent_quick" if args.quick else "latent"
+    write_results(name + ("_sampling" if args.sampling_only else ""), out, md)
     print(md)
 
 
