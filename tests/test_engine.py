@@ -171,7 +171,7 @@ def test_engine_failures_are_recorded_raised_or_replaced():
 
 def test_engine_resumes_from_the_manifest_and_shards_across_ranks(tmp_path):
     from synthkit.pipeline.manifest import ManifestStore
-    from synthkit.training.ddp import DistInfo
+    from synthkit.runtime.ddp import DistInfo
 
     out = tmp_path / "out"
     out.mkdir()

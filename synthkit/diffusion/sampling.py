@@ -18,7 +18,7 @@ from synthkit.diffusion._checks import Generators, start_chain
 from synthkit.diffusion.gaussian import GaussianDiffusion, Model
 from synthkit.diffusion.prediction import denoise
 from synthkit.diffusion.registry import make_scheduler
-from synthkit.networks.precision import Precision
+from synthkit.runtime.precision import Precision
 
 
 @torch.no_grad()
