@@ -249,7 +249,7 @@ def test_anonymize_accepts_a_latent_run(world, tmp_path, cli):
 
 def test_sampling_a_latent_run_resumes_from_its_manifest(world, tmp_path, monkeypatch):
     import synthkit
-    from synthkit.generate import sample_masks
+    from synthkit.jobs.sample import sample_masks
 
     pipe = synthkit.load(world["run"])
     masks = _odd_grid_masks(tmp_path / "masks")
