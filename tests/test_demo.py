@@ -8,9 +8,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from phantoms import phantom
 
 from synthkit.io import write_nifti, write_nnunet_dataset_json
-from synthkit.io.demo_cohort import phantom
 
 TINY = {"n_cases": 4, "steps": 2, "n_diversity": 2, "n_shown": 2, "n_perturbed": 1, "n_boot": 10, "diversity_pairs": 3,
         "seg_steps": 20}

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from phantoms import phantom
 from test_pipeline import _untrained_run
 
 from synthkit.io import read_nifti, write_nifti
-from synthkit.io.demo_cohort import phantom
 from synthkit.io.volume import Volume
 from synthkit.pipeline.engine import Engine, Job, Sampling, default_batch_size
 from synthkit.pipeline.pipeline import Pipeline, Prepared

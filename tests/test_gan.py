@@ -10,13 +10,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from phantoms import phantom
 from test_training_helpers import write_phantom_cohort
 
 import synthkit
 from synthkit.config import GanConfig, PreprocessConfig, RunConfig, TrainConfig, gan_config, to_dict
 from synthkit.errors import UsageError
 from synthkit.io import write_nifti
-from synthkit.io.demo_cohort import phantom
 from synthkit.networks.gan import (
     PatchDiscriminator3D,
     UNetGenerator3D,

@@ -14,11 +14,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from phantoms import phantom
 from test_training_helpers import write_phantom_cohort
 
 from synthkit.errors import CheckpointError
 from synthkit.io import read_nifti, write_nifti
-from synthkit.io.demo_cohort import phantom
 from synthkit.io.hashing import file_sha256
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from phantoms import phantom
 
 from synthkit.errors import CheckpointError, UsageError
-from synthkit.io.demo_cohort import phantom
 
 LABELS = {"background": 0, "head": 1, "tumour": 2}
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from phantoms import phantom
 from test_training_helpers import write_phantom_cohort
 
 import synthkit
 from synthkit.errors import CheckpointError
 from synthkit.io import discover_cohort, read_nifti, write_nifti
-from synthkit.io.demo_cohort import phantom
 from synthkit.jobs.sample import sample_masks
 from synthkit.pipeline import seed_for
 

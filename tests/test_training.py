@@ -149,7 +149,7 @@ def test_multimodal_brats_four_channels_four_mask_classes(tmp_path):
     import synthkit
 
     gen = synthkit.load(run)
-    from synthkit.io.demo_cohort import phantom
+    from phantoms import phantom
 
     _, mask = phantom(size=16, seed=5)
     mask = type(mask)(mask.data * 4 * (mask.data == 1) + 2 * (mask.data == 2), mask.affine)  # brain 4 + oedema 2
