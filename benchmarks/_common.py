@@ -36,7 +36,7 @@ def environment(threads: int) -> dict[str, Any]:
     """What the numbers were measured on."""
     import torch
 
-    from synthkit.networks import bf16_supported
+    from synthkit.runtime.precision import bf16_supported
 
     cpu = platform.processor() or platform.machine()
     try:

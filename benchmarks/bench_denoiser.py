@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # monai_compat: test-only code
 
 import torch
 from _common import (
@@ -29,10 +30,11 @@ from _common import (
     time_interleaved,
     write_results,
 )
+from monai_compat import convert_monai_state_dict, monai_reference
 
 from synthkit.config import model_config
-from synthkit.networks import Denoiser3D, autocast_context, count_parameters
-from synthkit.networks.monai_compat import convert_monai_state_dict, monai_reference
+from synthkit.networks import Denoiser3D, count_parameters
+from synthkit.runtime.precision import autocast_context
 
 
 def same_weights(cfg, seed: int = 0):

@@ -85,7 +85,7 @@ def make_latent_run(root: Path, size: int = 128, cond_factor: int = 1, latent_ch
     from synthkit.io.hashing import file_sha256
     from synthkit.networks import build_denoiser
     from synthkit.networks.autoencoder import build_autoencoder
-    from synthkit.training.checkpoint import save_weights
+    from synthkit.runtime.checkpoint import save_weights
 
     pre = PreprocessConfig(target_shape=(size,) * 3, mask_labels=(1, 2))
     ae_cfg = AutoencoderRunConfig(autoencoder=autoencoder_config("small", latent_channels=latent_channels),
@@ -163,7 +163,8 @@ def probe_latent_sample(spec: dict[str, Any]) -> dict[str, Any]:
 def probe_pixel_call(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    from synthkit.networks import autocast_context, build_denoiser
+    from synthkit.networks import build_denoiser
+    from synthkit.runtime.precision import autocast_context
 
     net = build_denoiser("paper").eval()
     s = spec["size"]
@@ -180,8 +181,9 @@ def probe_train_step(spec: dict[str, Any]) -> dict[str, Any]:
 
     from synthkit.config import DiffusionConfig, autoencoder_config, model_config
     from synthkit.diffusion import GaussianDiffusion
-    from synthkit.networks import autocast_context, build_denoiser
+    from synthkit.networks import build_denoiser
     from synthkit.networks.autoencoder import build_autoencoder, kl_divergence
+    from synthkit.runtime.precision import autocast_context
 
     s, b, g = spec["size"], spec["batch"], torch.Generator().manual_seed(0)
     if spec["net"] == "autoencoder":
@@ -406,7 +408,7 @@ def main() -> None:
         spec = json.loads(args.probe)
         print(json.dumps(PROBES[spec["probe"]](spec)))
         return
-    from synthkit.networks import bf16_supported
+    from synthkit.runtime.precision import bf16_supported
 
     precisions = ["fp32"] + (["bf16"] if bf16_supported("cpu") and not args.quick else [])
     env = environment(args.threads)  # includes cpu_capability and mkldnn_bf16_supported

@@ -60,12 +60,12 @@ def load_model(device: str) -> Any:
     try:
         from synthkit.pipeline import load
     except ImportError:  # before the pipeline package existed
-        from synthkit.run import load
+        from synthkit.pipeline import load
     return load("demo", device=device)
 
 
 def machine(threads: int, device: str, precision: str) -> dict[str, Any]:
-    from synthkit.networks import resolve_precision
+    from synthkit.runtime.precision import resolve_precision
 
     env = environment(threads)  # includes cpu_capability and mkldnn_bf16_supported
     env.update(device=device, precision_requested=precision, precision=resolve_precision(device, precision))

@@ -35,7 +35,8 @@ from _common import (
 
 from synthkit.config import DiffusionConfig
 from synthkit.diffusion import GaussianDiffusion, sample
-from synthkit.networks import autocast_context, build_denoiser, resolve_precision
+from synthkit.networks import build_denoiser
+from synthkit.runtime.precision import autocast_context, resolve_precision
 
 MEMORY_PROBE = """
 import json, resource, time, torch
@@ -49,7 +50,7 @@ if impl == "monai":
 else:
     from synthkit.networks import build_denoiser
     net = build_denoiser("paper")
-from synthkit.networks import autocast_context
+from synthkit.runtime.precision import autocast_context
 net.eval()
 x = torch.randn(1, 3, size, size, size); t = torch.tensor([100])
 kib = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

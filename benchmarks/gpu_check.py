@@ -142,7 +142,7 @@ def train_and_resume(kind: str, cohort: Path, out: Path, cfg: Any, plan: Plan, a
     from synthkit.config import AutoencoderRunConfig, RunConfig
     from synthkit.training.autoencoder import AutoencoderTrainer
     from synthkit.training.autoencoder_latent import LatentTrainer, prepare_latent_run
-    from synthkit.training.loop import Trainer
+    from synthkit.training.trainer import Trainer
 
     record: dict[str, Any] = {"kind": kind}
     for part, (steps, resume) in (("first", (plan.steps, False)), ("resumed", (2 * plan.steps, True))):
@@ -194,7 +194,7 @@ def sample_stage(run: Path, masks: Path, out: Path, plan: Plan, precision: str, 
     """``plan.volumes`` volumes at 128^3 (DDIM, ``plan.sample_steps``): volumes per second, peak memory."""
     import shutil
 
-    from synthkit.generate import sample_masks
+    from synthkit.jobs.sample import sample_masks
     from synthkit.pipeline import load
 
     gen = load(run, plan.device, precision=precision)

@@ -53,7 +53,7 @@ def _budget(run: str) -> str:
 def _checkpoint_runs(run: Path, work: Path) -> list[tuple[int, Path]]:
     """One sampling folder per checkpoint of a latent run: config + autoencoder + that step's EMA weights."""
     from synthkit.pipeline.latent import recorded_autoencoder_sha256
-    from synthkit.training.checkpoint import load_checkpoint, save_weights
+    from synthkit.runtime.checkpoint import load_checkpoint, save_weights
 
     out = []
     for ck in sorted((run / "checkpoint").glob("step_*.safetensors")):

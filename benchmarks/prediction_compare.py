@@ -41,7 +41,7 @@ def run(cmd: list[str]) -> float:
 
 def recipe(prediction: str, steps: int) -> dict:
     """The demo model's training config with ``prediction`` and ``steps`` replaced."""
-    from synthkit.run import resolve_run
+    from synthkit.pipeline import resolve_run
 
     cfg = json.loads((resolve_run("demo") / "config.json").read_text())
     cfg["diffusion"]["prediction"] = prediction

@@ -75,7 +75,7 @@ def train_model(cohort: Path, out: Path, size: int, steps: int) -> Path:
 
 
 def sample(run: Path, masks: Path, out: Path, per_mask: int) -> dict:
-    from synthkit.generate import sample_masks
+    from synthkit.jobs.sample import sample_masks
     from synthkit.pipeline import load
 
     return sample_masks(load(run, "cpu"), masks, out, per_mask=per_mask, sampler="ddim", steps=T, seed=1)

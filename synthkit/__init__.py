@@ -36,11 +36,10 @@ _API: dict[str, str] = {
     "train": "synthkit.training",
     "load": "synthkit.pipeline.loading",
     "Pipeline": "synthkit.pipeline.pipeline",
-    "Generator": "synthkit.pipeline.pipeline",
-    "sample_masks": "synthkit.generate",
+    "sample_masks": "synthkit.jobs.sample",
     "cache_cohort": "synthkit.cache",
     # pipelines
-    "augment_cohort": "synthkit.augment",
+    "augment_cohort": "synthkit.jobs.augment",
     "validate_nnunet_dataset": "synthkit.augment",
     "run_segbench": "synthkit.segmentation.bench",
     "run_demo": "synthkit.demo",

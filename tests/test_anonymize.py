@@ -8,9 +8,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from phantoms import phantom
 
 from synthkit.io import write_nifti, write_nnunet_dataset_json
-from synthkit.io.demo_cohort import phantom
 from synthkit.privacy import deid
 
 NAME, PID, BIRTH = "DOE^JOHNATHAN", "PAT-ID-48213", "19610923"

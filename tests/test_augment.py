@@ -240,7 +240,7 @@ def tiny_run(tmp_path):
         model_config,
     )
     from synthkit.networks import build_denoiser
-    from synthkit.training.checkpoint import save_weights
+    from synthkit.runtime.checkpoint import save_weights
 
     cfg = RunConfig(
         model=model_config("tiny", image_channels=1, mask_classes=2),

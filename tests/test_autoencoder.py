@@ -27,7 +27,7 @@ from synthkit.config import (
 )
 from synthkit.errors import CheckpointError
 from synthkit.networks.autoencoder import build_autoencoder, kl_divergence
-from synthkit.training import checkpoint as ckpt
+from synthkit.runtime import checkpoint as ckpt
 from synthkit.training.autoencoder import AutoencoderTrainer, train_autoencoder
 from synthkit.training.autoencoder_data import head_boxes, masked_psnr, masked_ssim, sample_crops
 from synthkit.training.autoencoder_eval import evaluate_autoencoder, load_autoencoder

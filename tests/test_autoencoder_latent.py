@@ -25,7 +25,7 @@ from synthkit.config import (
     autoencoder_config,
     model_config,
 )
-from synthkit.training import checkpoint as ckpt
+from synthkit.runtime import checkpoint as ckpt
 from synthkit.training.autoencoder import train_autoencoder
 from synthkit.training.autoencoder_eval import load_autoencoder
 from synthkit.training.autoencoder_latent import attach_autoencoder, latent_run_config, pool_cond

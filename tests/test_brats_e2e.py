@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from phantoms import phantom
 
 from synthkit.io import read_nifti, write_nifti
-from synthkit.io.demo_cohort import phantom
 
 pytestmark = pytest.mark.slow  # ~50 s on 2 shared cores: a tiny training, five datasets, five nnU-Net checks
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from synthkit.errors import CheckpointError
-from synthkit.training import checkpoint as ckpt
+from synthkit.runtime import checkpoint as ckpt
 from synthkit.training.ema import EMA
 from synthkit.training.rng import capture_rng, restore_rng
 

@@ -13,7 +13,7 @@ from synthkit.io.nifti import write_nifti
 
 
 def _phantom_dir(root, n=6, size=16, seed=0, shift=0.0, masks=True):
-    from synthkit.io.demo_cohort import phantom
+    from phantoms import phantom
 
     for i in range(n):
         img, msk = phantom(size=size, seed=seed + i)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from test_training_helpers import write_phantom_cohort
 
-from synthkit.training import checkpoint as ckpt
+from synthkit.runtime import checkpoint as ckpt
 from synthkit.training.data import StepBatchSampler
 from synthkit.training.runlog import read_log
 
@@ -32,10 +32,10 @@ def _worker(rank: int, world: int, port: int, cohort: str, run: str, out: str) -
     from safetensors.torch import save_file
     from test_training import tiny_cfg
 
-    from synthkit.generate import sample_masks
-    from synthkit.run import load
-    from synthkit.training.ddp import barrier
-    from synthkit.training.loop import Trainer
+    from synthkit.jobs.sample import sample_masks
+    from synthkit.pipeline import load
+    from synthkit.runtime.ddp import barrier
+    from synthkit.training.trainer import Trainer
 
     t = Trainer(cohort, run, tiny_cfg(steps=4, batch_size=1))
     assert t.dist.world_size == world and t.dist.rank == rank

@@ -172,9 +172,9 @@ SHORT_PID = "4821"  # a 4-character PatientID: searched as a token, never as byt
 def _identifying_dicom_cohort(root):
     """Two DICOM series; PatientID is 4 characters; one value only in the LAST file of a series."""
     import pydicom
+    from phantoms import phantom
 
     from synthkit.io import discover_cohort, write_nnunet_dataset_json
-    from synthkit.io.demo_cohort import phantom
 
     for n, cid in enumerate(["subjA", "subjB"]):
         img, msk = phantom(12, seed=n)

@@ -8,9 +8,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from phantoms import phantom
 
 from synthkit.io import write_nifti, write_nnunet_dataset_json
-from synthkit.io.demo_cohort import phantom
 
 TINY = {"n_cases": 4, "steps": 2, "n_diversity": 2, "n_shown": 2, "n_perturbed": 1, "n_boot": 10, "diversity_pairs": 3,
         "seg_steps": 20}
@@ -123,7 +123,7 @@ def test_demo_cohort_is_held_out_and_a_recorded_recipe_is_rebuilt_as_privacy_ref
     from synthkit.demo.stages import HELD_OUT_FIRST, stage_cohort
     from synthkit.demo.state import Context, DemoSizes
     from synthkit.io.demo_cohort import write_demo_cohort
-    from synthkit.run import load
+    from synthkit.pipeline import load
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
@@ -152,7 +152,7 @@ def test_demo_cohort_is_held_out_and_a_recorded_recipe_is_rebuilt_as_privacy_ref
 def test_demo_is_deterministic_per_seed(demo, tiny_run, tmp_path):
     from synthkit.demo.stages import stage_cohort, stage_sample
     from synthkit.demo.state import Context, DemoSizes
-    from synthkit.run import load
+    from synthkit.pipeline import load
 
     out, _, _ = demo
     ctx = Context(tmp_path, 3, DemoSizes(**TINY), "cpu", None, lambda m: None, gen=load(tiny_run), steps=2)
@@ -185,9 +185,9 @@ def test_failing_stages_are_reported_and_the_page_still_written(cli, tiny_run, t
     def boom(*a, **k):
         raise RuntimeError("injected failure")
 
-    monkeypatch.setattr("synthkit.generate.sample_masks", boom)
+    monkeypatch.setattr("synthkit.jobs.sample.sample_masks", boom)
     monkeypatch.setattr("synthkit.privacy.anonymize.anonymize", boom)
-    monkeypatch.setattr("synthkit.augment.augment_cohort", boom)
+    monkeypatch.setattr("synthkit.jobs.augment.augment_cohort", boom)
     out = tmp_path / "o"
     res = cli("demo", "--out", out, "--model", tiny_run, "--n-cases", "4", "--quiet")
     assert res.exit_code == 1

@@ -7,10 +7,11 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
+from phantoms import phantom
 from scipy import ndimage
 
 from synthkit.errors import UsageError
-from synthkit.io.demo_cohort import phantom, write_demo_cohort
+from synthkit.io.demo_cohort import write_demo_cohort
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from phantoms import phantom
 from test_pipeline import _untrained_run
 
 from synthkit.io import read_nifti, write_nifti
-from synthkit.io.demo_cohort import phantom
 from synthkit.io.volume import Volume
 from synthkit.pipeline.engine import Engine, Job, Sampling, default_batch_size
 from synthkit.pipeline.pipeline import Pipeline, Prepared
@@ -171,7 +171,7 @@ def test_engine_failures_are_recorded_raised_or_replaced():
 
 def test_engine_resumes_from_the_manifest_and_shards_across_ranks(tmp_path):
     from synthkit.pipeline.manifest import ManifestStore
-    from synthkit.training.ddp import DistInfo
+    from synthkit.runtime.ddp import DistInfo
 
     out = tmp_path / "out"
     out.mkdir()

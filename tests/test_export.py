@@ -126,7 +126,7 @@ def test_a_decoder_fine_tuned_on_the_frozen_encoder_replaces_the_runs_autoencode
     import torch
 
     from synthkit.pipeline.latent import recorded_autoencoder_sha256
-    from synthkit.training.checkpoint import load_weights
+    from synthkit.runtime.checkpoint import load_weights
 
     lat = runs["latent"]
     base = ["autoencoder", "train", str(runs["cohort"]), "--shape", "16", "16", "16", "--crop", "8", "--batch-size", "2",

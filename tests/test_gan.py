@@ -10,13 +10,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from phantoms import phantom
 from test_training_helpers import write_phantom_cohort
 
-import synthkit.run
+import synthkit
 from synthkit.config import GanConfig, PreprocessConfig, RunConfig, TrainConfig, gan_config, to_dict
 from synthkit.errors import UsageError
 from synthkit.io import write_nifti
-from synthkit.io.demo_cohort import phantom
 from synthkit.networks.gan import (
     PatchDiscriminator3D,
     UNetGenerator3D,
@@ -24,7 +24,7 @@ from synthkit.networks.gan import (
     check_gan_shape,
     patch_shape,
 )
-from synthkit.training import checkpoint as ckpt
+from synthkit.runtime import checkpoint as ckpt
 from synthkit.training.gan import GanTrainer, adversarial_loss, gan_lr_at
 from synthkit.training.runlog import read_log
 
@@ -242,8 +242,8 @@ def test_cli_sample_writes_volumes_on_each_masks_grid(trained, tmp_path, cli):
 
 def test_load_and_sample_seeded_deterministic(trained):
     kind, run = trained
-    gen = synthkit.run.load(run)
-    assert isinstance(gen, synthkit.run.Generator) and gen.config.model_type == kind
+    gen = synthkit.load(run)
+    assert isinstance(gen, synthkit.Pipeline) and gen.config.model_type == kind
     _, mask = phantom(size=16, seed=2)
     a = gen.sample(mask, seed=5)
     b = gen.sample(mask, seed=5)

@@ -11,7 +11,7 @@ import pytest
 import torch
 import typer
 
-from synthkit.networks.precision import resolve_precision
+from synthkit.runtime.precision import resolve_precision
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from synthkit.config import (
 from synthkit.diffusion import GaussianDiffusion
 from synthkit.diffusion.guidance import GuidedDenoiser, guided
 from synthkit.networks.autoencoder import latent_cond, pool_cond
-from synthkit.training import checkpoint as ckpt
+from synthkit.runtime import checkpoint as ckpt
 from synthkit.training.autoencoder import train_autoencoder
 from synthkit.training.autoencoder_eval import load_autoencoder
 from synthkit.training.autoencoder_latent import attach_autoencoder, latent_run_config

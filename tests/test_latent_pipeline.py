@@ -14,11 +14,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from phantoms import phantom
 from test_training_helpers import write_phantom_cohort
 
 from synthkit.errors import CheckpointError
 from synthkit.io import read_nifti, write_nifti
-from synthkit.io.demo_cohort import phantom
 from synthkit.io.hashing import file_sha256
 
 
@@ -249,7 +249,7 @@ def test_anonymize_accepts_a_latent_run(world, tmp_path, cli):
 
 def test_sampling_a_latent_run_resumes_from_its_manifest(world, tmp_path, monkeypatch):
     import synthkit
-    from synthkit.generate import sample_masks
+    from synthkit.jobs.sample import sample_masks
 
     pipe = synthkit.load(world["run"])
     masks = _odd_grid_masks(tmp_path / "masks")

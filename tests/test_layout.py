@@ -1,6 +1,8 @@
 """The shape of the code base (GUIDE rule 3 and the import direction): no import cycle inside
-synthkit/, no module over 400 lines, no function over 100 lines, and nothing outside the CLI
-imports the CLI.
+synthkit/, no module over 400 lines, no function over 100 lines, nothing outside the CLI imports
+the CLI, imports go down the GUIDE's layers (cli -> jobs -> pipeline & co -> runtime & co), and
+inference (``synthkit.pipeline``) never imports ``synthkit.training``: both import
+``synthkit.runtime``.
 
 The import graph is read with ``ast`` from every ``.py`` under ``synthkit/``, imports inside
 functions included (they run, just later), imports under ``if TYPE_CHECKING:`` left out (they
@@ -21,6 +23,22 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "synthkit"
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 100  # end_lineno - lineno of the def (decorators not counted)
+
+#: GUIDE.md's import direction, top layer first: a module may import its own package and the
+#: packages of lower layers, never those of a higher layer. Packages the GUIDE does not place
+#: (demo, augment, cache, ...) are not checked.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("synthkit.cli", "synthkit.__main__"),
+    ("synthkit.jobs",),
+    ("synthkit.privacy", "synthkit.segmentation", "synthkit.metrics", "synthkit.pipeline"),
+    ("synthkit.training", "synthkit.runtime", "synthkit.diffusion", "synthkit.networks", "synthkit.masks",
+     "synthkit.preprocess", "synthkit.io", "synthkit.config"),
+)
+#: Imports forbidden although they do not go up: (importer, imported) -> why.
+NEVER: dict[tuple[str, str], str] = {
+    ("synthkit.pipeline", "synthkit.training"): "inference never imports training; both import synthkit.runtime",
+    ("synthkit.runtime", "synthkit.training"): "runtime is what training shares with inference: it sits below both",
+}
 
 # Exceptions, each with the reason it is the cleaner design. Keep it empty if you can; an entry
 # that no longer matches anything fails test_allow_list_has_no_stale_entries.
@@ -114,6 +132,39 @@ def import_graph() -> dict[str, set[str]]:
     return graph
 
 
+def _imported_names(mod: Module) -> set[str]:
+    """Every dotted name ``mod`` imports, wherever the import stands (module level, a function,
+    ``if TYPE_CHECKING:``): ``import a.b`` gives ``a.b``, ``from a import b`` gives ``a`` and ``a.b``."""
+    package = mod.name if mod.is_package else mod.name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(mod.tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            found.add(base)
+            found.update(f"{base}.{a.name}" for a in node.names)
+    return found
+
+
+def _within(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def _layer(name: str) -> int | None:
+    for i, layer in enumerate(LAYERS):
+        if any(_within(name, p) for p in layer):
+            return i
+    return None
+
+
+def _package(name: str) -> str:
+    return ".".join(name.split(".")[:2])
+
+
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     """Strongly connected components with more than one module (Tarjan), each as a list."""
     index: dict[str, int] = {}
@@ -199,6 +250,45 @@ def test_the_graph_sees_real_imports():
     nested = {q: fn.end_lineno - fn.lineno for q, fn in _functions(ast.parse(
         "class A:\n    def f(self):\n        def g():\n            pass\n        return g\n"))}
     assert nested == {"A.f": 3, "A.f.g": 1}
+
+
+def test_the_layer_checks_see_every_import():
+    """Guards the checks below: function-level, relative and TYPE_CHECKING imports are all seen."""
+    src = ("from __future__ import annotations\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+           "    from synthkit.training import trainer\ndef f():\n    from ..training.ddp import x\n"
+           "    import synthkit.training.ema\n    from synthkit import training\n")
+    mod = Module("synthkit.pipeline.fake", PACKAGE / "pipeline" / "fake.py", ast.parse(src), 1, False)
+    names = _imported_names(mod)
+    assert {"synthkit.training.trainer", "synthkit.training.ddp.x", "synthkit.training.ema",
+            "synthkit.training"} <= names
+    assert _layer("synthkit.jobs.sample") == 1 and _layer("synthkit.runtime") == 3 and _layer("synthkit.demo") is None
+    assert all(_layer(a) is not None and _layer(b) is not None for a, b in NEVER)
+
+
+def test_pipeline_never_imports_training():
+    """Inference loads runs through synthkit.runtime (checkpoint format, DDP, precision), never
+    through the trainers' package, not even inside a function."""
+    bad = sorted(f"{m.name} imports {n}" for m in modules().values() if _within(m.name, "synthkit.pipeline")
+                 for n in _imported_names(m) if _within(n, "synthkit.training"))
+    assert not bad, "pipeline/ imports training/:\n" + "\n".join(bad)
+
+
+def test_imports_go_down_the_layers():
+    bad = []
+    for mod in modules().values():
+        here = _layer(mod.name)
+        if here is None:
+            continue
+        for target in sorted(import_graph()[mod.name]):
+            there = _layer(target)
+            if _package(target) == _package(mod.name) or there is None:
+                continue
+            if there < here:
+                bad.append(f"{mod.name} -> {target} (up from layer {here} to {there})")
+            why = NEVER.get((_package(mod.name), _package(target)))
+            if why:
+                bad.append(f"{mod.name} -> {target} ({why})")
+    assert not bad, "imports against the GUIDE's direction:\n" + "\n".join(bad)
 
 
 def test_no_import_cycles():

@@ -40,6 +40,19 @@ def test_roles_errors():
         resolve_roles(None, None, {}, present=[0, 1])
 
 
+def test_one_list_of_head_words():
+    """masks/labels.HEAD_WORDS is the one list: the words the mask tools and sampling's background
+    rule (once training/preview.HEAD_NAMES) each kept, none lost."""
+    from synthkit.masks.labels import HEAD_WORDS, is_head_name
+    from synthkit.training.preview import has_head_label
+
+    assert set(HEAD_WORDS) == {"head", "brain", "tissue", "skull"} | {"head", "brain", "body", "foreground",
+                                                                       "skull", "whole_head"}
+    assert all(is_head_name(w.upper()) for w in HEAD_WORDS) and not is_head_name("brain_tumour")
+    assert resolve_roles(None, None, {"background": 0, "Foreground": 1, "lesion": 2}).head == (1,)
+    assert has_head_label({"background": 0, "whole_head": 1}, None) and not has_head_label({"tumour": 2}, None)
+
+
 def test_op_specs():
     specs = parse_op_specs(["move:elastic=1.5,per_component=true+deform", "place:radius_mm=4"])
     assert [s.name for s in specs] == ["move", "deform", "place"]

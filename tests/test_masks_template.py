@@ -6,10 +6,11 @@ import json
 
 import numpy as np
 import pytest
+from phantoms import phantom
 
 from synthkit.errors import UsageError
 from synthkit.io import write_nifti
-from synthkit.io.demo_cohort import demo_head, phantom
+from synthkit.io.demo_cohort import demo_head
 from synthkit.masks import (
     MaskOpError,
     SampleContext,

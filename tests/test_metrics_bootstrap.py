@@ -50,7 +50,7 @@ def test_pairing_by_id_and_manifest(tmp_path):
     man.write_text(json.dumps({"items": [{"case_id": "syn_a", "source_case": "case_003"},
                                          {"case_id": "syn_b", "source_case": "nope"}]}))
     assert pairs_from_manifest(man, real, ["syn_b", "syn_a"]) == [(2, 1)]
-    # synthkit.generate's manifest
+    # synthkit.jobs.sample's manifest
     man.write_text(json.dumps({"items": [
         {"case": "case_003", "k": 1, "images": ["imagesTr/case_003_s1_0000.nii.gz"]},
         {"case": "case_001", "k": 0}]}))

@@ -6,18 +6,12 @@ import dataclasses
 
 import pytest
 import torch
+from monai_compat import convert_monai_state_dict, monai_reference
 
 from synthkit.config import ConfigError, ModelConfig, model_config
-from synthkit.networks import (
-    Denoiser3D,
-    autocast_context,
-    bf16_supported,
-    build_denoiser,
-    count_parameters,
-    resolve_precision,
-)
+from synthkit.networks import Denoiser3D, build_denoiser, count_parameters
 from synthkit.networks.embedding import timestep_embedding
-from synthkit.networks.monai_compat import convert_monai_state_dict, monai_reference
+from synthkit.runtime.precision import autocast_context, bf16_supported, resolve_precision
 
 TINY_BRATS = {"image_channels": 4, "mask_classes": 4}
 

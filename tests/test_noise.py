@@ -109,7 +109,7 @@ def test_every_trainer_holds_a_cpu_generator(cohort, tmp_path):
     from synthkit.config import RunConfig, gan_config, model_config
     from synthkit.training.autoencoder import AutoencoderTrainer
     from synthkit.training.gan import GanTrainer
-    from synthkit.training.loop import Trainer
+    from synthkit.training.trainer import Trainer
 
     train = TrainConfig(steps=1, batch_size=1, checkpoint_every=1, seed=3)
     pre = PreprocessConfig(target_shape=(16, 16, 16))

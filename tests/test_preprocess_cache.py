@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from phantoms import phantom
 
 import synthkit.cache as cache_mod
 from synthkit.cache import CachedCohort, cache_cohort
 from synthkit.config import PreprocessConfig
 from synthkit.errors import CohortError
 from synthkit.io.cohort import discover_cohort
-from synthkit.io.demo_cohort import phantom
 from synthkit.io.nifti import write_nifti
 from synthkit.io.nnunet import write_nnunet_dataset_json
 from synthkit.preprocess import one_hot, preprocess_case

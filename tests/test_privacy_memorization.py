@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from phantoms import phantom
 
-from synthkit.io.demo_cohort import phantom
 from synthkit.privacy import memorization as mem
 
 

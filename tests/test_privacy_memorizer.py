@@ -36,7 +36,7 @@ def _train(cohort, out, steps: int, batch: int = 2, lr: float = 4e-3):
 
 
 def _sample(run, masks, out, per_mask: int):
-    from synthkit.generate import sample_masks
+    from synthkit.jobs.sample import sample_masks
     from synthkit.pipeline import load
 
     return sample_masks(load(run, "cpu"), masks, out, per_mask=per_mask, sampler="ddim", steps=T, seed=1)

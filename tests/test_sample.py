@@ -8,14 +8,14 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from phantoms import phantom
 from test_training_helpers import write_phantom_cohort
 
-import synthkit.run
+import synthkit
 from synthkit.errors import CheckpointError
-from synthkit.generate import sample_masks
 from synthkit.io import discover_cohort, read_nifti, write_nifti
-from synthkit.io.demo_cohort import phantom
-from synthkit.run import seed_for
+from synthkit.jobs.sample import sample_masks
+from synthkit.pipeline import seed_for
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_cli_chain_writes_volumes_on_each_masks_grid(trained, tmp_path, cli):
 
 
 def test_same_seed_bit_identical_alone_or_in_a_set_and_close_at_any_batch(trained, tmp_path):
-    gen = synthkit.run.load(trained)
+    gen = synthkit.load(trained)
     masks = _odd_grid_masks(tmp_path / "masks")
     alone = tmp_path / "alone"
     alone.mkdir()
@@ -109,7 +109,7 @@ def test_same_seed_bit_identical_alone_or_in_a_set_and_close_at_any_batch(traine
 
 
 def test_sampling_resumes_and_skips_finished_volumes(trained, tmp_path, monkeypatch):
-    gen = synthkit.run.load(trained)
+    gen = synthkit.load(trained)
     masks = _odd_grid_masks(tmp_path / "masks")
     out = tmp_path / "out"
     sample_masks(gen, masks, out, per_mask=2, sampler="ddim", steps=2, batch_size=1)
@@ -144,7 +144,7 @@ def test_unusable_mask_is_reported_not_fatal(trained, tmp_path, cli):
 
 
 def test_api_sample_on_array_and_background_hold(trained):
-    gen = synthkit.run.load(trained)
+    gen = synthkit.load(trained)
     _, m = phantom(size=16, seed=2)
     vol = gen.sample(m, seed=0, sampler="ddim", steps=2)
     assert vol.data.shape == (1, 16, 16, 16) and np.array_equal(vol.affine, m.affine)
@@ -159,21 +159,21 @@ def test_api_sample_on_array_and_background_hold(trained):
 
 def test_bad_run_folders_are_refused(tmp_path, trained, cli):
     with pytest.raises(CheckpointError, match="no such run"):
-        synthkit.run.load(tmp_path / "nope")
+        synthkit.load(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="config.json"):
-        synthkit.run.load(tmp_path / "empty")
+        synthkit.load(tmp_path / "empty")
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "config.json").write_bytes((trained / "config.json").read_bytes())
     (bad / "model.safetensors").write_bytes(b"\x80\x04not really")
     with pytest.raises(CheckpointError, match="refusing"):
-        synthkit.run.load(bad)
+        synthkit.load(bad)
     r = cli("sample", tmp_path, "--model", bad, "--out", tmp_path / "o", "--quiet")
     assert r.exit_code == 1 and "refusing" in r.output and "Traceback" not in r.output
 
 
 def test_masks_can_come_from_a_cohort(trained, tmp_path):
     cohort = write_phantom_cohort(tmp_path / "coh", n=2)
-    m = sample_masks(synthkit.run.load(trained), cohort, tmp_path / "out", sampler="ddim", steps=2)
+    m = sample_masks(synthkit.load(trained), cohort, tmp_path / "out", sampler="ddim", steps=2)
     assert [e["case"] for e in m["items"]] == ["case_000", "case_001"]

@@ -16,9 +16,10 @@ from test_training_helpers import write_phantom_cohort
 
 from synthkit.config import DiffusionConfig, PreprocessConfig, RunConfig, TrainConfig, model_config
 from synthkit.errors import UsageError
-from synthkit.training import checkpoint as ckpt
-from synthkit.training.loop import Trainer, train
+from synthkit.runtime import checkpoint as ckpt
+from synthkit.training.loop import train
 from synthkit.training.runlog import read_log
+from synthkit.training.trainer import Trainer
 
 
 def tiny_cfg(steps: int = 6, **train_kw) -> RunConfig:
@@ -145,10 +146,10 @@ def test_multimodal_brats_four_channels_four_mask_classes(tmp_path):
     assert saved.model.image_channels == 4 and saved.model.mask_classes == 4 and saved.model.in_channels == 8
     assert saved.data.labels == {"background": 0, "NCR": 1, "ED": 2, "ET": 3, "brain": 4}  # network label values
 
-    import synthkit.run
+    import synthkit
 
-    gen = synthkit.run.load(run)
-    from synthkit.io.demo_cohort import phantom
+    gen = synthkit.load(run)
+    from phantoms import phantom
 
     _, mask = phantom(size=16, seed=5)
     mask = type(mask)(mask.data * 4 * (mask.data == 1) + 2 * (mask.data == 2), mask.affine)  # brain 4 + oedema 2

@@ -13,8 +13,9 @@ def write_phantom_cohort(root: Path, n: int = 3, size: int = 16, channels: int =
     ``brats=True``: BraTS-like labels instead (0, 1 necrosis, 2 oedema, 4 enhancing; no head
     label), for the ``label_map {"4": 3}`` + ``brain_label 4`` configuration.
     """
+    from phantoms import phantom
+
     from synthkit.io import write_nifti, write_nnunet_dataset_json
-    from synthkit.io.demo_cohort import phantom
 
     root = Path(root)
     for i in range(n):

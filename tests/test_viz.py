@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from phantoms import phantom
 from PIL import Image
 
-from synthkit.io.demo_cohort import phantom
 from synthkit.viz import focus_point, montage
 
 RED = np.array([0xFF, 0x3B, 0x30])  # colour of the second label's contour

@@ -87,7 +87,8 @@ def _test_entry(monkeypatch, data: bytes, *, pinned: bool = True) -> W.WeightsEn
 
 
 def _phantom_dir(root, n=4, size=16):
-    from synthkit.io.demo_cohort import phantom
+    from phantoms import phantom
+
     from synthkit.io.nifti import write_nifti
 
     for i in range(n):

@@ -1,12 +1,13 @@
-"""Augmented training sets written as nnU-Net v2 raw datasets.
+"""What augmented training sets are made of, written as nnU-Net v2 raw datasets.
 
 * :mod:`~synthkit.augment.classic`: the classic (nnU-Net-style, torchio) augmentation baseline;
+* :mod:`~synthkit.augment.copies`: the copies that need no model (classic, real) and the label table;
 * :mod:`~synthkit.augment.dataset`: writing an nnU-Net raw dataset and
-  :func:`validate_nnunet_dataset`;
-* :mod:`~synthkit.augment.pipeline`: :func:`augment_cohort` (perturbed masks -> generated
-  images, or classic copies, optionally mixed with the real cases).
+  :func:`validate_nnunet_dataset`.
 
-Submodules are imported on first use.
+The ``synthkit augment`` job (perturbed masks -> generated images, or classic copies, optionally
+mixed with the real cases) is :func:`synthkit.jobs.augment.augment_cohort`. Submodules are
+imported on first use.
 """
 
 from __future__ import annotations
@@ -18,14 +19,12 @@ _API = {
     "augment_case": "synthkit.augment.classic",
     "NnunetDatasetWriter": "synthkit.augment.dataset",
     "validate_nnunet_dataset": "synthkit.augment.dataset",
-    "augment_cohort": "synthkit.augment.pipeline",
 }
 
 __all__ = [
     "ClassicAugmentConfig",
     "NnunetDatasetWriter",
     "augment_case",
-    "augment_cohort",
     "validate_nnunet_dataset",
 ]
 

@@ -170,7 +170,8 @@ class Choice(str, Enum):
 
 
 class SamplerChoice(Choice):
-    """``--sampler``: the keys of :data:`synthkit.diffusion.SAMPLERS` (kept equal by a test)."""
+    """``--sampler``: the samplers of :data:`synthkit.diffusion.SAMPLERS` by name, the one sampler
+    enum (listed here so that the CLI imports no torch until a command runs)."""
 
     DDPM = "ddpm"
     DDIM = "ddim"
@@ -306,13 +307,6 @@ def deprecated(old: str, new: str) -> None:
     if os.environ.get("RANK", "0") != "0":
         return
     err_console.print(f"synthkit: deprecated: {old} will be removed in the next release; use {new}", markup=False)
-
-
-def note_precision(requested: str | None, pipe: Any, note: Callable[[str], None]) -> None:
-    """One line when ``--precision`` could not be honoured (bf16 not native here: fp32)."""
-    used = getattr(pipe, "precision", None) or "fp32"
-    if requested not in (None, used):
-        note(f"--precision {requested} is not natively supported on {pipe.device}; sampling in {used}")
 
 
 class RecipeChoice(Choice):

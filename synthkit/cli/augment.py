@@ -70,9 +70,9 @@ def register(app: typer.Typer) -> None:
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     ) -> None:
         from synthkit.augment.dataset import validate_nnunet_dataset
-        from synthkit.augment.pipeline import augment_cohort
         from synthkit.cli._progress import volume_progress
         from synthkit.errors import UsageError
+        from synthkit.jobs.augment import augment_cohort
 
         method = "classic" if value_of(baseline) == "classic" else "diffusion"
         if method == "classic" and (ops or model):

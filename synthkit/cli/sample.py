@@ -18,7 +18,6 @@ from synthkit.cli._common import (
     err_console,
     handle_errors,
     make_progress,
-    note_precision,
     steps_help,
     value_of,
 )
@@ -69,38 +68,27 @@ def register(app: typer.Typer) -> None:
         """Generate synthetic images for every mask in MASKS, each on its mask's own grid."""
         from synthkit.cli._progress import volume_progress
         from synthkit.errors import UsageError
-        from synthkit.generate import sample_masks
-        from synthkit.pipeline import load
-        from synthkit.training.ddp import cleanup, init_distributed
+        from synthkit.jobs.sample import sample_run
+        from synthkit.runtime.ddp import env_is_main
 
         run, masks = model_and_masks(masks_arg, old_masks, model)
         if batch_size is not None and batch_size < 1:
             raise UsageError("--batch-size must be at least 1")
         if guidance < 0:
             raise UsageError("--guidance must be at least 0")
-        dist = init_distributed(device)
-        try:
-            gen = load(run, dist.device, precision=value_of(precision))
-            sampler, steps = gen.check_sampling(value_of(sampler), steps, eta)  # GAN runs: one pass, recorded as such
+        shown = not quiet and env_is_main()  # under torchrun rank 0 speaks for all
 
-            def note(msg: str) -> None:
-                if dist.is_main and not quiet:
-                    err_console.print(f"synthkit: {msg}", markup=False)
+        def note(msg: str) -> None:
+            if not quiet:
+                err_console.print(f"synthkit: {msg}", markup=False)
 
-            note_precision(value_of(precision), gen, note)
-            if guidance != 1.0 and not getattr(gen.config.train, "cond_drop", 0.0):
-                note("this run was trained without --cond-drop: --guidance extrapolates from an unconditional "
-                     "output it never learned")
-
-            with make_progress(quiet or not dist.is_main) as progress:
-                manifest = sample_masks(gen, masks, out, per_mask=per_mask, sampler=sampler, steps=steps, eta=eta,
-                                        seed=seed, batch_size=batch_size, background=background,
-                                        label_space=value_of(label_space), strict=strict, guidance=guidance,
-                                        progress=volume_progress(progress, "sample", quiet or not dist.is_main),
-                                        dist=dist, on_note=note)
-        finally:
-            cleanup(dist)
-        if dist.is_main:
+        with make_progress(not shown) as progress:
+            manifest = sample_run(run, masks, out, device=device, precision=value_of(precision),
+                                  sampler=value_of(sampler), steps=steps, eta=eta, per_mask=per_mask, seed=seed,
+                                  batch_size=batch_size, background=background, label_space=value_of(label_space),
+                                  strict=strict, guidance=guidance,
+                                  progress=volume_progress(progress, "sample", not shown), on_note=note)
+        if env_is_main():
             for s in manifest.get("skipped", []):
                 err_console.print(f"synthkit: skipped mask {s['case']}: {s['reason']}", markup=False)
             if not quiet:

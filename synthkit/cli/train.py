@@ -205,7 +205,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train a mask-conditioned diffusion model (Med-DDPM), or a GAN baseline, on COHORT into the run folder --out."""
         from synthkit.errors import UsageError
-        from synthkit.training.ddp import init_distributed
+        from synthkit.runtime.ddp import init_distributed
         from synthkit.training.trainer import Trainer
 
         cfg = build_config(config=config, run_dir=out, resume=resume, preset=value_of(preset),

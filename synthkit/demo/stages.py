@@ -97,7 +97,7 @@ def stage_train(ctx: Context, cfg: Any, train_steps: int, source: Path | None = 
 
 def stage_sample(ctx: Context) -> None:
     from synthkit.demo.figures import nifti_png
-    from synthkit.generate import sample_masks
+    from synthkit.jobs.sample import sample_masks
 
     with stage(ctx, "sample", "Sampling") as st:
         kw = {"sampler": "ddim", "steps": ctx.steps, "seed": ctx.seed, "background": True, "progress": ctx.progress}
@@ -222,9 +222,9 @@ def stage_evaluate(ctx: Context) -> None:
 
 
 def stage_perturb(ctx: Context) -> None:
-    from synthkit.augment import augment_cohort
     from synthkit.demo.figures import nifti_png
     from synthkit.io import discover_cohort
+    from synthkit.jobs.augment import augment_cohort
 
     with stage(ctx, "perturb", "Perturbed masks") as st:
         out = ctx.out / "perturbed"

@@ -10,7 +10,7 @@ from synthkit.diffusion.ddim import DDIMScheduler, ddim_timesteps
 from synthkit.diffusion.ddpm import DDPMScheduler
 from synthkit.diffusion.dpm_solver import DPMSolverPPScheduler
 from synthkit.diffusion.gaussian import GaussianDiffusion
-from synthkit.diffusion.registry import SAMPLERS, Sampler, make_scheduler
+from synthkit.diffusion.registry import SAMPLERS, make_scheduler
 from synthkit.diffusion.sampling import sample
 from synthkit.diffusion.schedule import cosine_alpha_bar, cosine_betas, linear_betas, make_betas
 from synthkit.diffusion.scheduler import Denoised, Scheduler, SchedulerOutput, spaced_timesteps
@@ -22,7 +22,6 @@ __all__ = [
     "DPMSolverPPScheduler",
     "Denoised",
     "GaussianDiffusion",
-    "Sampler",
     "Scheduler",
     "SchedulerOutput",
     "cosine_alpha_bar",

@@ -11,7 +11,7 @@ import torch
 
 from synthkit.diffusion.gaussian import GaussianDiffusion, Model
 from synthkit.diffusion.scheduler import Denoised
-from synthkit.networks.precision import Precision, autocast_context
+from synthkit.runtime.precision import Precision, autocast_context
 
 BACKGROUND_VALUE = -1.0
 

@@ -1,4 +1,4 @@
-"""The samplers by name: one dict, and a str Enum of its keys for command-line choices.
+"""The samplers by name: one dict (the command line offers its keys as ``--sampler`` choices).
 
 Adding a sampler = one :class:`~synthkit.diffusion.scheduler.Scheduler` subclass in its own file
 plus one entry here; the sampling loop, checks and batching are shared.
@@ -19,21 +19,6 @@ SAMPLERS: dict[str, type[Scheduler]] = {
     "ddim": DDIMScheduler,  # Song et al. 2021, any steps, eta
     "dpmpp": DPMSolverPPScheduler,  # Lu et al. 2022, DPM-Solver++(2M), 10-25 steps
 }
-
-
-
-class _NameEnum(str, Enum):
-    """A str Enum whose members print as their value (``f"{Sampler.DDIM}" == "ddim"``)."""
-
-    def __str__(self) -> str:
-        return str(self.value)
-
-    def __format__(self, spec: str) -> str:
-        return format(str(self.value), spec)
-
-
-#: ``Sampler.DDPM == "ddpm"`` etc.: the keys of :data:`SAMPLERS` as a str Enum (CLI choices).
-Sampler = _NameEnum("Sampler", [(k.upper(), k) for k in SAMPLERS], module=__name__)
 
 
 def make_scheduler(sampler: str, diffusion: GaussianDiffusion, *, steps: int | None = None,

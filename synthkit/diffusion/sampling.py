@@ -19,7 +19,7 @@ from synthkit.diffusion.gaussian import GaussianDiffusion, Model
 from synthkit.diffusion.guidance import guided
 from synthkit.diffusion.prediction import denoise
 from synthkit.diffusion.registry import make_scheduler
-from synthkit.networks.precision import Precision
+from synthkit.runtime.precision import Precision
 
 
 @torch.no_grad()

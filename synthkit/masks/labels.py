@@ -7,7 +7,12 @@ may go, and what a removed tumour becomes).
 
 Defaults, from the cohort's label names when it has them: tumour = names containing
 tumour/tumor/lesion or the BraTS parts (necrotic, edema, enhancing, NCR, ED, ET); head = names
-containing head/brain/tissue. Without names: head = 1, tumour = every other non-zero label.
+containing one of :data:`HEAD_WORDS` (head, brain, tissue, ...). Without names: head = 1, tumour =
+every other non-zero label.
+
+:data:`HEAD_WORDS` is the one list of head/brain words in synthkit: :func:`is_head_name` (a label
+named exactly one of them covers the whole head) is how sampling and training previews decide
+whether "no label" means "outside the head".
 """
 
 from __future__ import annotations
@@ -18,7 +23,14 @@ from dataclasses import dataclass
 from synthkit.errors import UsageError
 
 _TUMOUR_WORDS = ("tumour", "tumor", "lesion", "necro", "edema", "oedema", "enhanc", "ncr", "net", "ed", "et")
-_HEAD_WORDS = ("head", "brain", "tissue", "skull")
+#: Words that name a head/brain label (the union of the lists sampling and the mask tools once kept).
+HEAD_WORDS = ("head", "brain", "tissue", "skull", "body", "foreground", "whole_head")
+
+
+def is_head_name(name: str) -> bool:
+    """Whether a label named ``name`` covers the whole head/brain: the name is one of
+    :data:`HEAD_WORDS`, in any case (``"Brain"``, ``"whole_head"``; not ``"brain_tumour"``)."""
+    return name.lower() in HEAD_WORDS
 
 
 @dataclass(frozen=True)
@@ -88,7 +100,7 @@ def resolve_roles(
     if head:
         head_v = parse_labels(head, names, "--head-label")
     else:
-        head_v = tuple(v for k, v in names.items() if v != 0 and _matches(k, _HEAD_WORDS))
+        head_v = tuple(v for k, v in names.items() if v != 0 and _matches(k, HEAD_WORDS))
         named_1 = [k for k, v in names.items() if v == 1]
         if not head_v and not (named_1 and _matches(named_1[0], _TUMOUR_WORDS)):
             head_v = (1,)  # the paper's convention: 1 head/brain, 2 tumour

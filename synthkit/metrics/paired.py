@@ -53,7 +53,7 @@ def pairs_from_manifest(
     manifest: str | Path, real_ids: Sequence[str], synth_ids: Sequence[str]
 ) -> list[tuple[int, int]]:
     """Pairs from a generation manifest (JSON). Accepted records (in ``manifest["items"]``,
-    ``manifest["cases"]`` or a top-level list): synthkit's own (``synthkit.generate``:
+    ``manifest["cases"]`` or a top-level list): synthkit's own (``synthkit.jobs.sample``:
     ``{"case": <mask case>, "k": <sample>, "images": ["imagesTr/<case>_s<k>_0000.nii.gz", ...]}``,
     synthetic id = the first image's name without channel suffix, else ``<case>_s<k>``), or dicts
     with a synthetic id under ``case_id`` / ``output`` / ``id`` and the real id under

@@ -4,14 +4,6 @@
 ``in_channels = image channels + mask classes (background dropped)``.
 """
 
-from synthkit.networks.precision import autocast_context, bf16_supported, resolve_precision
 from synthkit.networks.unet import Denoiser3D, build_denoiser, count_parameters
 
-__all__ = [
-    "Denoiser3D",
-    "autocast_context",
-    "bf16_supported",
-    "build_denoiser",
-    "count_parameters",
-    "resolve_precision",
-]
+__all__ = ["Denoiser3D", "build_denoiser", "count_parameters"]

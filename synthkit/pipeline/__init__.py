@@ -22,7 +22,6 @@ _API: dict[str, str] = {
     "resolve_run": "synthkit.pipeline.loading",
     "Pipeline": "synthkit.pipeline.pipeline",
     "Prepared": "synthkit.pipeline.pipeline",
-    "Generator": "synthkit.pipeline.pipeline",
     "DiffusionPipeline": "synthkit.pipeline.diffusion",
     "GanPipeline": "synthkit.pipeline.gan",
     "LatentPipeline": "synthkit.pipeline.latent",

@@ -159,7 +159,7 @@ class Engine:
                  enforce_gate: bool = True, errors: tuple[type[BaseException], ...] = (SynthkitError, ValueError),
                  dist: Any = None, progress: Callable[[float, int], None] | None = None):
         from synthkit.errors import UsageError
-        from synthkit.training.ddp import DistInfo
+        from synthkit.runtime.ddp import DistInfo
 
         self.batch_size = default_batch_size(pipe.device) if batch_size is None else int(batch_size)
         if self.batch_size < 1 or max_retries < 0:
@@ -178,7 +178,7 @@ class Engine:
             on_fail: Callable[[Job, BaseException], Job | None] | None = None) -> EngineResult:
         """Make every job of this rank's share that ``store`` does not hold yet; ``write(made)``
         writes it and returns its manifest entry (added to ``store``). Returns what happened."""
-        from synthkit.training.ddp import shard
+        from synthkit.runtime.ddp import shard
 
         res = EngineResult()
         mine = shard(list(jobs), self.dist)

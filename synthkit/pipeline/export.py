@@ -37,20 +37,10 @@ __all__ = ["SIDE_FILES", "export_run"]
 SIDE_FILES = ("intensity.json", "train_cohort.json", "MODEL_CARD.md")
 
 
-def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    from synthkit.training.checkpoint import WEIGHTS_FORMAT, _doc, _read_safetensors
-
-    tensors, metadata = _read_safetensors(path)
-    if metadata.get("format") != WEIGHTS_FORMAT:
-        raise CheckpointError("not a synthkit weights file (model.safetensors holds EMA weights, "
-                              "not a training checkpoint)", path)
-    return tensors, _doc(path, metadata, WEIGHTS_FORMAT).get("info") or {}
-
-
 def _write_weights(src: Path, dst: Path, half: bool, info_update: dict | None = None) -> None:
-    from synthkit.training.checkpoint import save_weights
+    from synthkit.runtime.checkpoint import read_weights, save_weights
 
-    tensors, info = _read_weights(src)
+    tensors, info = read_weights(src)
     if half:
         tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     if half or info_update:
@@ -96,8 +86,10 @@ def _same_encoder(current: Path, new: Path) -> Path:
     a, b = AutoencoderRunConfig.load(current / "config.json"), AutoencoderRunConfig.load(new / "config.json")
     if a.autoencoder != b.autoencoder or a.scale_factor != b.scale_factor:
         raise UsageError("--autoencoder: its architecture or latent scale factor differs from the run's", new)
-    wa, _ = _read_weights(current / "model.safetensors")
-    wb, _ = _read_weights(new / "model.safetensors")
+    from synthkit.runtime.checkpoint import read_weights
+
+    wa, _ = read_weights(current / "model.safetensors")
+    wb, _ = read_weights(new / "model.safetensors")
     enc = [k for k in wa if k.startswith("encoder.")]
     if not enc or any(k not in wb or not torch.equal(wa[k].float(), wb[k].float()) for k in enc):
         raise UsageError("--autoencoder: its encoder differs from the run's (train it with --init RUN/autoencoder "
@@ -143,7 +135,7 @@ def _check_loads(folder: Path, kind: str) -> None:
     if kind == "autoencoder":
         from synthkit.config import AutoencoderRunConfig
         from synthkit.networks.autoencoder import build_autoencoder
-        from synthkit.training.checkpoint import check_state_dict, load_weights
+        from synthkit.runtime.checkpoint import check_state_dict, load_weights
 
         model = build_autoencoder(AutoencoderRunConfig.load(folder / "config.json").autoencoder)
         state = load_weights(folder / "model.safetensors")

@@ -73,7 +73,7 @@ class GanPipeline(Pipeline):
         c = cond.to(self.device, torch.float32)
         gens = [noise_rule.cpu_generator(int(s)) for s in seeds] \
             if self.config.gan.sample_dropout else None
-        from synthkit.networks.precision import autocast_context
+        from synthkit.runtime.precision import autocast_context
 
         with autocast_context(c.device, self.precision):
             out = self.model(c, generator=gens).float()

@@ -166,7 +166,7 @@ class LatentPipeline(DiffusionPipeline):
         """The denoiser's latents ``z`` ``(B, C_lat, d, h, w)`` -> images ``(B, C_img, f*d, f*h, f*w)``
         float32 in [-1, 1] on the CPU: ``decoder(standardize(z, inverse) / scale_factor)``, one volume at a time (at
         128^3 the decoder's full-resolution activations are the memory peak)."""
-        from synthkit.networks.precision import autocast_context
+        from synthkit.runtime.precision import autocast_context
 
         b, _, *lat = z.shape
         out = torch.empty((b, self.image_channels, *(self.factor * int(s) for s in lat)), dtype=torch.float32)

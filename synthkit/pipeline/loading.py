@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 
 from synthkit.config import ConfigError, RunConfig
 from synthkit.errors import CheckpointError, UsageError
-from synthkit.pipeline.weights import file_sha256, load_network, read_intensity  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:
     from synthkit.pipeline.pipeline import Pipeline
@@ -74,8 +73,8 @@ def load(run: str | Path, device: str = "cpu", *, precision: str | None = None) 
     """
     import torch
 
-    from synthkit.networks.precision import sampling_precision
     from synthkit.pipeline.registry import kind_class
+    from synthkit.runtime.precision import sampling_precision
 
     run_dir = resolve_run(run)
     cfg = read_run_config(run_dir)

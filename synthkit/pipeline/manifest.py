@@ -44,13 +44,13 @@ class ManifestStore:
     document lists them. ``document(entries, failures)``: the full document (entries sorted by
     key); it must carry ``identity``. ``on_other(old)``: called when a manifest of another
     identity is there (e.g. to refuse); default: start afresh. ``dist``: a
-    :class:`synthkit.training.ddp.DistInfo` or None.
+    :class:`synthkit.runtime.ddp.DistInfo` or None.
     """
 
     def __init__(self, path: str | Path, identity: dict[str, Any], *, key: Callable[[dict[str, Any]], Hashable],
                  files: Callable[[dict[str, Any]], list[str]], document: Document, entries_key: str = "items",
                  on_other: Callable[[dict[str, Any]], None] | None = None, dist: Any = None):
-        from synthkit.training.ddp import DistInfo
+        from synthkit.runtime.ddp import DistInfo
 
         self.path = Path(path)
         self.root = self.path.parent
@@ -129,7 +129,7 @@ class ManifestStore:
     def finish(self, then: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Merge the ranks' parts (DDP), write the document, call ``then(document)`` on rank 0;
         returns the document (``{}`` on other ranks)."""
-        from synthkit.training.ddp import barrier
+        from synthkit.runtime.ddp import barrier
 
         if self.dist.distributed:
             self._save()

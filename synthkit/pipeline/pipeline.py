@@ -127,10 +127,6 @@ class Pipeline:
         raise NotImplementedError
 
     # -------------------------------------------------------------- shared
-    def sample_network(self, cond: torch.Tensor, seeds: Sequence[int], **kw: Any) -> torch.Tensor:
-        """Former name of :meth:`sample_batch` (kept for callers of synthkit < 0.2)."""
-        return self.sample_batch(cond, seeds, **kw)
-
     @property
     def preprocess(self):
         return self.config.preprocess
@@ -151,9 +147,9 @@ class Pipeline:
 
     def head_values(self) -> set[int]:
         """Label values that cover the whole head/brain (background option, see :meth:`prepare`)."""
-        from synthkit.training.preview import HEAD_NAMES
+        from synthkit.masks.labels import is_head_name
 
-        vals = {int(v) for k, v in self.config.data.labels.items() if k.lower() in HEAD_NAMES and int(v) != 0}
+        vals = {int(v) for k, v in self.config.data.labels.items() if is_head_name(k) and int(v) != 0}
         if self.preprocess.brain_label is not None:
             vals.add(int(self.preprocess.brain_label))
         return vals
@@ -297,7 +293,3 @@ def _name_translation(labels: dict[str, int] | None, network: dict[str, int]) ->
     if not fg or any(k not in known for k in fg):
         return None
     return {str(v): known[k] for k, v in fg.items()}
-
-
-#: The name synthkit < 0.2 gave a loaded model (``synthkit.Generator``).
-Generator = Pipeline

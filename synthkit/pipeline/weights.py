@@ -29,7 +29,7 @@ def load_network(build: Callable[[], Any], run_dir: Path, device: str, name: str
     shape by shape), put it in eval mode on ``device``, frozen; returns (network, file sha256)."""
     import torch
 
-    from synthkit.training.checkpoint import check_state_dict, load_weights
+    from synthkit.runtime.checkpoint import check_state_dict, load_weights
 
     weights = run_dir / name
     state = load_weights(weights)

@@ -1,4 +1,6 @@
-"""Training: the loop, EMA, learning-rate schedule, mixed precision, DDP and atomic checkpoints.
+"""Training: the trainers (diffusion, autoencoder, GANs), their loop, EMA, learning-rate schedule
+and mixed precision. The checkpoint format and DDP they share with inference live in
+:mod:`synthkit.runtime`.
 
 Heavy modules are imported lazily so ``import synthkit.training`` stays cheap.
 """
@@ -14,18 +16,10 @@ _API = {
     "run_trainer": "synthkit.training.trainer",
     "EMA": "synthkit.training.ema",
     "lr_at": "synthkit.training.lr",
-    "save_checkpoint": "synthkit.training.checkpoint",
-    "load_checkpoint": "synthkit.training.checkpoint",
-    "load_weights": "synthkit.training.checkpoint",
-    "save_weights": "synthkit.training.checkpoint",
-    "TrainingState": "synthkit.training.checkpoint",
     "fit_config_to_cohort": "synthkit.training.configure",
 }
 
-__all__ = [
-    "EMA", "Trainer", "TrainingError", "TrainingState", "fit_config_to_cohort", "load_checkpoint",
-    "load_weights", "lr_at", "run_trainer", "save_checkpoint", "save_weights", "train",
-]
+__all__ = ["EMA", "Trainer", "TrainingError", "fit_config_to_cohort", "lr_at", "run_trainer", "train"]
 
 
 __getattr__ = lazy_getattr(__name__, _API)

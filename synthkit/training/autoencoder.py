@@ -36,7 +36,7 @@ import torch
 from synthkit import noise as noise_rule
 from synthkit.config import AutoencoderRunConfig, RunConfig, to_dict
 from synthkit.errors import SynthkitError, UsageError
-from synthkit.training import checkpoint as ckpt
+from synthkit.runtime import checkpoint as ckpt
 from synthkit.training.autoencoder_data import (
     check_crop,
     head_boxes,

@@ -29,7 +29,7 @@ def load_autoencoder(ae_dir: str | Path, device: str = "cpu") -> tuple[torch.nn.
     (``config.json`` + ``model.safetensors``, the EMA weights). The latent scale factor is
     ``cfg.scale_factor``. Raises ConfigError / CheckpointError / UsageError naming the file."""
     from synthkit.networks.autoencoder import build_autoencoder
-    from synthkit.training.checkpoint import check_state_dict, load_weights
+    from synthkit.runtime.checkpoint import check_state_dict, load_weights
 
     ae_dir = Path(ae_dir)
     if not ae_dir.is_dir():

@@ -44,7 +44,7 @@ from synthkit.networks.autoencoder import (  # shared with pipeline.latent
     pool_cond,
     standardize_latents,
 )
-from synthkit.training import checkpoint as ckpt
+from synthkit.runtime import checkpoint as ckpt
 from synthkit.training.trainer import Trainer
 
 LATENT_CACHE_FORMAT = 1

@@ -21,7 +21,7 @@ optimizer step on a batch ``a`` = one-hot mask ``(B, K, D, H, W)``, ``b`` = imag
 Med-DDPM paper trained its baselines) or binary cross-entropy on logits (``"bce"``).
 Generators and discriminators share ONE Adam optimizer with two parameter groups: a parameter
 whose gradient is ``None`` is skipped by Adam, so each half-step updates only its own networks
-while the checkpoint keeps the single-optimizer format of synthkit.training.checkpoint.
+while the checkpoint keeps the single-optimizer format of synthkit.runtime.checkpoint.
 Dropout (the generator's noise) is drawn from the run's ``torch.Generator``; together with the
 seeded initialisation and the step-determined batch order a resumed run repeats bit for bit on
 CPU. GAN runs are single-process (no DDP) and fp32; ``train.lr``/``lr_final``/``grad_clip``/
@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from synthkit import noise as noise_rule
 from synthkit.config import GanConfig, RunConfig
 from synthkit.errors import UsageError
-from synthkit.training import checkpoint as ckpt
+from synthkit.runtime import checkpoint as ckpt
 from synthkit.training.ema import EMA
 from synthkit.training.lr import set_lr
 from synthkit.training.rng import capture_rng, restore_rng

@@ -2,8 +2,7 @@
 
 The loop itself is :class:`synthkit.training.trainer.Trainer` (Algorithm 1 of Med-DDPM with
 EMA, accumulation, clipping, mixed precision, DDP, atomic checkpoints and exact resume); its
-construction half is :class:`synthkit.training.setup.TrainerSetup`. ``Trainer``,
-``TrainingError`` and ``run_trainer`` are re-exported here for existing imports.
+construction half is :class:`synthkit.training.setup.TrainerSetup`.
 """
 
 from __future__ import annotations
@@ -13,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from synthkit.config import RunConfig
-from synthkit.training.trainer import Trainer, TrainingError, run_trainer
+from synthkit.training.trainer import Trainer, run_trainer
 
-__all__ = ["Trainer", "TrainingError", "run_trainer", "train"]
+__all__ = ["train"]
 
 
 def train(cohort: Any, run_dir: str | Path, cfg: RunConfig | None = None, *, resume: bool = False,

@@ -1,6 +1,6 @@
 """Mixed precision for training: the autocast dtype, the loss scaler, and a note on fallback.
 
-Support detection is :func:`synthkit.networks.precision.resolve_precision` (bf16 only where
+Support detection is :func:`synthkit.runtime.precision.resolve_precision` (bf16 only where
 the CPU/GPU runs it natively, fp16 only on CUDA). Here we add what the loop needs:
 
 * ``fp32``: no autocast.
@@ -47,7 +47,7 @@ class Precision:
 
 
 def resolve_training_precision(requested: str, device: str) -> Precision:
-    from synthkit.networks.precision import resolve_precision
+    from synthkit.runtime.precision import resolve_precision
 
     if requested not in _DTYPES:
         raise UsageError(f"unknown precision {requested!r}; choose fp32, bf16 or fp16")

@@ -13,15 +13,14 @@ from typing import Any
 import torch
 
 from synthkit import noise as noise_rule
-
-HEAD_NAMES = {"head", "brain", "body", "foreground", "skull", "whole_head"}
+from synthkit.masks.labels import is_head_name
 
 
 def has_head_label(labels: dict[str, int], brain_label: int | None) -> bool:
     """Whether one label covers the whole head/brain, so 'no label' means 'outside the head'."""
     if brain_label is not None:
         return True
-    return any(name.lower() in HEAD_NAMES and int(v) != 0 for name, v in labels.items())
+    return any(is_head_name(name) and int(v) != 0 for name, v in labels.items())
 
 
 def background_from_cond(cond: torch.Tensor) -> torch.Tensor:

@@ -19,9 +19,9 @@ import torch
 from synthkit import noise as noise_rule
 from synthkit.config import RunConfig
 from synthkit.errors import UsageError
-from synthkit.training import checkpoint as ckpt
+from synthkit.runtime import checkpoint as ckpt
+from synthkit.runtime.ddp import DistInfo, barrier, init_distributed
 from synthkit.training.configure import fit_config_to_cohort, same_architecture
-from synthkit.training.ddp import DistInfo, barrier, init_distributed
 from synthkit.training.ema import EMA
 from synthkit.training.lr import lr_at
 from synthkit.training.precision import resolve_training_precision
@@ -188,7 +188,7 @@ class TrainerSetup:
 
     def _write_intensity(self) -> None:
         """``intensity.json``: the cohort's median per-channel intensity bounds, used to map
-        samples from [-1, 1] back to a typical intensity range (see synthkit.generate)."""
+        samples from [-1, 1] back to a typical intensity range (see synthkit.jobs.sample)."""
         from synthkit.io.atomic import write_json
 
         records = getattr(self.dataset, "records", None)

@@ -28,9 +28,9 @@ import torch
 
 from synthkit.config import RunConfig
 from synthkit.errors import SynthkitError
-from synthkit.training import checkpoint as ckpt
+from synthkit.runtime import checkpoint as ckpt
+from synthkit.runtime.ddp import cleanup, gather_tensors, mean_scalar
 from synthkit.training.data import StepBatchSampler
-from synthkit.training.ddp import cleanup, gather_tensors, mean_scalar
 from synthkit.training.lr import lr_at, set_lr
 from synthkit.training.rng import capture_rng
 from synthkit.training.setup import TrainerSetup

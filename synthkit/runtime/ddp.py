@@ -36,6 +36,12 @@ def env_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def env_is_main() -> bool:
+    """Whether this process is rank 0 (or not under ``torchrun``), before joining the group: what
+    a command asks to decide whether it shows a progress bar."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def init_distributed(device: str = "cpu") -> DistInfo:
     """Join the ``torchrun`` process group if there is one; pick this rank's device.
 

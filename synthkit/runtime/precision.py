@@ -1,4 +1,4 @@
-"""Mixed precision for the denoiser: detect bfloat16 support and build an autocast context.
+"""Mixed precision of the network calls: detect bfloat16 support and build an autocast context.
 
 On CPUs with native bfloat16 instructions (AVX-512 BF16 or AMX) oneDNN runs 3D convolutions
 in bf16 two to three times faster than fp32. On CPUs without them bf16 is emulated and slower,

@@ -1,4 +1,5 @@
-"""Resumable training checkpoints and weight files, written atomically and loaded safely.
+"""The checkpoint format: resumable training checkpoints and weight files, written atomically and
+loaded safely. Training writes them; inference (:mod:`synthkit.pipeline`) reads the weight files.
 
 A checkpoint is ONE safetensors file: every tensor (model, EMA, optimizer moments, RNG
 states) is a named tensor, and everything else (step, optimizer hyper-parameters, the run
@@ -132,7 +133,9 @@ def save_weights(path: str | Path, weights: dict[str, torch.Tensor], info: dict[
 # --------------------------------------------------------------------------- reading
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Every tensor of a safetensors file (CPU) and its header metadata; CheckpointError naming the
+    file for anything else (a pickle, a truncated or corrupt file)."""
     from safetensors import safe_open
 
     if not path.is_file():
@@ -153,7 +156,9 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     return tensors, metadata
 
 
-def _doc(path: Path, metadata: dict[str, str], fmt: str) -> dict[str, Any]:
+def read_doc(path: Path, metadata: dict[str, str], fmt: str) -> dict[str, Any]:
+    """The synthkit JSON document in a file's ``metadata``, checked to be format ``fmt`` of this
+    :data:`VERSION`; CheckpointError naming ``path`` otherwise."""
     if metadata.get("format") != fmt:
         raise CheckpointError(f"not a {fmt} file (format {metadata.get('format')!r})", path)
     try:
@@ -170,8 +175,8 @@ def _doc(path: Path, metadata: dict[str, str], fmt: str) -> dict[str, Any]:
 def load_checkpoint(path: str | Path) -> TrainingState:
     """Read a checkpoint written by :func:`save_checkpoint` (CPU tensors). CheckpointError if invalid."""
     path = Path(path)
-    tensors, metadata = _read_safetensors(path)
-    doc = _doc(path, metadata, FORMAT)
+    tensors, metadata = read_safetensors(path)
+    doc = read_doc(path, metadata, FORMAT)
     try:
         step = int(doc["step"])
         ema_updates = int(doc["ema_updates"])
@@ -223,11 +228,22 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
         if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
             raise CheckpointError("weights file does not hold a flat dict of tensors", path)
         return obj
-    tensors, metadata = _read_safetensors(path)
+    tensors, metadata = read_safetensors(path)
     if metadata.get("format") == FORMAT:
         return load_checkpoint(path).ema
-    _doc(path, metadata, WEIGHTS_FORMAT)
+    read_doc(path, metadata, WEIGHTS_FORMAT)
     return tensors
+
+
+def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``(tensors, info)`` of a weights file written by :func:`save_weights` (never a training
+    checkpoint: CheckpointError naming the file)."""
+    path = Path(path)
+    tensors, metadata = read_safetensors(path)
+    if metadata.get("format") != WEIGHTS_FORMAT:
+        raise CheckpointError("not a synthkit weights file (model.safetensors holds EMA weights, "
+                              "not a training checkpoint)", path)
+    return tensors, read_doc(path, metadata, WEIGHTS_FORMAT).get("info") or {}
 
 
 def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path, what: str = "weights") -> None:

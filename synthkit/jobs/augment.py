@@ -1,4 +1,4 @@
-"""``augment_cohort``: a training set of synthetic (or classically augmented) cases.
+"""``synthkit augment``: a training set of synthetic (or classically augmented) cases.
 
 Two methods, both writing an nnU-Net v2 raw dataset (:mod:`synthkit.augment.dataset`):
 
@@ -11,10 +11,10 @@ Two methods, both writing an nnU-Net v2 raw dataset (:mod:`synthkit.augment.data
   per network call);
 * ``"classic"`` (no model): copy ``i`` is :func:`synthkit.augment.classic.augment_case` of real
   case ``i mod M`` (image and label together), as ``aug_{i:05d}`` (the paper's "Augmented
-  images" rows).
+  images" rows; :func:`synthkit.augment.copies.classic_copies`).
 
 With ``include_real`` the real cases are added as ``real_{j:04d}`` (images and masks copied
-onto a clean header).
+onto a clean header; :func:`synthkit.augment.copies.real_copies`).
 
 Labels: with a model, every mask (the synthetic copies' and, with ``include_real``, the real
 ones) is first put into the model's label values by the run's recorded rules
@@ -44,9 +44,9 @@ from typing import Any, Literal
 import numpy as np
 
 from synthkit.augment.classic import ClassicAugmentConfig
+from synthkit.augment.copies import classic_copies, dataset_labels, real_copies
 from synthkit.augment.dataset import NnunetDatasetWriter
 from synthkit.errors import SynthkitError, UsageError
-from synthkit.io.volume import grid_mismatch
 from synthkit.pipeline.seeds import copy_seed
 
 MANIFEST_FORMAT = "synthkit.augment/1"
@@ -61,26 +61,6 @@ class AugmentReport:
     n_real: int = 0
     failures: list[str] = field(default_factory=list)
     manifest: dict[str, Any] = field(default_factory=dict)
-
-
-def _dataset_labels(coh: Any, cases: list[Any], gen: Any) -> dict[str, int]:
-    """The dataset's label table before renumbering: the model's labels (with a model), else the
-    cohort's declared names, else ``label_{v}`` for every value found in the source masks."""
-    if gen is not None:
-        return gen.network_labels()
-    declared = dict(coh.labels)
-    if declared.get("background") == 0 and len(set(declared.values())) == len(declared):
-        return declared
-    from synthkit.io import read_mask
-
-    seen: set[int] = {0}
-    for case in cases:
-        try:
-            seen.update(int(v) for v in np.unique(read_mask(case).data))
-        except (SynthkitError, ValueError):
-            continue  # reported when the case is used
-    return {"background": 0, **{f"label_{v}": v for v in sorted(seen - {0})}}
-
 
 
 class _BadSource(SynthkitError):
@@ -166,67 +146,6 @@ def _synthetic_copies(gen: Any, coh: Any, cases: list[Any], writer: Any, fail: C
     return records
 
 
-def _classic_copies(coh: Any, cases: list[Any], writer: Any, fail: Callable[[str], None], *, n: int, seed: int,
-                    classic: ClassicAugmentConfig, report: Callable[[float, int], None]) -> list[dict[str, Any]]:
-    """Copies ``aug_00000`` ...: :func:`synthkit.augment.classic.augment_case` of source
-    ``i mod M``, moving on to the next source when one cannot be read."""
-    from synthkit.augment.classic import augment_case
-    from synthkit.io import read_image, read_mask
-
-    records: list[dict[str, Any]] = []
-    bad: set[int] = set()
-    for i in range(n):
-        for attempt in range(len(cases)):
-            j = (i + attempt) % len(cases)
-            if j in bad:
-                continue
-            try:
-                s = copy_seed(seed, i, 1)
-                img, lab, applied = augment_case(read_image(cases[j]), read_mask(cases[j]), s, classic)
-                problem = writer.label_problem(lab)
-                if problem:
-                    raise ValueError(problem)
-            except (SynthkitError, ValueError) as e:
-                fail(f"copy {i} from source case #{j}: {e}")
-                bad.add(j)
-                continue
-            writer.write_case(f"aug_{i:05d}", img, lab)  # outside the try: a write error is never blamed on the case
-            records.append({"case": f"aug_{i:05d}", "source": j, "seed": s, "transforms": applied})
-            break
-        else:
-            raise UsageError(f"no source case could produce copy {i}; see the errors above", coh.root)
-        report(i + 1, n)
-    return records
-
-
-def _real_copies(cases: list[Any], writer: Any, fail: Callable[[str], None],
-                 report: Callable[[float, int], None], gen: Any = None,
-                 labels: dict[str, int] | None = None) -> list[dict[str, Any]]:
-    """The real cases as ``real_0000`` ... (images and masks onto a clean header; with a model
-    ``gen``, masks in its label values, as the synthetic copies')."""
-    from synthkit.io import read_image, read_mask
-
-    records: list[dict[str, Any]] = []
-    for j, case in enumerate(cases):
-        try:
-            image, mask = read_image(case), read_mask(case)
-            why = grid_mismatch(image.spatial_shape, image.affine, mask.spatial_shape, mask.affine)
-            if why:
-                raise ValueError(f"image and mask grids differ ({why})")
-            if gen is not None:
-                mask = gen.to_network_mask(mask, image=image, labels=labels)
-            problem = writer.label_problem(mask)
-            if problem:
-                raise ValueError(problem)
-        except (SynthkitError, ValueError) as e:
-            fail(f"real case #{j}: {e}")
-        else:
-            writer.write_case(f"real_{j:04d}", image, mask)
-            records.append({"case": f"real_{j:04d}", "source": j, "real": True})
-        report(j + 1, len(cases))
-    return records
-
-
 def augment_cohort(
     cohort: str | Path,
     out: str | Path,
@@ -293,7 +212,7 @@ def augment_cohort(
     gen, channel_names = None, tuple(coh.channel_names)
     if method == "diffusion" and n > 0:
         gen, channel_names = _load_model(model, device, coh, need_images, precision)
-    writer = NnunetDatasetWriter(out, channel_names or None, _dataset_labels(coh, cases, gen), overwrite=overwrite)
+    writer = NnunetDatasetWriter(out, channel_names or None, dataset_labels(coh, cases, gen), overwrite=overwrite)
     tick = as_progress(progress, "classic augmentation" if method == "classic" else "generate") or (lambda d, t: None)
     total = n + (len(cases) if include_real else 0)
     records: list[dict[str, Any]] = []
@@ -302,12 +221,12 @@ def augment_cohort(
                                      steps=steps, tumour_labels=tumour_labels, head_labels=head_labels,
                                      batch_size=batch_size, report=lambda d, t: tick(d, total))
     elif method == "classic" and n > 0:
-        records += _classic_copies(coh, cases, writer, fail, n=n, seed=seed, classic=classic,
-                                   report=lambda d, t: tick(d, total))
+        records += classic_copies(coh, cases, writer, fail, n=n, seed=seed, classic=classic,
+                                  report=lambda d, t: tick(d, total))
     n_real = 0
     if include_real:
-        real = _real_copies(cases, writer, fail, report=lambda d, t: tick(n + d, total), gen=gen,
-                            labels=dict(coh.labels))
+        real = real_copies(cases, writer, fail, report=lambda d, t: tick(n + d, total), gen=gen,
+                           labels=dict(coh.labels))
         records += real
         n_real = len(real)
     manifest: dict[str, Any] = {"format": MANIFEST_FORMAT, "method": method, "n": n, "include_real": include_real,

@@ -1,4 +1,5 @@
-"""Load weights of MONAI's ``DiffusionModelUNet`` into :class:`Denoiser3D`.
+"""Load weights of MONAI's ``DiffusionModelUNet`` into :class:`Denoiser3D` (tests and
+benchmarks/bench_denoiser.py: our U-Net is the same function as MONAI's).
 
 The two networks are the same function when MONAI is configured as
 ``DiffusionModelUNet(spatial_dims=3, in_channels=C_img+C_mask, out_channels=C_img,
