@@ -263,3 +263,45 @@ def test_kill_dash_9_then_resume_with_the_new_options_reaches_the_same_weights(c
     assert out.returncode == 0, out.stderr
     a, b = ckpt.load_weights(ref / "model.safetensors"), ckpt.load_weights(run / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(v, b[k]) for k, v in a.items())
+
+
+@pytest.mark.parametrize("c_old,c_new", [(1, 4), (1, 2), (2, 4)])
+def test_init_from_a_pooled_run_computes_the_same_function(tmp_path, c_old, c_new):
+    from synthkit.networks import build_denoiser
+    from synthkit.training.init import init_weights
+
+    old_cfg = RunConfig(model=dataclasses.replace(model_config("tiny", image_channels=4), cond_factor=c_old))
+    torch.manual_seed(0)
+    old = build_denoiser(old_cfg.model)
+    ckpt.save_weights(tmp_path / "model.safetensors", {k: v.contiguous() for k, v in old.state_dict().items()})
+    old_cfg.save(tmp_path / "config.json")
+    new_cfg = dataclasses.replace(old_cfg, model=dataclasses.replace(old_cfg.model, cond_factor=c_new))
+    new = build_denoiser(new_cfg.model)
+    init_weights(new, new_cfg, tmp_path)
+    g = torch.Generator().manual_seed(1)
+    mask = (torch.rand(2, 2, 16, 16, 16, generator=g) > 0.6).float()
+    z = torch.randn(2, 4, 4, 4, 4, generator=g)
+    t = torch.tensor([3, 8])
+    with torch.no_grad():
+        a = old(torch.cat([z, latent_cond(mask, 4, c_old)], 1), t)
+        b = new(torch.cat([z, latent_cond(mask, 4, c_new)], 1), t)
+    assert torch.allclose(a, b, atol=1e-5)
+    other = dataclasses.replace(new_cfg, model=model_config("small", image_channels=4, cond_factor=c_new))
+    with pytest.raises(Exception, match="differs"):
+        init_weights(build_denoiser(other.model), other, tmp_path)
+
+
+def test_cli_init_from_a_run_then_resume(cohort, ae, tmp_path, cli):
+    base = ("--autoencoder", str(ae), "--preset", "tiny", "--timesteps", "10", "--checkpoint-every", "2", "--quiet")
+    r = cli("train", cohort, "--out", tmp_path / "a", "--steps", "2", *base)
+    assert r.exit_code == 0, r.output
+    r = cli("train", cohort, "--out", tmp_path / "b", "--steps", "2", "--init", tmp_path / "a", "--cond-factor", "4",
+            *base)
+    assert r.exit_code == 0, r.output
+    r = cli("train", cohort, "--out", tmp_path / "b", "--steps", "4", "--resume", "--quiet")
+    assert r.exit_code == 0, r.output
+    r = cli("train", cohort, "--out", tmp_path / "c", "--steps", "1", "--init", tmp_path / "a", "--model", "pix2pix",
+            "--quiet")
+    assert r.exit_code == 2 and "--init starts a diffusion denoiser" in r.output
+    r = cli("train", cohort, "--out", tmp_path / "d", "--steps", "1", "--init", tmp_path / "nothing", *base)
+    assert r.exit_code != 0 and "nothing" in r.output and len(r.output.strip().splitlines()) == 1

@@ -140,6 +140,18 @@ def _gan_config(cfg, preset: str | None, flags: dict):
     return _preprocess_flags(dataclasses.replace(cfg, train=train, gan=gan), flags)
 
 
+def _init_folder(init: str | None, cfg) -> Path | None:
+    """``--init``: the run folder of a path or shipped model name (diffusion runs only)."""
+    from synthkit.errors import UsageError
+    from synthkit.pipeline import resolve_run
+
+    if init is None:
+        return None
+    if cfg.model_type not in ("ddpm", "latent"):
+        raise UsageError("--init starts a diffusion denoiser, not a GAN baseline")
+    return resolve_run(init)
+
+
 def _check_recipe_kind(recipe: str | None, autoencoder: Path | None, resume: bool, cohort: Path, out: Path) -> None:
     """A latent recipe needs ``--autoencoder`` (trained with the same recipe); a pixel one refuses it."""
     from synthkit.errors import UsageError
@@ -194,6 +206,9 @@ def register(app: typer.Typer) -> None:
         latent_norm: Annotated[LatentNormChoice | None, typer.Option("--latent-norm", help="Latent runs: channel (default for a new run: "
                                "standardise each latent channel with the training latents' mean/std) or global (the "
                                "autoencoder's scale factor only).", show_default=False)] = None,
+        init: Annotated[str | None, typer.Option("--init", help="Start from this run's weights (a run folder or shipped "
+                        "model name, e.g. demo-latent): same preset; a finer --cond-factor is expanded so the "
+                        "network starts as the init run's.", show_default=False)] = None,
         cond_factor: Annotated[int | None, typer.Option(help="Latent runs: the mask reaches the latent grid pooled to this "
                                "many times its resolution, then space-to-depth (1: pooled, as before; 4: the full mask).")] = None,
         label_weights: Annotated[list[float] | None, typer.Option("--label-weight", help="Loss weight per mask label, in "
@@ -240,7 +255,7 @@ def register(app: typer.Typer) -> None:
 
         with make_progress(quiet or not dist.is_main) as progress:
             trainer = trainer_cls(cohort, out, cfg, resume=resume, device=device, progress=progress,
-                              cache_dir=cache_dir, on_note=note, dist=dist)
+                              cache_dir=cache_dir, on_note=note, dist=dist, init=_init_folder(init, cfg))
             try:
                 trainer.run()
             finally:

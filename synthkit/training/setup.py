@@ -45,8 +45,10 @@ class TrainerSetup:
 
     def __init__(self, cohort: Any, run_dir: str | Path, cfg: RunConfig, *, resume: bool = False,
                  device: str = "cpu", progress: Any = None, cache_dir: str | Path | None = None,
-                 on_note: Callable[[str], None] | None = None, dist: DistInfo | None = None):
+                 on_note: Callable[[str], None] | None = None, dist: DistInfo | None = None,
+                 init: str | Path | None = None):
         self.run_dir = Path(run_dir)
+        self._init = Path(init) if init is not None else None
         self.progress = progress
         self.note = on_note or _note_default
         self.dist = dist or init_distributed(device)
@@ -72,6 +74,10 @@ class TrainerSetup:
 
         model = self._seeded_init(lambda: build_denoiser(cfg.model, cfg.model.image_channels,
                                                          cfg.model.mask_classes))
+        if self._init is not None and latest is None:  # a resumed run has its own weights
+            from synthkit.training.init import init_weights
+
+            init_weights(model, cfg, self._init)
         self.model = model.to(self.device)
         self.ema = EMA(self.model, tc.ema_decay)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr_at(0, tc),
