@@ -5,6 +5,7 @@ the SAME CPU time (``--budget-s`` CPU-seconds of one thread: the steps are the b
 the row's own CPU seconds per step, measured first; fp32: bf16 autocast gave NaN within 10 steps on 16^3 latents), sampled on 16 held-out masks (subjects 1000-1015, never
 trained on) and scored by ``synthkit evaluate`` with label fidelity and tissue metrics:
 
+    reconstruction the autoencoder's own reconstruction of the held-out volumes: each row's ceiling
     baseline       today's demo-latent recipe: head intensity bounds, 8 latent channels, the mask
                    average-pooled to the latent grid, plain L1 loss, 64 subjects, small denoiser
     per_label      intensity bounds per label (autoencoder trained on them)       item 1
@@ -39,7 +40,9 @@ sys.path.insert(0, str(HERE))
 from _common import RESULTS, environment, markdown_table, write_results
 
 SYNTHKIT = [sys.executable, "-m", "synthkit"]
-SIZE = 64
+SIZE = 64  # --size
+PRECISION = "fp32"  # --precision (bf16 autocast gave NaN within 10 steps on 16^3 latents; fine on 32^3)
+INIT: list[str] = []  # --init MODEL: every row fine-tunes that run's denoiser
 # the autoencoders (each trained once on the 128 training subjects; 64^3 volumes, 32^3 crops, batch 4, bf16)
 AUTOENCODERS = {"head8": ("head", 8), "label8": ("per_label", 8), "label4": ("per_label", 4)}
 AE_STEPS = 1500
@@ -73,11 +76,11 @@ def _run(cmd: list[str], log: Path | None = None) -> dict:
     return {"wall_s": time.perf_counter() - t0, "cpu_s": usage.ru_utime + usage.ru_stime}
 
 
-def _cohorts(work: Path) -> dict[str, Path]:
-    out = {"held": work / "held64", 64: work / "train64_64", 128: work / "train64"}
+def _cohorts(work: Path, needed: set) -> dict[str, Path]:
+    out = {"held": work / f"held{SIZE}", 64: work / f"train{SIZE}_64", 128: work / f"train{SIZE}"}
     specs = {"held": ["--n", "16", "--first", "1000"], 64: ["--n", "64"], 128: ["--n", "128"]}
     for key, path in out.items():
-        if not (path / "dataset.json").is_file():
+        if key in needed and not (path / "dataset.json").is_file():
             _run([*SYNTHKIT, "cohort", "demo", str(path), "--size", str(SIZE), "--seed", "0", *specs[key]])
     return out
 
@@ -86,6 +89,8 @@ def _autoencoder(work: Path, name: str, cohort: Path) -> tuple[Path, dict]:
     bounds, channels = AUTOENCODERS[name]
     out = work / f"ae_{name}"
     cost: dict = {}
+    if out.is_symlink() or (out / "model.safetensors").is_file():
+        return out, cost
     if not (out / "model.safetensors").is_file():
         cost = _run([*SYNTHKIT, "autoencoder", "train", str(cohort), "--out", str(out), "--shape", *[str(SIZE)] * 3,
                      "--crop", "32", "--batch-size", "4", "--precision", "bf16", "--steps", str(AE_STEPS),
@@ -115,7 +120,7 @@ def _train_row(work: Path, name: str, spec: dict, cohorts: dict, budget_s: float
     bounds = AUTOENCODERS[spec["ae"]][0]
     cohort = cohorts[spec["subjects"]]
     common = [*SYNTHKIT, "train", str(cohort), "--autoencoder", str(ae), *BASE_TRAIN, *spec["flags"],
-              "--precision", "fp32", "--quiet", "--cache-dir", str(work / f"cache_{bounds}")]
+              "--precision", PRECISION, "--quiet", "--cache-dir", str(work / f"cache_{bounds}"), *INIT]
     sps = _cpu_per_step(work / "calib" / name, common)
     steps = max(100, int(budget_s / sps))
     run = work / "runs" / name
@@ -136,6 +141,39 @@ def _sample(work: Path, name: str, guidance: float, held: Path) -> tuple[str, Pa
     if not (out / "manifest.json").is_file():
         _run([*SYNTHKIT, "sample", str(held), "--model", str(work / "runs" / name), "--out", str(out), "--sampler",
               "ddim", "--steps", "25", "--seed", "0", "--guidance", str(guidance), "--quiet"])
+    return label, out
+
+
+def _reconstruct(work: Path, ae_name: str, held: Path) -> tuple[str, Path]:
+    """The autoencoder's reconstruction of every held-out volume, written as a set with its real
+    masks: what a perfect denoiser on that autoencoder could reach (each row's ceiling)."""
+    import shutil
+
+    import torch
+
+    from synthkit.io import discover_cohort, read_image, read_mask
+    from synthkit.io.nifti import write_nifti
+    from synthkit.preprocess import preprocess_case, to_original_grid
+    from synthkit.training.autoencoder_eval import load_autoencoder
+
+    label = f"reconstruction_{ae_name}"
+    out = work / "samples" / label
+    if (out / "dataset.json").is_file():
+        return label, out
+    torch.set_num_threads(1)
+    model, cfg = load_autoencoder(work / f"ae_{ae_name}")
+    (out / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (out / "labelsTr").mkdir(parents=True, exist_ok=True)
+    for case in discover_cohort(held).cases:
+        image, mask = read_image(case), read_mask(case)
+        pre = preprocess_case(image, mask, cfg.preprocess)
+        with torch.no_grad():
+            mean, _ = model.encode(pre.image[None])
+            x = model.decode(mean)[0].clamp(-1, 1)
+        vol = to_original_grid(x, pre.record)
+        write_nifti(out / "imagesTr" / f"{case.case_id}_s0_0000.nii.gz", vol.data, vol.affine)
+        shutil.copyfile(case.mask, out / "labelsTr" / f"{case.case_id}_s0.nii.gz")
+    shutil.copyfile(held / "dataset.json", out / "dataset.json")
     return label, out
 
 
@@ -188,11 +226,25 @@ def main() -> None:
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--jobs", type=int, default=1, help="denoiser runs side by side (one thread each)")
     ap.add_argument("--best", default="", help="comma-separated levers to combine into the row 'best'")
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--lr", type=float, nargs=2, default=None, help="LR and LR_FINAL instead of the recipe's 4e-4, 4e-5")
+    ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--init", default=None, help="every row starts from this run's denoiser (e.g. demo-latent)")
+    ap.add_argument("--ae", action="append", default=[], help="NAME=FOLDER: use this autoencoder as NAME (no training)")
     args = ap.parse_args()
+    global SIZE, PRECISION
+    SIZE, PRECISION = args.size, args.precision
+    if args.init:
+        INIT[:] = ["--init", args.init]
 
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    cohorts = _cohorts(work)
+    for spec in args.ae:
+        name, folder = spec.split("=", 1)
+        link = work / f"ae_{name}"
+        if not link.exists():
+            link.symlink_to(Path(folder).resolve())
+    work.mkdir(parents=True, exist_ok=True)
     rows = {k: dict(ROWS[k]) for k in args.rows.split(",") if k}
     if args.best:
         levers = [ROWS[k] for k in args.best.split(",")]
@@ -203,16 +255,27 @@ def main() -> None:
             best["flags"] += lv["flags"]
             best["guidance"] = sorted(set(best["guidance"]) | set(lv.get("guidance", [1.0])))
         rows["best"] = best
+    if args.lr:
+        for spec in rows.values():
+            spec["flags"] = ["--lr", str(args.lr[0]), "--lr-final", str(args.lr[1]), *spec["flags"]]
+    cohorts = _cohorts(work, {"held", *(r["subjects"] for r in rows.values())})
     ae_cost = {}
     for name in sorted({r["ae"] for r in rows.values()}):
-        ae_cost[name] = _autoencoder(work, name, cohorts[128])[1]  # every subject the rows may train on
+        ae_cost[name] = _autoencoder(work, name, cohorts.get(128, cohorts[64]))[1]  # every subject the rows may use
     info = {}
     with ThreadPoolExecutor(args.jobs) as pool:  # each run is one thread; the budget is CPU time
         futures = {name: pool.submit(_train_row, work, name, spec, cohorts, args.budget_s) for name, spec in rows.items()}
         for name, fut in futures.items():
             info[name] = fut.result()
             print(name, info[name], flush=True)
-    sets = [_sample(work, name, g, cohorts["held"]) for name, spec in rows.items() for g in spec.get("guidance", [1.0])]
+    sets = [_reconstruct(work, name, cohorts["held"]) for name in sorted({r["ae"] for r in rows.values()})]
+    if args.init:  # the starting model itself, not trained further
+        out = work / "samples" / "init"
+        if not (out / "manifest.json").is_file():
+            _run([*SYNTHKIT, "sample", str(cohorts["held"]), "--model", args.init, "--out", str(out), "--sampler",
+                  "ddim", "--steps", "25", "--seed", "0", "--quiet"])
+        sets.append(("init", out))
+    sets += [_sample(work, name, g, cohorts["held"]) for name, spec in rows.items() for g in spec.get("guidance", [1.0])]
     res_path = work / "evaluate.json"
     _run([*SYNTHKIT, "evaluate", str(cohorts["held"]), *[str(p) for _, p in sets], "--json", str(res_path),
           "--report", str(work / "report.html"), "--quiet", "--seg-grid", str(SIZE)], work / "evaluate.log")
@@ -220,17 +283,18 @@ def main() -> None:
     res = res.get("results", res)
     for s, (label, _) in zip(res["sets"], sets, strict=True):
         s["name"] = label
-    _picture(sets, cohorts["held"], RESULTS / "latent_ablation.png")
+    tag = "" if SIZE == 64 and not args.init else f"_{SIZE}" + ("_finetune" if args.init else "")
+    _picture(sets, cohorts["held"], RESULTS / f"latent_ablation{tag}.png")
     env = environment(1)
     table = _table(res, info, [label for label, _ in sets])
-    text = (f"Latent Med-DDPM ablation at {SIZE}^3 (16^3 latents), issue 20 item 6. Each denoiser trained for "
-            f"{args.budget_s:.0f} CPU-seconds of one thread (steps = budget / its own CPU s/step, fp32), "
+    text = (f"{'Fine-tuning ' + args.init + ': ' if args.init else ''}Latent Med-DDPM ablation at {SIZE}^3 ({SIZE // 4}^3 latents), issue 20 item 6. Each denoiser trained for "
+            f"{args.budget_s:.0f} CPU-seconds of one thread (steps = budget / its own CPU s/step, {PRECISION}), "
             f"sampled DDIM-25 on 16 held-out masks (demo subjects 1000-1015), scored by `synthkit evaluate` "
             f"(label fidelity: cross-fitted segmenter on the real held-out set; tissue: split-half reference).\n\n"
             f"{table}\n\nCPU: {env['cpu']}, {env['cpu_capability']}, native bf16 {env['bf16_native']}, 1 thread.\n"
             f"Autoencoders ({AE_STEPS} steps of 32^3 crops, batch 4): {json.dumps(ae_cost)}\n")
     print(text)
-    write_results("latent_ablation", {"rows": rows, "train": info, "autoencoders": ae_cost, "evaluate": res,
+    write_results(f"latent_ablation{tag}", {"rows": rows, "train": info, "autoencoders": ae_cost, "evaluate": res,
                                       "budget_s": args.budget_s, "environment": env}, text)
 
 
