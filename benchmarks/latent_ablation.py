@@ -177,6 +177,11 @@ def _reconstruct(work: Path, ae_name: str, held: Path) -> tuple[str, Path]:
     return label, out
 
 
+def _evaluate(held: Path, sets: list[tuple[str, Path]], res_path: Path, work: Path) -> None:
+    _run([*SYNTHKIT, "evaluate", str(held), *[str(p) for _, p in sets], "--json", str(res_path),
+          "--report", str(work / "report.html"), "--quiet", "--seg-grid", str(SIZE)], work / "evaluate.log")
+
+
 def _picture(sets: list[tuple[str, Path]], held: Path, path: Path, case: str = "case_1003") -> None:
     from synthkit.io.nifti import read_nifti
     from synthkit.viz import montage
@@ -227,6 +232,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1, help="denoiser runs side by side (one thread each)")
     ap.add_argument("--best", default="", help="comma-separated levers to combine into the row 'best'")
     ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--no-reconstruction", action="store_true", help="no autoencoder-reconstruction rows")
     ap.add_argument("--lr", type=float, nargs=2, default=None, help="LR and LR_FINAL instead of the recipe's 4e-4, 4e-5")
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--init", default=None, help="every row starts from this run's denoiser (e.g. demo-latent)")
@@ -268,7 +274,8 @@ def main() -> None:
         for name, fut in futures.items():
             info[name] = fut.result()
             print(name, info[name], flush=True)
-    sets = [_reconstruct(work, name, cohorts["held"]) for name in sorted({r["ae"] for r in rows.values()})]
+    sets = [] if args.no_reconstruction else [_reconstruct(work, name, cohorts["held"])
+                                              for name in sorted({r["ae"] for r in rows.values()})]
     if args.init:  # the starting model itself, not trained further
         out = work / "samples" / "init"
         if not (out / "manifest.json").is_file():
@@ -277,8 +284,10 @@ def main() -> None:
         sets.append(("init", out))
     sets += [_sample(work, name, g, cohorts["held"]) for name, spec in rows.items() for g in spec.get("guidance", [1.0])]
     res_path = work / "evaluate.json"
-    _run([*SYNTHKIT, "evaluate", str(cohorts["held"]), *[str(p) for _, p in sets], "--json", str(res_path),
-          "--report", str(work / "report.html"), "--quiet", "--seg-grid", str(SIZE)], work / "evaluate.log")
+    listed = work / "evaluate_sets.json"
+    if not (res_path.is_file() and listed.is_file() and json.loads(listed.read_text()) == [str(p) for _, p in sets]):
+        _evaluate(cohorts["held"], sets, res_path, work)
+        listed.write_text(json.dumps([str(p) for _, p in sets]))
     res = json.loads(res_path.read_text())
     res = res.get("results", res)
     for s, (label, _) in zip(res["sets"], sets, strict=True):
