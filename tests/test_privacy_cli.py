@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from synthkit.io import discover_cohort, read_image, read_mask, write_nifti
-from synthkit.privacy.calibration import plant_copy
+from synthkit.privacy.audit.calibration import plant_copy
 
 SIZE = 24
 

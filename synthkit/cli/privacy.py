@@ -50,9 +50,9 @@ def register(app: typer.Typer) -> None:
         (re-identification of each volume's source, loss-based membership inference with --model)."""
         from synthkit.errors import UsageError
         from synthkit.io.atomic import write_json
-        from synthkit.privacy.audit import audit, count_cases
-        from synthkit.privacy.check import CheckSettings
-        from synthkit.privacy.report import write_report
+        from synthkit.privacy.audit.check import CheckSettings
+        from synthkit.privacy.audit.report import write_report
+        from synthkit.privacy.audit.runner import audit, count_cases
 
         if shape < 8:
             raise UsageError(f"--shape must be at least 8, got {shape}")

@@ -37,7 +37,7 @@ def stage_cohort(ctx: Context, size: int, train_steps: int = 0) -> None:
     from synthkit.demo.figures import case_png
     from synthkit.io.check import check_cohort
     from synthkit.io.demo_cohort import write_demo_cohort
-    from synthkit.privacy.anonymize import recorded_train_cohort
+    from synthkit.jobs.anonymize import recorded_train_cohort
 
     with stage(ctx, "cohort", "Demo cohort", fatal=True) as st:
         root = ctx.out / "cohort"
@@ -127,8 +127,8 @@ def stage_sample(ctx: Context) -> None:
 
 
 def stage_anonymize(ctx: Context) -> None:
-    from synthkit.privacy.anonymize import AnonymizeSettings, anonymize
-    from synthkit.privacy.check import CheckSettings
+    from synthkit.jobs.anonymize import AnonymizeSettings, anonymize
+    from synthkit.privacy.audit.check import CheckSettings
 
     with stage(ctx, "anonymize", "Anonymized cohort") as st:
         out = ctx.out / "anonymized"

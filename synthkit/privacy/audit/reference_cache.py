@@ -2,7 +2,7 @@
 
 Reading, preparing and featurizing every training (and holdout) volume, building the template,
 aligning every subject and its mirror onto it and matching the reference set against them is
-most of what a :class:`~synthkit.privacy.check.MemorizationChecker` costs, and the same for every
+most of what a :class:`~synthkit.privacy.audit.check.MemorizationChecker` costs, and the same for every
 run on one cohort. :func:`load_checker` keeps it in ``<cache>/privacy/<key>.safetensors`` (arrays)
 and ``<key>.json`` (shapes, the positions of the used cases, the training mask digests; written
 last: its presence marks a complete entry), where ``<cache>`` is synthkit's cache folder
@@ -34,10 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from synthkit.privacy import align, memorization
-from synthkit.privacy.check import CheckSettings, Details, MemorizationChecker
-from synthkit.privacy.identity import IdentityMatch, IdentityReference
-from synthkit.privacy.volumes import VolumeSet
+from synthkit.privacy.audit import align, memorization
+from synthkit.privacy.audit.check import CheckSettings, Details, MemorizationChecker
+from synthkit.privacy.audit.identity import IdentityMatch, IdentityReference
+from synthkit.privacy.audit.volumes import VolumeSet
 
 log = logging.getLogger(__name__)
 

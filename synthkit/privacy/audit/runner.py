@@ -14,11 +14,10 @@ from typing import Any
 import numpy as np
 
 from synthkit.errors import SynthkitError, UsageError
-from synthkit.privacy.check import (
-    CheckSettings,
+from synthkit.privacy.audit.check import CheckSettings, MemorizationChecker
+from synthkit.privacy.audit.volumes import (
     FeatureExtractor,
     Item,
-    MemorizationChecker,
     PrivacyResult,
     VolumeSet,
     prepare_set,
@@ -61,7 +60,7 @@ def make_extractor(feature_weights: str | Path | None, *, seed: int = 0, feature
     ``$SYNTHKIT_MEDICALNET_WEIGHTS``), else the pretrained deepbet encoder (so the feature rule
     flags); ``features`` picks explicitly, as ``synthkit evaluate --features`` does."""
     from synthkit.metrics.extractors import make_extractor as metrics_extractor
-    from synthkit.privacy.features import FeatureSpace
+    from synthkit.privacy.audit.features import FeatureSpace
 
     return FeatureSpace(metrics_extractor(feature_weights, seed=seed, device=device, features=features))
 
@@ -141,8 +140,8 @@ def run_attacks(result: PrivacyResult, checker: MemorizationChecker, synth_set: 
                 train: str | Path, holdout: str | Path | None, sources: str | Path | None, model: str | Path | None,
                 device: str = "cpu", errors: list[dict[str, str]] | None = None, strict: bool = False) -> None:
     """Add ``result.attacks["linkage"]`` and ``["membership"]`` (or say in ``not_computed`` why not)."""
-    from synthkit.privacy.attacks import linkage_attack, sources_from_ids
-    from synthkit.privacy.sources import read_links
+    from synthkit.privacy.audit.attacks import linkage_attack, sources_from_ids
+    from synthkit.privacy.audit.sources import read_links
 
     links, how = read_links(synth, synth_set.ids, checker.train.ids, sources)
     src = sources_from_ids(synth_set.ids, checker.train.ids, links)
@@ -168,7 +167,7 @@ def membership_from_run(model: str | Path | Any, train: str | Path, holdout: str
     already loaded pipeline) on the cohorts ``train`` (members) and ``holdout`` (non-members);
     unusable cases go to ``errors`` (or raise with ``strict``)."""
     from synthkit.io import discover_cohort, read_image, read_mask
-    from synthkit.privacy.attacks import DenoisingError, case_errors, membership_attack
+    from synthkit.privacy.audit.attacks import DenoisingError, case_errors, membership_attack
 
     err = (DenoisingError.from_loaded(model, seed=seed) if hasattr(model, "diffusion")
            else DenoisingError.from_run(model, device, seed=seed))

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from synthkit.privacy import memorization
+from synthkit.privacy.audit import memorization
 
 
 class FeatureExtractor(Protocol):
@@ -46,7 +46,7 @@ def prepare_set(
     on_error: Callable[[str, Exception], None] | None = None,
 ) -> VolumeSet:
     """Prepare (id, image (C, D, H, W), affine or None, labels or None) items with
-    ``settings.shape`` / ``settings.head_threshold`` (a :class:`~synthkit.privacy.check.CheckSettings`).
+    ``settings.shape`` / ``settings.head_threshold`` (a :class:`~synthkit.privacy.audit.check.CheckSettings`).
     A volume that cannot be prepared raises ``ValueError`` unless ``on_error(id, exc)`` is
     given (then skipped). Features are added when ``settings.use_features`` and ``extractor``."""
     ids: list[str] = []

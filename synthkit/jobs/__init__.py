@@ -1,0 +1,1 @@
+"""Jobs: sample, augment, anonymize; each a short configuration of the synthesis engine."""
