@@ -542,10 +542,15 @@ def test_training_side_is_cached_by_content_and_a_hit_decides_identically(cli, w
     a, b = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("a", "b"))
     assert a["privacy"]["calibration"] == b["privacy"]["calibration"]
     assert [c["attempts"] for c in a["cases"]] == [c["attempts"] for c in b["cases"]]
-    files = sorted((tmp_path / "synthkit_cache" / "privacy").iterdir())
+    everything = sorted((tmp_path / "synthkit_cache" / "privacy").iterdir())
+    files = [f for f in everything if ".calibration-" not in f.name]
     assert [f.suffix for f in files] == [".json", ".safetensors"]
     assert all(re.fullmatch(r"[0-9a-f]{32}", f.stem) for f in files)
-    text = files[0].read_text() + files[1].read_bytes()[:4096].decode("latin-1")
+    # the calibration with its planted-copy self-test, beside the entry (the second run read it)
+    calib = [f for f in everything if ".calibration-" in f.name]
+    assert len(calib) == 1 and re.fullmatch(files[0].stem + r"\.calibration-[0-9a-f]{16}\.json", calib[0].name)
+    assert json.loads(calib[0].read_text()) == b["privacy"]["calibration"]
+    text = files[0].read_text() + files[1].read_bytes()[:4096].decode("latin-1") + calib[0].read_text()
     for case in (p.name.split(".")[0] for p in (train_dir / "labelsTr").iterdir()):
         assert case not in text
     # a changed training file (or another check setting) gives another key, never a stale hit

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from synthkit.errors import SynthkitError, UsageError
+from synthkit.errors import SynthkitError
 from synthkit.privacy.audit.check import CheckSettings, MemorizationChecker
 from synthkit.privacy.audit.volumes import prepare_set
 
@@ -91,22 +91,13 @@ def prepare_reference(train_path: str | Path, check: CheckSettings, *, holdout: 
     of the cohorts, and reuse it (:mod:`synthkit.privacy.audit.reference_cache`); False recomputes."""
     from synthkit.io import discover_cohort
     from synthkit.privacy.audit.reference_cache import load_checker
-    from synthkit.privacy.audit.runner import load_set, make_extractor
+    from synthkit.privacy.audit.runner import make_extractor, training_side
 
     extractor = make_extractor(feature_weights, seed=check.seed) if check.use_features else None
 
     def compute() -> tuple[MemorizationChecker, dict[str, int], int]:
         errors: list[dict[str, str]] = []
-        train = load_set(train_path, "training", check, extractor, errors=errors)
-        if holdout is None and len(train) < 4:
-            raise UsageError("the memorization check needs at least 4 readable training volumes", train_path)
-        ho = load_set(holdout, "holdout", check, extractor, errors=errors) if holdout is not None else None
-        if ho is not None and len(ho) < 3:
-            raise UsageError("the holdout cohort needs at least 3 readable volumes", holdout)
-        try:
-            checker = MemorizationChecker(train, ho, check, extractor)
-        except ValueError as e:
-            raise UsageError(str(e), train_path) from None
+        checker = training_side(train_path, holdout, check, extractor, errors=errors)
         return checker, _training_digests(Path(train_path), checker.train.ids), len(errors)
 
     if cache is False:
@@ -170,7 +161,7 @@ def make_gate(ref: Reference, sources: dict[str, int], *, linkage: bool,
     shape_flagged: set[Any] = set()  # jobs whose previous attempt the head outline flagged
 
     def gate(job: Any, vol: Any, mask: Any) -> dict[str, Any]:
-        vs = prepare_set([(str(job.key), vol.data, vol.affine, mask.data)], s, checker.extractor)
+        vs = prepare_set([(str(job.key), vol.data, vol.affine, mask.data)], s, checker.extractor, mirrored=False)
         full, d = checker.score(vs)
         rec = {k: full[0][k] for k in RECORD_KEYS}
         rec["copy_flag"] = bool(full[0]["flagged"])

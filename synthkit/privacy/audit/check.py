@@ -119,6 +119,9 @@ class MemorizationChecker:
         self.n_reference = len(ref.identity.similarity)
         self.n_synthetic = 1  # volumes the run-wide rate is shared over (run() and anonymize set it)
         self._rules: dict[int, calibration.Rule] = {}
+        #: keeps calibration records with the planted-copy self-test across runs (set by
+        #: :mod:`synthkit.privacy.audit.reference_cache`; None: computed every time)
+        self.calibration_store: Any = None
 
     def identity_settings(self) -> IdentitySettings:
         return IdentitySettings(**{**asdict(self.settings.identity), "flips": self.settings.flips})
@@ -240,7 +243,8 @@ class MemorizationChecker:
         s = self.settings
         arrays, labels = planted.planted_copies(self.train.prepared, s.planted_max, planted.DEFAULT_KINDS, s.seed,
                                                 flips=s.flips)
-        vs = with_features(VolumeSet([f"planted-{k}" for k in range(len(arrays))], arrays), self.extractor)
+        vs = with_features(VolumeSet([f"planted-{k}" for k in range(len(arrays))], arrays), self.extractor,
+                           mirrored=False)
         records, _ = self.score(vs)
         return planted.catch_report(records, labels, self.train.ids, planted.DEFAULT_KINDS, s.planted_min_catch)
 
@@ -254,7 +258,14 @@ class MemorizationChecker:
 
     def calibration_record(self, planted_check: bool = True) -> dict[str, Any]:
         """The rule for :attr:`n_synthetic` volumes, its thresholds and reference statistics (no
-        case ids), what it promises, and optionally the planted-copy self-test."""
+        case ids), what it promises, and optionally the planted-copy self-test (read from
+        :attr:`calibration_store` when this training side, these settings and this run size were
+        calibrated before)."""
+        if planted_check and self.calibration_store is not None:
+            return self.calibration_store.record(self, lambda: self._calibration_record(True))
+        return self._calibration_record(planted_check)
+
+    def _calibration_record(self, planted_check: bool) -> dict[str, Any]:
         rule = self.rule
         calib: dict[str, Any] = {
             "rule": "flagged when any active statistic crosses its bound; the false-positive rate alpha is shared "

@@ -67,8 +67,9 @@ def make_extractor(feature_weights: str | Path | None, *, seed: int = 0, feature
 
 def load_set(path: str | Path, what: str, settings: CheckSettings, extractor: FeatureExtractor | None, *,
              errors: list[dict[str, str]], strict: bool = False,
-             on_case: Callable[[], None] | None = None) -> VolumeSet:
-    """Discover and prepare one cohort; per-case problems go to ``errors`` (or raise with ``strict``)."""
+             on_case: Callable[[], None] | None = None, mirrored: bool = False) -> VolumeSet:
+    """Discover and prepare one cohort; per-case problems go to ``errors`` (or raise with ``strict``).
+    ``mirrored``: also the features of the mirrored volumes (a training set: :func:`~synthkit.privacy.audit.volumes.with_features`)."""
     from synthkit.io import discover_cohort
 
     cohort = discover_cohort(path)
@@ -81,7 +82,8 @@ def load_set(path: str | Path, what: str, settings: CheckSettings, extractor: Fe
     def on_prep_error(case_id: str, exc: Exception) -> None:
         on_error(case_id, f"cannot compare ({exc})")
 
-    vs = prepare_set(cohort_items(cohort, on_error, on_case), settings, extractor, on_error=on_prep_error)
+    vs = prepare_set(cohort_items(cohort, on_error, on_case), settings, extractor, on_error=on_prep_error,
+                     mirrored=mirrored)
     if len(vs) == 0:
         raise UsageError(f"no usable volumes in the {what} cohort", path)
     return vs
@@ -91,6 +93,58 @@ def count_cases(path: str | Path) -> int:
     from synthkit.io import discover_cohort
 
     return len(discover_cohort(path).cases)
+
+
+def training_side(train: str | Path, holdout: str | Path | None, settings: CheckSettings,
+                  extractor: FeatureExtractor | None, *, errors: list[dict[str, str]], strict: bool = False,
+                  on_case: Callable[[], None] | None = None) -> MemorizationChecker:
+    """Read and prepare the training cohort (and ``holdout``) and build the checker on them: the
+    part of a check that is the same for every synthetic set (see :func:`cached_training_side`)."""
+    tr = load_set(train, "training", settings, extractor, errors=errors, strict=strict, on_case=on_case, mirrored=True)
+    ho = None
+    if holdout is not None:
+        ho = load_set(holdout, "holdout", settings, extractor, errors=errors, strict=strict, on_case=on_case)
+    if ho is None and len(tr) < 4:
+        raise UsageError("without --holdout the training cohort needs at least 4 readable volumes "
+                         "(train-to-train leave-one-out distances calibrate the flag)", train)
+    if ho is not None and len(ho) < 3:
+        raise UsageError("the holdout cohort needs at least 3 readable volumes to calibrate the flag", holdout)
+    try:
+        return MemorizationChecker(tr, ho, settings, extractor)
+    except ValueError as e:
+        raise UsageError(str(e), train) from None
+
+
+def cached_training_side(train: str | Path, holdout: str | Path | None, settings: CheckSettings,
+                         extractor: FeatureExtractor | None, *, errors: list[dict[str, str]], strict: bool = False,
+                         on_case: Callable[[], None] | None = None, cache: bool | str | Path = True,
+                         device: str = "cpu") -> MemorizationChecker:
+    """:func:`training_side` through the reference cache (:mod:`synthkit.privacy.audit.reference_cache`:
+    by the contents of the cohorts; ``cache`` True: synthkit's cache folder, a path: that folder,
+    False: computed). An entry made while some training/holdout case could not be read is
+    computed again, so that ``errors`` names those cases."""
+    from synthkit.io import discover_cohort
+    from synthkit.privacy.audit.reference_cache import load_checker
+
+    def compute() -> tuple[MemorizationChecker, dict[str, int], int]:
+        return training_side(train, holdout, settings, extractor, errors=errors, strict=strict, on_case=on_case), {}, \
+            len(errors)
+
+    if cache is False:
+        return compute()[0]
+    cohorts = [discover_cohort(train), discover_cohort(holdout) if holdout is not None else None]
+
+    def skip_cases() -> None:  # a hit reads no case: the progress still counts them
+        for _ in range(sum(len(c.cases) for c in cohorts if c is not None) if on_case is not None else 0):
+            on_case()
+
+    entry = load_checker(cohorts[0], cohorts[1], settings, extractor, compute, on_hit=skip_cases,
+                         folder=None if cache is True else Path(cache), device=device)
+    if entry.n_errors and not errors:
+        store = entry.checker.calibration_store
+        entry.checker = compute()[0]
+        entry.checker.calibration_store = store
+    return entry.checker
 
 
 def audit(
@@ -105,28 +159,23 @@ def audit(
     sources: str | Path | None = None,
     model: str | Path | None = None,
     device: str = "cpu",
+    cache: bool | str | Path = True,
 ) -> tuple[PrivacyResult, dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Check every volume of the cohort ``synth`` against the cohort ``train`` (calibrated on
     ``holdout`` if given, else train-to-train), then run the attacks (:func:`run_attacks`):
     linkage with the synthetic->source links (``sources``: a sidecar; default: found in
     ``synth``), loss-based membership inference with the run ``model`` (needs ``holdout``).
+    The training side (and the planted-copy self-test) comes from the reference cache when these
+    cohorts were checked before (``cache``: see :func:`cached_training_side`).
     Returns the result and, per flagged volume, the aligned (synthetic, training) pair for the
     report. Unreadable cases are listed in ``result.cohort["errors"]`` unless ``strict``."""
     settings = settings or CheckSettings()
     extractor = make_extractor(feature_weights, seed=settings.seed, device=device) if settings.use_features else None
     errors: list[dict[str, str]] = []
-    tr = load_set(train, "training", settings, extractor, errors=errors, strict=strict, on_case=on_case)
-    ho = None
-    if holdout is not None:
-        ho = load_set(holdout, "holdout", settings, extractor, errors=errors, strict=strict, on_case=on_case)
+    checker = cached_training_side(train, holdout, settings, extractor, errors=errors, strict=strict, on_case=on_case,
+                                   cache=cache, device=device)
     sy = load_set(synth, "synthetic", settings, extractor, errors=errors, strict=strict, on_case=on_case)
-    if ho is None and len(tr) < 4:
-        raise UsageError("without --holdout the training cohort needs at least 4 readable volumes "
-                         "(train-to-train leave-one-out distances calibrate the flag)", train)
-    if ho is not None and len(ho) < 3:
-        raise UsageError("the holdout cohort needs at least 3 readable volumes to calibrate the flag", holdout)
     try:
-        checker = MemorizationChecker(tr, ho, settings, extractor)
         result = checker.run(sy)
     except ValueError as e:
         raise UsageError(str(e)) from None
