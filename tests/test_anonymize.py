@@ -571,3 +571,27 @@ def test_training_side_is_cached_by_content_and_a_hit_decides_identically(cli, w
     assert cohort_key([discover_cohort(moved)], check, "features") != key
     assert cohort_key([discover_cohort(train_dir)], CheckSettings(shape=(16,) * 3, max_shift=1), "features") != key
     assert cohort_key([discover_cohort(train_dir)], check, "other features") != key
+
+
+def test_template_pool_heads_are_kept_on_disk_bit_for_bit(tmp_path, monkeypatch):
+    """The default mask mode builds a pool head per patient size (~2.5 CPU-s at 128^3): kept in
+    synthkit's cache folder, read back identical, recomputed when the entry is damaged."""
+    from synthkit.io import demo_cohort
+    from synthkit.masks import template
+
+    monkeypatch.setenv("SYNTHKIT_CACHE_DIR", str(tmp_path / "cache"))
+    template._demo_head.cache_clear()
+    head, affine = template._demo_head(3, 40, template.DEMO_POOL_SEED)
+    want = demo_cohort.demo_head(3, 40, template.DEMO_POOL_SEED)
+    assert np.array_equal(head, want[0]) and np.array_equal(affine, want[1])
+    (entry,) = (tmp_path / "cache" / "template_heads").iterdir()
+    template._demo_head.cache_clear()
+    monkeypatch.setattr(demo_cohort, "demo_head", lambda *a: pytest.fail("the cached head was built again"))
+    again = template._demo_head(3, 40, template.DEMO_POOL_SEED)
+    assert np.array_equal(again[0], head) and again[0].dtype == bool and np.array_equal(again[1], affine)
+    entry.write_bytes(b"damaged")
+    template._demo_head.cache_clear()
+    monkeypatch.setattr(demo_cohort, "demo_head", lambda *a: want)
+    assert np.array_equal(template._demo_head(3, 40, template.DEMO_POOL_SEED)[0], head)
+    assert np.load(entry)["head"].shape == (40,) * 3  # rewritten
+    template._demo_head.cache_clear()
