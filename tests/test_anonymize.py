@@ -595,3 +595,25 @@ def test_template_pool_heads_are_kept_on_disk_bit_for_bit(tmp_path, monkeypatch)
     assert np.array_equal(template._demo_head(3, 40, template.DEMO_POOL_SEED)[0], head)
     assert np.load(entry)["head"].shape == (40,) * 3  # rewritten
     template._demo_head.cache_clear()
+
+
+def test_limit_takes_the_first_cases_with_the_whole_runs_ids_and_seeds(world, tmp_path):
+    """``limit`` (the demo's anonymize stage): the first cases of the sorted cohort only, each
+    under the id and seed the whole cohort's run gives it."""
+    from synthkit.errors import UsageError
+    from synthkit.io import discover_cohort
+    from synthkit.jobs.anonymize import _ID_STREAM, AnonymizeSettings, anonymize
+    from synthkit.pipeline.seeds import seed_for
+
+    _root, _train, run, cohort = world
+    s = AnonymizeSettings(sampler="ddim", steps=2, seed=5, privacy_gate=False, perturb_masks=None)
+    res = anonymize(cohort, run, tmp_path / "out", settings=s, limit=2)
+    n = len(discover_cohort(cohort, need_images=False).cases)
+    assert n > 2
+    ids = outputs.fresh_case_ids(n, np.random.default_rng([s.seed, _ID_STREAM]))
+    assert res.written == ids[:2]
+    man = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert man["settings"]["n_cases"] == 2
+    assert [c["seed"] for c in man["cases"]] == [seed_for(s.seed, oid, 0) for oid in sorted(ids[:2])]
+    with pytest.raises(UsageError, match="limit"):
+        anonymize(cohort, run, tmp_path / "zero", settings=s, limit=0)

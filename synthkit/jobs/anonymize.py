@@ -63,6 +63,7 @@ mask reproduces the subject's exact head outline, and the gate then drops most v
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -241,6 +242,38 @@ def _check_paths(out: Path, src: Path, holdout: str | Path | None, mapping: str 
         outputs.check_mapping_path(mapping, out)
 
 
+def _input_cohort(src: Path, limit: int | None) -> Any:
+    """The input cohort (masks only; images are not read), its first ``limit`` cases with ``limit``."""
+    from synthkit.io import discover_cohort
+
+    cohort = discover_cohort(src, need_images=False)
+    if limit is None:
+        return cohort
+    if limit < 1:
+        raise UsageError(f"limit must be at least 1, got {limit}")
+    return dataclasses.replace(cohort, cases=cohort.cases[:limit])
+
+
+def _manifest_store(out: Path, gen: Any, s: AnonymizeSettings, priv: PrivacyRun, n_cases: int, has_holdout: bool,
+                    batch_size: int | None) -> Any:
+    """The manifest (resumable; refuses an output made with other settings, model or input)."""
+    from synthkit.pipeline.engine import runtime_settings
+    from synthkit.pipeline.manifest import ManifestStore
+
+    fp = {**_fingerprint(gen, s, n_cases, has_holdout), **runtime_settings(gen, batch_size)}
+    if not (out / MANIFEST).is_file() and out.exists() and any(out.iterdir()):
+        raise UsageError("the output folder exists and is not an anonymize output; choose a new --out", out)
+
+    def document(cases: list[dict[str, Any]], failures: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"format": FORMAT, "generator": "synthkit",
+                "model": {"weights_sha256": gen.weights_sha256, "preset": gen.config.preset}, "settings": fp,
+                "privacy": priv.section(s.privacy_gate), "cases": cases, "n_failed": len(failures)}
+
+    return ManifestStore(out / MANIFEST, {"format": FORMAT, "settings": fp}, key=lambda e: e["id"],
+                         files=lambda e: e.get("files", []), document=document, entries_key="cases",
+                         on_other=_refuse_other(out))
+
+
 def anonymize(
     cohort_path: str | Path,
     run: str | Path,
@@ -255,6 +288,7 @@ def anonymize(
     batch_size: int | None = None,
     precision: str | None = None,
     reference: Reference | None = None,
+    limit: int | None = None,
     on_case: Callable[[], None] | None = None,
     on_note: Callable[[str], None] | None = None,
     on_attempt: Callable[[Any, Any, Any, dict[str, Any]], None] | None = None,
@@ -266,14 +300,15 @@ def anonymize(
     on them and the membership attack is run. ``reference``: a prepared
     :class:`~synthkit.privacy.gate.Reference` to reuse across calls (its check settings
     must be ``settings.check``; it replaces ``train_cohort``, ``holdout`` and ``feature_weights``).
+    ``limit``: only the first ``limit`` cases of the input cohort (in its sorted order); their
+    volumes are those the whole cohort's run makes for them (same output ids and seeds), judged
+    by bounds for a run of this size.
     ``on_case``: called once per output volume finished (written, dropped, failed or kept).
     ``on_attempt(job, image, mask, record)``: called for every generated volume the gate judged.
     ``progress``: a rich ``Progress`` or a callable ``(done, total)`` in volumes, every step.
     """
-    from synthkit.io import discover_cohort
     from synthkit.pipeline import load
     from synthkit.pipeline.engine import Job
-    from synthkit.pipeline.manifest import ManifestStore
 
     s = settings or AnonymizeSettings()
     note = on_note or (lambda msg: None)
@@ -284,7 +319,7 @@ def anonymize(
     if reference is not None and reference.settings != s.check:
         raise UsageError("the prepared reference was made with other check settings")
     _check_paths(out, src, holdout if reference is None else reference.holdout_path, mapping)
-    cohort = discover_cohort(src, need_images=False)
+    cohort = _input_cohort(src, limit)
     gen = load(run, device, precision=precision)
     # the input's identifiers, read before anything is written: an unreadable file stops the run here
     needles = identifier_needles(cohort, exclude=[*gen.config.data.channel_names, *gen.network_labels()])
@@ -294,21 +329,8 @@ def anonymize(
         raise UsageError("the run does not record its training cohort; pass --train-cohort PATH (or "
                          "--no-privacy-gate to skip the memorization check)")
     has_holdout = (reference.holdout_path if reference is not None else holdout) is not None
-    from synthkit.pipeline.engine import runtime_settings
-
-    fp = {**_fingerprint(gen, s, len(cohort.cases), has_holdout), **runtime_settings(gen, batch_size)}
-    if not (out / MANIFEST).is_file() and out.exists() and any(out.iterdir()):
-        raise UsageError("the output folder exists and is not an anonymize output; choose a new --out", out)
     priv = PrivacyRun()
-
-    def document(cases: list[dict[str, Any]], failures: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"format": FORMAT, "generator": "synthkit",
-                "model": {"weights_sha256": gen.weights_sha256, "preset": gen.config.preset}, "settings": fp,
-                "privacy": priv.section(s.privacy_gate), "cases": cases, "n_failed": len(failures)}
-
-    store = ManifestStore(out / MANIFEST, {"format": FORMAT, "settings": fp}, key=lambda e: e["id"],
-                          files=lambda e: e.get("files", []), document=document, entries_key="cases",
-                          on_other=_refuse_other(out))
+    store = _manifest_store(out, gen, s, priv, len(cohort.cases), has_holdout, batch_size)
     result = AnonymizeResult(out)
     previous = store.previous.get("privacy") or {}
     gate = None
