@@ -106,7 +106,7 @@ def run_mode(mode: str, a: argparse.Namespace, inputs: Path, ref: Any, work: Pat
     import json
 
     from synthkit.io import discover_cohort, read_mask
-    from synthkit.privacy.anonymize import AnonymizeSettings, anonymize
+    from synthkit.jobs.anonymize import AnonymizeSettings, anonymize
 
     out, first_dir = work / f"out_{mode}", work / f"first_{mode}"
     for p in (out, first_dir):
@@ -164,7 +164,7 @@ def fidelity(rows: list[dict[str, Any]], work: Path, inputs: Path, real: Path, s
 
 def membership(train: Path, real: Path, seed: int) -> dict[str, Any]:
     from synthkit.pipeline import load
-    from synthkit.privacy.audit import membership_from_run
+    from synthkit.privacy.audit.runner import membership_from_run
 
     return membership_from_run(load("demo", "cpu"), train, real, seed=seed)
 
@@ -233,8 +233,8 @@ def main() -> None:
     if a.quick:
         a.n, a.real = 4, 8
     setup_threads(a.threads)
-    from synthkit.privacy.anonymize_gate import prepare_reference
-    from synthkit.privacy.check import CheckSettings
+    from synthkit.privacy.audit.check import CheckSettings
+    from synthkit.privacy.gate import prepare_reference
 
     a.work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -98,8 +98,8 @@ def memorization_evidence(man: dict, out: Path, images: dict[str, np.ndarray]) -
 
 
 def judge(train: Path, synth: Path, holdout: Path, size: int) -> tuple[list[dict], dict]:
-    from synthkit.privacy.audit import audit
-    from synthkit.privacy.check import CheckSettings
+    from synthkit.privacy.audit.check import CheckSettings
+    from synthkit.privacy.audit.runner import audit
 
     result, _ = audit(train, synth, holdout, settings=CheckSettings(shape=(size,) * 3, use_features=False))
     return result.volumes, result.calibration
@@ -136,8 +136,8 @@ def main() -> None:
         caught = sum(v["flagged"] and v["id"].rsplit("_s", 1)[0] in (v["nearest"], v["image_nearest"]) for v in vols)
         flagged_mem = sum(v["flagged"] for v in vols)
 
-        from synthkit.privacy.anonymize import AnonymizeSettings, anonymize
-        from synthkit.privacy.check import CheckSettings
+        from synthkit.jobs.anonymize import AnonymizeSettings, anonymize
+        from synthkit.privacy.audit.check import CheckSettings
 
         st = AnonymizeSettings(sampler="ddim", steps=T, seed=0, max_retries=1, perturb_masks=None,
                                check=CheckSettings(shape=(size,) * 3, use_features=False))

@@ -11,7 +11,7 @@ import pytest
 from phantoms import phantom
 
 from synthkit.io import write_nifti, write_nnunet_dataset_json
-from synthkit.privacy import deid
+from synthkit.privacy.deid import dicom_export, identifiers, outputs
 
 NAME, PID, BIRTH = "DOE^JOHNATHAN", "PAT-ID-48213", "19610923"
 INSTITUTION, REFERRER = "St. Example General Hospital", "HOUSE^GREGORY"
@@ -35,7 +35,7 @@ def _dicom_cohort(root: Path) -> Path:
 
     for n, cid in enumerate(CASES):
         img, msk = phantom(16, seed=50 + n)
-        files = deid.write_dicom_series(root / "images" / cid, img.data[0] * 1000, img.affine,
+        files = dicom_export.write_dicom_series(root / "images" / cid, img.data[0] * 1000, img.affine,
                                         rng=np.random.default_rng(n))
         for f in files:
             ds = pydicom.dcmread(f)
@@ -87,16 +87,16 @@ def _args(world, out, *extra):
 
 def test_anonymize_dicom_cohort_leaves_no_identifier(cli, world, tmp_path):
     _root, _, _run, cohort = world
-    assert deid.scan_for_identifiers(cohort, [NAME, PID]), "the input must carry the identifiers"
+    assert identifiers.scan_for_identifiers(cohort, [NAME, PID]), "the input must carry the identifiers"
     out, mapping = tmp_path / "out", tmp_path / "private" / "map.json"
     res = cli(*_args(world, out, "--dicom", "--mapping", mapping))
     assert res.exit_code == 0, res.output
-    assert deid.scan_for_identifiers(out, NEEDLES) == []
+    assert identifiers.scan_for_identifiers(out, NEEDLES) == []
     images = sorted((out / "imagesTr").glob("*.nii.gz"))
     labels = sorted((out / "labelsTr").glob("*.nii.gz"))
     assert len(images) == 3 and len(labels) == 3
     for p in images + labels:
-        assert p.name.startswith("syn_") and deid.nifti_header_problems(p) == []
+        assert p.name.startswith("syn_") and outputs.nifti_header_problems(p) == []
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(manifest["model"]["weights_sha256"]) == 64
     assert [c["id"] for c in manifest["cases"]] == sorted(c["id"] for c in manifest["cases"])
@@ -106,7 +106,7 @@ def test_anonymize_dicom_cohort_leaves_no_identifier(cli, world, tmp_path):
     assert json.loads((out / "dataset.json").read_text())["numTraining"] == 3
     assert (out / "privacy_report.html").is_file()
     # training case ids never appear either
-    assert deid.scan_for_identifiers(out, ["case_000", "case_001", "case_002"]) == []
+    assert identifiers.scan_for_identifiers(out, ["case_000", "case_001", "case_002"]) == []
     import pydicom
 
     dcm = sorted((out / "dicom").rglob("*.dcm"))
@@ -239,11 +239,11 @@ class _CopyingPipeline:
 ])
 def test_privacy_gate_regenerates_then_drops(world, tmp_path, n_copies, rules, status, attempts):
     from synthkit.io import discover_cohort
+    from synthkit.jobs.anonymize import AnonymizeSettings, _writer
     from synthkit.pipeline.engine import Engine, Job, Sampling
     from synthkit.pipeline.seeds import seed_for
-    from synthkit.privacy.anonymize import AnonymizeSettings, _writer
-    from synthkit.privacy.anonymize_gate import make_gate, prepare_reference
-    from synthkit.privacy.check import CheckSettings
+    from synthkit.privacy.audit.check import CheckSettings
+    from synthkit.privacy.gate import make_gate, prepare_reference
 
     _, train_dir, _, cohort_dir = world
     check = CheckSettings(shape=(16,) * 3, use_features=False, **({"rules": rules} if rules else {}))
@@ -269,7 +269,7 @@ def test_privacy_gate_regenerates_then_drops(world, tmp_path, n_copies, rules, s
 
 def test_self_check_needles_come_from_tags_names_and_headers(world):
     from synthkit.io import discover_cohort
-    from synthkit.privacy.anonymize import identifier_needles
+    from synthkit.jobs.anonymize import identifier_needles
 
     needles = identifier_needles(discover_cohort(world[3], need_images=False))
     for s in (NAME, "DOE JOHNATHAN", PID, BIRTH, INSTITUTION, REFERRER, SHORT_ID, *CASES):
@@ -280,7 +280,7 @@ def test_identifier_scan_fails_closed_naming_the_file(world, tmp_path):
     import shutil
 
     from synthkit.io import discover_cohort
-    from synthkit.privacy.identifiers import IdentifierScanError, identifier_needles
+    from synthkit.privacy.deid.identifiers import IdentifierScanError, identifier_needles
 
     bad = tmp_path / "cohort"
     shutil.copytree(world[3], bad)
@@ -295,11 +295,11 @@ def test_self_check_fails_the_run_when_a_short_id_reaches_the_output(cli, world,
     """The final scan is the complete one: a 4-digit id planted in the last file of each input
     series, were it to reach an output path, fails the run (exit 1, one line)."""
     ids = [f"syn_{i:02d}_{SHORT_ID}" for i in range(3)]  # as a whole token in every output file name
-    monkeypatch.setattr(deid, "fresh_case_ids", lambda n, rng, **kw: ids[:n])
+    monkeypatch.setattr(outputs, "fresh_case_ids", lambda n, rng, **kw: ids[:n])
     res = cli(*_args(world, tmp_path / "out"))
     assert res.exit_code == 1
     assert "self-check found" in res.output and "do not share it" in res.output and "Traceback" not in res.output
-    assert deid.scan_for_identifiers(tmp_path / "out", [SHORT_ID])  # it is there: the check was right
+    assert identifiers.scan_for_identifiers(tmp_path / "out", [SHORT_ID])  # it is there: the check was right
 
 
 @pytest.mark.parametrize(("extra", "perturbed"), [((), True), (("--perturb-masks", "move"), True),
@@ -315,14 +315,14 @@ def test_masks_are_perturbed_by_default_and_go_through_the_scrubber(cli, world, 
         a = np.asarray(nib.load(str(cohort / "masks" / f"{cid}.nii.gz")).dataobj)
         p = out / "labelsTr" / f"{oid}.nii.gz"
         b = np.asarray(nib.load(str(p)).dataobj)
-        assert a.shape == b.shape and deid.nifti_header_problems(p) == []
+        assert a.shape == b.shape and outputs.nifti_header_problems(p) == []
         changed += int((a != b).sum() > 0)
     assert changed == (len(pairs) if perturbed else 0)
     manifest = json.loads((out / "manifest.json").read_text())
     assert {e["perturbed_mask"] for e in manifest["cases"]} == {perturbed}
     if not extra:  # the default: the patient's tumour in a pool head (benchmarks/results/mask_privacy.md)
         assert manifest["settings"]["perturb_masks"] == "template"
-    assert deid.scan_for_identifiers(out, NEEDLES) == []
+    assert identifiers.scan_for_identifiers(out, NEEDLES) == []
 
 
 def test_unknown_mask_operation_is_refused_before_any_case(cli, world, tmp_path):
@@ -367,7 +367,7 @@ def test_output_geometry_is_canonical_unless_keep_geometry(cli, world, tmp_path,
     assert len(pairs) == 2
     for cid, oid in pairs.items():
         source = nib.load(str(src / "masks" / f"{cid}.nii.gz"))
-        want = source.affine if keep else deid.canonical_affine(source.affine, source.shape)
+        want = source.affine if keep else outputs.canonical_affine(source.affine, source.shape)
         for p in (out / "imagesTr" / f"{oid}_0000.nii.gz", out / "labelsTr" / f"{oid}.nii.gz"):
             img = nib.load(str(p))
             assert img.shape == source.shape
@@ -428,8 +428,8 @@ def test_linkage_gate_flags_a_volume_whose_own_source_is_the_top_match(world):
     copy rule does not, and keeps only ranks and booleans."""
     from synthkit.io import discover_cohort
     from synthkit.pipeline.engine import Job
-    from synthkit.privacy.anonymize_gate import make_gate, prepare_reference, source_columns
-    from synthkit.privacy.check import CheckSettings
+    from synthkit.privacy.audit.check import CheckSettings
+    from synthkit.privacy.gate import make_gate, prepare_reference, source_columns
 
     _, train_dir, _, dicom_in = world
     # phantoms share one tissue pattern, so a fresh phantom in a subject's own mask is close to a copy of
@@ -491,7 +491,7 @@ def test_anonymize_of_training_subjects_reports_the_attack_and_drops_reidentifie
     assert "Re-identification attack: the first attempt of every volume, before the gate" in html
     assert "dropped by the gate" in html and "--holdout" in html
     train_ids = [f"case_{i:03d}" for i in range(5)]
-    assert deid.scan_for_identifiers(out, train_ids) == []  # ranks and booleans only
+    assert identifiers.scan_for_identifiers(out, train_ids) == []  # ranks and booleans only
     # the gate off: everything is written, and the attack is reported on what is shared
     res = cli(*_training_args(world, tmp_path / "open", "--no-privacy-gate"))
     assert res.exit_code == 0, res.output
@@ -499,7 +499,7 @@ def test_anonymize_of_training_subjects_reports_the_attack_and_drops_reidentifie
     assert all(c["status"] == "ok" for c in man["cases"])
     link = man["privacy"]["attacks"]["linkage"]
     assert link["n_linked"] == 5 and link["best"]["top1"]["rate"] >= 0.8
-    assert deid.scan_for_identifiers(tmp_path / "open", train_ids) == []
+    assert identifiers.scan_for_identifiers(tmp_path / "open", train_ids) == []
     # --no-gate-linkage: the attack is still reported; only the copy rule gates
     res = cli(*_training_args(world, tmp_path / "nolink", "--no-gate-linkage"))
     assert res.exit_code == 0, res.output
@@ -522,7 +522,7 @@ def test_holdout_adds_membership_inference_and_calibrates_the_flag(cli, world, t
     assert any("re-identification attack: no input case" in n for n in priv["not_computed"])
     html = (out / "privacy_report.html").read_text()
     assert "Membership-inference attack" in html
-    assert deid.scan_for_identifiers(out, [f"case_{i:03d}" for i in [*range(5), *range(20, 24)]]) == []
+    assert identifiers.scan_for_identifiers(out, [f"case_{i:03d}" for i in [*range(5), *range(20, 24)]]) == []
     res = cli(*_args(world, tmp_path / "out2", "--holdout", tmp_path / "missing"))
     assert res.exit_code == 2 and "--holdout" in res.output and "Traceback" not in res.output
 
@@ -542,18 +542,23 @@ def test_training_side_is_cached_by_content_and_a_hit_decides_identically(cli, w
     a, b = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("a", "b"))
     assert a["privacy"]["calibration"] == b["privacy"]["calibration"]
     assert [c["attempts"] for c in a["cases"]] == [c["attempts"] for c in b["cases"]]
-    files = sorted((tmp_path / "synthkit_cache" / "privacy").iterdir())
+    everything = sorted((tmp_path / "synthkit_cache" / "privacy").iterdir())
+    files = [f for f in everything if ".calibration-" not in f.name]
     assert [f.suffix for f in files] == [".json", ".safetensors"]
     assert all(re.fullmatch(r"[0-9a-f]{32}", f.stem) for f in files)
-    text = files[0].read_text() + files[1].read_bytes()[:4096].decode("latin-1")
+    # the calibration with its planted-copy self-test, beside the entry (the second run read it)
+    calib = [f for f in everything if ".calibration-" in f.name]
+    assert len(calib) == 1 and re.fullmatch(files[0].stem + r"\.calibration-[0-9a-f]{16}\.json", calib[0].name)
+    assert json.loads(calib[0].read_text()) == b["privacy"]["calibration"]
+    text = files[0].read_text() + files[1].read_bytes()[:4096].decode("latin-1") + calib[0].read_text()
     for case in (p.name.split(".")[0] for p in (train_dir / "labelsTr").iterdir()):
         assert case not in text
     # a changed training file (or another check setting) gives another key, never a stale hit
     import shutil
 
     from synthkit.io import discover_cohort
-    from synthkit.privacy.check import CheckSettings
-    from synthkit.privacy.reference_cache import cohort_key
+    from synthkit.privacy.audit.check import CheckSettings
+    from synthkit.privacy.audit.reference_cache import cohort_key
 
     moved = tmp_path / "train2"
     shutil.copytree(train_dir, moved)
@@ -566,3 +571,49 @@ def test_training_side_is_cached_by_content_and_a_hit_decides_identically(cli, w
     assert cohort_key([discover_cohort(moved)], check, "features") != key
     assert cohort_key([discover_cohort(train_dir)], CheckSettings(shape=(16,) * 3, max_shift=1), "features") != key
     assert cohort_key([discover_cohort(train_dir)], check, "other features") != key
+
+
+def test_template_pool_heads_are_kept_on_disk_bit_for_bit(tmp_path, monkeypatch):
+    """The default mask mode builds a pool head per patient size (~2.5 CPU-s at 128^3): kept in
+    synthkit's cache folder, read back identical, recomputed when the entry is damaged."""
+    from synthkit.io import demo_cohort
+    from synthkit.masks import template
+
+    monkeypatch.setenv("SYNTHKIT_CACHE_DIR", str(tmp_path / "cache"))
+    template._demo_head.cache_clear()
+    head, affine = template._demo_head(3, 40, template.DEMO_POOL_SEED)
+    want = demo_cohort.demo_head(3, 40, template.DEMO_POOL_SEED)
+    assert np.array_equal(head, want[0]) and np.array_equal(affine, want[1])
+    (entry,) = (tmp_path / "cache" / "template_heads").iterdir()
+    template._demo_head.cache_clear()
+    monkeypatch.setattr(demo_cohort, "demo_head", lambda *a: pytest.fail("the cached head was built again"))
+    again = template._demo_head(3, 40, template.DEMO_POOL_SEED)
+    assert np.array_equal(again[0], head) and again[0].dtype == bool and np.array_equal(again[1], affine)
+    entry.write_bytes(b"damaged")
+    template._demo_head.cache_clear()
+    monkeypatch.setattr(demo_cohort, "demo_head", lambda *a: want)
+    assert np.array_equal(template._demo_head(3, 40, template.DEMO_POOL_SEED)[0], head)
+    assert np.load(entry)["head"].shape == (40,) * 3  # rewritten
+    template._demo_head.cache_clear()
+
+
+def test_limit_takes_the_first_cases_with_the_whole_runs_ids_and_seeds(world, tmp_path):
+    """``limit`` (the demo's anonymize stage): the first cases of the sorted cohort only, each
+    under the id and seed the whole cohort's run gives it."""
+    from synthkit.errors import UsageError
+    from synthkit.io import discover_cohort
+    from synthkit.jobs.anonymize import _ID_STREAM, AnonymizeSettings, anonymize
+    from synthkit.pipeline.seeds import seed_for
+
+    _root, _train, run, cohort = world
+    s = AnonymizeSettings(sampler="ddim", steps=2, seed=5, privacy_gate=False, perturb_masks=None)
+    res = anonymize(cohort, run, tmp_path / "out", settings=s, limit=2)
+    n = len(discover_cohort(cohort, need_images=False).cases)
+    assert n > 2
+    ids = outputs.fresh_case_ids(n, np.random.default_rng([s.seed, _ID_STREAM]))
+    assert res.written == ids[:2]
+    man = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert man["settings"]["n_cases"] == 2
+    assert [c["seed"] for c in man["cases"]] == [seed_for(s.seed, oid, 0) for oid in sorted(ids[:2])]
+    with pytest.raises(UsageError, match="limit"):
+        anonymize(cohort, run, tmp_path / "zero", settings=s, limit=0)

@@ -186,7 +186,7 @@ def test_failing_stages_are_reported_and_the_page_still_written(cli, tiny_run, t
         raise RuntimeError("injected failure")
 
     monkeypatch.setattr("synthkit.jobs.sample.sample_masks", boom)
-    monkeypatch.setattr("synthkit.privacy.anonymize.anonymize", boom)
+    monkeypatch.setattr("synthkit.jobs.anonymize.anonymize", boom)
     monkeypatch.setattr("synthkit.jobs.augment.augment_cohort", boom)
     out = tmp_path / "o"
     res = cli("demo", "--out", out, "--model", tiny_run, "--n-cases", "4", "--quiet")

@@ -113,7 +113,7 @@ def test_out_of_memory_gives_the_batch_size_hint(trained, tmp_path, cli, monkeyp
 def test_privacy_takes_the_shared_device_and_extracts_features_on_it(tmp_path, cli, monkeypatch):
     import torch.cuda
 
-    import synthkit.privacy.audit as audit_mod
+    import synthkit.privacy.audit.runner as audit_mod
     from synthkit.io.demo_cohort import write_demo_cohort
 
     write_demo_cohort(tmp_path / "train", n=5, size=24, seed=0)

@@ -297,7 +297,7 @@ def test_privacy_membership_attack_scores_a_latent_run_in_its_latent_space(world
     from synthkit.io.cohort import read_image, read_mask
     from synthkit.networks.autoencoder import pool_cond
     from synthkit.preprocess import one_hot, preprocess_case
-    from synthkit.privacy.attacks import DenoisingError
+    from synthkit.privacy.audit.attacks import DenoisingError
 
     pipe = synthkit.load(world["run"])
     err = DenoisingError.from_loaded(pipe, timesteps=[3])

@@ -12,7 +12,7 @@ import pytest
 
 from synthkit.errors import UsageError
 from synthkit.io import write_nifti, write_nnunet_dataset_json
-from synthkit.privacy import attacks, sources
+from synthkit.privacy.audit import attacks, sources
 
 SIZE = 24
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from synthkit.privacy import calibration as cal
-from synthkit.privacy import scores
+from synthkit.privacy.audit import calibration as cal
+from synthkit.privacy.audit import scores
 
 
 def test_bound_has_about_the_requested_false_positive_rate():

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from synthkit.io import discover_cohort, read_image, read_mask
-from synthkit.privacy.calibration import plant_copy
-from synthkit.privacy.check import CheckSettings, MemorizationChecker, prepare_set
+from synthkit.privacy.audit.calibration import plant_copy
+from synthkit.privacy.audit.check import CheckSettings, MemorizationChecker
+from synthkit.privacy.audit.volumes import prepare_set
 
 SIZE = 24
 
@@ -79,7 +80,7 @@ def test_exactly_the_planted_copies_are_flagged(cohorts, use_holdout):
 
 
 def test_feature_space_runs_and_does_not_flag_fresh(cohorts):
-    from synthkit.privacy.features import MedicalNetExtractor
+    from synthkit.privacy.audit.features import MedicalNetExtractor
 
     real, fresh = cohorts
     settings = CheckSettings(shape=(SIZE,) * 3)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from synthkit.io import discover_cohort, read_image, read_mask, write_nifti
-from synthkit.privacy.calibration import plant_copy
+from synthkit.privacy.audit.calibration import plant_copy
 
 SIZE = 24
 
@@ -82,3 +82,51 @@ def test_privacy_usage_errors_are_one_line(cli, folders, tmp_path):
     assert res.exit_code == 2 and "folder not found" in res.output and "Traceback" not in res.output
     res = cli("privacy", root / "train", root / "synth", "--alpha", "0.9")
     assert res.exit_code == 2 and "--alpha" in res.output
+
+
+def test_a_warm_cache_skips_the_training_side_and_decides_identically(cli, folders, tmp_path, monkeypatch):
+    """`synthkit privacy` keeps the training side (and the planted-copy self-test) in the reference
+    cache: the second run reads, aligns and featurises no training or holdout volume and plants no
+    copy, and all three runs (cold, warm, --no-cache) write the same JSON, byte for byte."""
+    import collections
+
+    from synthkit.privacy.audit import check, runner
+    from synthkit.privacy.audit.features import FeatureSpace
+    from synthkit.privacy.audit.identity import IdentityReference
+
+    root, planted = folders
+    monkeypatch.setenv("SYNTHKIT_CACHE_DIR", str(tmp_path / "cache"))  # cold: this test's own cache
+    calls: collections.Counter[str] = collections.Counter()
+
+    def spy(name, fn, key=None):
+        def wrapped(*a, **k):
+            calls[name if key is None else f"{name}:{key(*a, **k)}"] += 1
+            return fn(*a, **k)
+        return wrapped
+
+    monkeypatch.setattr(runner, "load_set", spy("read", runner.load_set, key=lambda path, what, *a, **k: what))
+    monkeypatch.setattr(IdentityReference, "__init__", spy("align training", IdentityReference.__init__))
+    monkeypatch.setattr(FeatureSpace, "__call__", spy("features", FeatureSpace.__call__))
+    monkeypatch.setattr(check.planted, "planted_copies", spy("plant", check.planted.planted_copies))
+
+    def run(name: str, *extra: str) -> bytes:
+        calls.clear()
+        res = cli("privacy", root / "train", root / "synth", "--holdout", root / "holdout", "--json",
+                  tmp_path / f"{name}.json", "--shape", SIZE, "--quiet", *extra)
+        assert res.exit_code == 0, res.output
+        return (tmp_path / f"{name}.json").read_bytes()
+
+    cold = run("cold")
+    assert calls == {"read:training": 1, "read:holdout": 1, "read:synthetic": 1, "align training": 1,
+                     "features": 5, "plant": 1}  # features: training and its mirrors, holdout, synthetic, planted
+    warm = run("warm")
+    assert calls == {"read:synthetic": 1, "features": 1}  # only the synthetic volumes
+    fresh = run("uncached", "--no-cache")
+    assert calls["align training"] == 1 and calls["plant"] == 1
+    assert cold == warm == fresh
+    data = json.loads(warm)
+    assert {v["id"]: v["nearest"] for v in data["volumes"] if v["flagged"]} == planted
+    assert data["calibration"]["planted_copies"]["planted"] > 0
+    # a changed check setting is another entry: computed again, never a stale hit
+    run("other", "--max-shift", "1")
+    assert calls["align training"] == 1

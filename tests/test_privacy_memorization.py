@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from phantoms import phantom
 
-from synthkit.privacy import memorization as mem
+from synthkit.privacy.audit import memorization as mem
 
 
 def _prep(seed: int, size: int = 16) -> np.ndarray:

@@ -7,8 +7,9 @@ import numpy as np
 import privacy_cohorts as pc
 import pytest
 
-from synthkit.privacy import calibration
-from synthkit.privacy.check import CheckSettings, MemorizationChecker, prepare_set
+from synthkit.privacy.audit import calibration
+from synthkit.privacy.audit.check import CheckSettings, MemorizationChecker
+from synthkit.privacy.audit.volumes import prepare_set
 
 SIZE = 24
 SETTINGS = CheckSettings(shape=(SIZE,) * 3, use_features=False)

@@ -86,9 +86,9 @@ def register(app: typer.Typer) -> None:
         source scan's exact affine, unless --keep-geometry."""
         from synthkit.cli._progress import volume_progress
         from synthkit.errors import UsageError
-        from synthkit.privacy.anonymize import AnonymizeSettings
-        from synthkit.privacy.anonymize import anonymize as run_anonymize
-        from synthkit.privacy.check import CheckSettings
+        from synthkit.jobs.anonymize import AnonymizeSettings
+        from synthkit.jobs.anonymize import anonymize as run_anonymize
+        from synthkit.privacy.audit.check import CheckSettings
 
         if per_case is not None:
             if per_mask is not None:

@@ -42,6 +42,9 @@ def register(app: typer.Typer) -> None:
                            "augment.json, else the {case}_s{k} names).")] = None,
         device: DeviceOption = "auto",
         strict: Annotated[bool, typer.Option("--strict", help="Stop at the first unreadable case.")] = False,
+        no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the reference cache (the "
+                            "prepared training side and the planted-copy self-test, kept in $SYNTHKIT_CACHE_DIR or "
+                            "~/.cache/synthkit by the contents of TRAIN and --holdout).")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no table.")] = False,
     ) -> None:
         """Find each synthetic volume's nearest training subject (residuals from the cohort's mean
@@ -50,9 +53,9 @@ def register(app: typer.Typer) -> None:
         (re-identification of each volume's source, loss-based membership inference with --model)."""
         from synthkit.errors import UsageError
         from synthkit.io.atomic import write_json
-        from synthkit.privacy.audit import audit, count_cases
-        from synthkit.privacy.check import CheckSettings
-        from synthkit.privacy.report import write_report
+        from synthkit.privacy.audit.check import CheckSettings
+        from synthkit.privacy.audit.report import write_report
+        from synthkit.privacy.audit.runner import audit, count_cases
 
         if shape < 8:
             raise UsageError(f"--shape must be at least 8, got {shape}")
@@ -71,7 +74,7 @@ def register(app: typer.Typer) -> None:
             task = progress.add_task("reading volumes", total=total)
             result, pairs = audit(train, synth, holdout, settings=settings, feature_weights=feature_weights,
                                   strict=strict, on_case=lambda: progress.advance(task), sources=sources,
-                                  model=model, device=device)
+                                  model=model, device=device, cache=not no_cache)
         if json_path is not None:
             write_json(json_path, result.to_dict())
         if report is not None:

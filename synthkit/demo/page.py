@@ -205,6 +205,12 @@ def _metrics_section(e: Any) -> str:
             f"(<a href=\"{esc(e.info['json'])}\">metrics.json</a>).</p><h3>How to read it</h3><ul>{reading}</ul>")
 
 
+def _anonymized_cases(info: dict[str, Any]) -> str:
+    """Whose tumours the anonymize stage took: every held-out case's, or the first n's."""
+    n, of = info.get("cases"), info.get("of")
+    return "each case's" if n is None or n == of else f"each of the first {n} of the {of} held-out cases'"
+
+
 def _privacy_section(a: Any) -> str:
     """What the anonymize stage wrote, regenerated and dropped (or why it is missing)."""
     if a is None or a.status != "ok":
@@ -214,7 +220,7 @@ def _privacy_section(a: Any) -> str:
                if i.get("reference") else "did NOT check them for copies (the model's training cohort "
                "is unknown)")
     return ("<h2>Shareable synthetic cohort</h2>"
-            f"<p><code>synthkit anonymize</code> put each case's tumour into a template head of another subject (its default, <code>--perturb-masks template</code>), generated one image per mask, {checked}, "
+            f"<p><code>synthkit anonymize</code> put {_anonymized_cases(i)} tumour into a template head of another subject (its default, <code>--perturb-masks template</code>), generated one image per mask, {checked}, "
             f"and wrote the accepted ones under "
             f"opaque ids with clean headers as an nnU-Net dataset in <a href=\"{esc(i['folder'])}/\">"
             f"{esc(i['folder'])}/</a>: <b>{i['written']}</b> written, <b>{i['regenerated']}</b> "

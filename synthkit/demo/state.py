@@ -21,7 +21,8 @@ class DemoSizes:
     shipped ``demo-latent`` model at 128^3 (fp32) and about 5 with the
     ``small`` model at 32^3; :data:`QUICK` is smaller still."""
 
-    n_cases: int = 16  # demo cohort size = synthetic volumes in 'sample' and 'anonymize'
+    n_cases: int = 16  # demo cohort size = synthetic volumes in 'sample'
+    n_anonymized: int = 4  # the first held-out masks 'anonymize' takes (~10 CPU-s a 128^3 volume, gate included)
     steps: int = 30  # DDIM steps (capped at the model's T)
     n_diversity: int = 5  # samples for one mask
     n_shown: int = 4  # real/synthetic pairs on the page
@@ -34,8 +35,8 @@ class DemoSizes:
     def __post_init__(self) -> None:
         if self.n_cases < 4:
             raise UsageError("the demo needs at least 4 cases (FID, privacy calibration)")
-        if min(self.steps, self.n_diversity, self.n_shown, self.n_perturbed, self.n_boot, self.diversity_pairs,
-               self.seg_steps) < 1:
+        if min(self.steps, self.n_anonymized, self.n_diversity, self.n_shown, self.n_perturbed, self.n_boot,
+               self.diversity_pairs, self.seg_steps) < 1:
             raise UsageError("demo stage sizes must be at least 1")
 
 

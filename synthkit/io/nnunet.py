@@ -183,7 +183,7 @@ class NnunetWriter:
     (``owned``): ``"refuse"`` (UsageError), ``"replace"`` (remove only those) or ``"keep"``
     (write beside them: resuming). ``nifti``: the NIfTI writer, ``(path, data, affine, *,
     is_label) -> path`` (default :func:`synthkit.io.nifti.write_nifti`; the de-identifying
-    writer of :mod:`synthkit.privacy.deid` for shareable output).
+    writer of :mod:`synthkit.privacy.deid.outputs` for shareable output).
     """
 
     def __init__(self, root: str | Path, channel_names: Sequence[str] | None = None,

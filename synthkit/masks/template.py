@@ -57,6 +57,7 @@ from synthkit.masks.params import ObjectTransform, Operation, OpParams, register
 #: Cohort seed of the default demo head pool.
 DEMO_POOL_SEED = 7_919_001
 _DEMO_FOV_MM = 224.0
+_HEAD_CACHE_FORMAT = 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,11 +90,66 @@ class TemplateOptions(TransformOptions):
 
 
 # --------------------------------------------------------------------------- the pool
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=4 * TemplateOptions.pool)  # a pool head at 32^3 and at the patient's size, with room
 def _demo_head(index: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`synthkit.io.demo_cohort.demo_head`, kept in memory and on disk (a 128^3 pool head
+    costs ~2.5 CPU-s to build; see :func:`_head_cache_path`). The stored arrays are the computed
+    ones, bit for bit; an unreadable entry is recomputed."""
     from synthkit.io.demo_cohort import demo_head
 
-    return demo_head(index, size, seed)
+    path = _head_cache_path(index, size, seed)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            head, affine = z["head"], z["affine"]
+        if head.shape == (size,) * 3 and head.dtype == bool and affine.shape == (4, 4):
+            return head, affine
+    except (OSError, ValueError, KeyError):
+        pass
+    head, affine = demo_head(index, size, seed)
+    _store_head(path, head, affine)
+    return head, affine
+
+
+def _head_cache_path(index: int, size: int, seed: int) -> Path:
+    """``<synthkit cache>/template_heads/<key>.npz``: ``key`` hashes the pool head's (index, size,
+    seed), the generator's source file and the numpy / scipy / nilearn versions (which fix its
+    arithmetic and the MNI152 template it warps), so a changed generator never reads an old head.
+    The folder follows synthkit's cache rule (``$SYNTHKIT_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/synthkit``, else ``~/.cache/synthkit``; as
+    :func:`synthkit.metrics.features.default_cache_dir`, which this lower layer does not import)."""
+    import json
+    import os
+
+    import nilearn
+    import scipy
+
+    from synthkit.io import demo_cohort
+
+    if os.environ.get("SYNTHKIT_CACHE_DIR"):
+        root = Path(os.environ["SYNTHKIT_CACHE_DIR"]).expanduser()
+    elif os.environ.get("XDG_CACHE_HOME"):
+        root = Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "synthkit"
+    else:
+        root = Path.home() / ".cache" / "synthkit"
+    h = hashlib.blake2b(Path(demo_cohort.__file__).read_bytes(), digest_size=16)
+    h.update(json.dumps([_HEAD_CACHE_FORMAT, index, size, seed, np.__version__, scipy.__version__,
+                         nilearn.__version__]).encode())
+    return root / "template_heads" / f"{h.hexdigest()}.npz"
+
+
+def _store_head(path: Path, head: np.ndarray, affine: np.ndarray) -> None:
+    """Write a pool head to the cache (atomically); a failure to write is not an error."""
+    import io
+
+    from synthkit.io.atomic import write_bytes
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, head=np.asarray(head, bool), affine=np.asarray(affine, np.float64))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes(path, buf.getvalue())
+    except OSError:
+        pass
 
 
 def _head_files(folder: Path) -> list[Path]:

@@ -11,17 +11,17 @@ input cohort (any layout synthkit reads, DICOM included; only masks are used) an
    + elastic warp that keeps the patient's head outline; e.g. ``"move+deform"``; None keeps the
    mask as it is; benchmarks/results/mask_privacy.md compares them), conditions the trained
    model, which generates an image;
-2. the memorization check (:mod:`synthkit.privacy.check`) compares it with the training cohort
+2. the memorization check (:mod:`synthkit.privacy.audit.check`) compares it with the training cohort
    (its path recorded with the run, or given; calibrated on ``holdout`` when given); when the
    input case is itself a training subject (its mask has the same voxels as a training mask),
    the re-identification attack ranks the training subjects for it
-   (:mod:`synthkit.privacy.anonymize_gate`). With the privacy gate on, a volume flagged as a
+   (:mod:`synthkit.privacy.gate`). With the privacy gate on, a volume flagged as a
    copy, or (``gate_linkage``, on by default when sources are known) whose own source is the
    attacker's top-1 match, is regenerated with a new seed up to ``max_retries`` times and
    dropped if it stays flagged (at once when the head outline, fixed by the mask, flags it);
 3. image(s) and mask go through the de-identifying NIfTI writer under a fresh opaque id
    (``syn_`` + 12 hex digits from a generator seeded by ``seed``), optionally also as DICOM,
-   on a geometry that is not the source scan's (:func:`synthkit.privacy.deid.canonical_affine`:
+   on a geometry that is not the source scan's (:func:`synthkit.privacy.deid.outputs.canonical_affine`:
    the same voxels and anatomical orientation, voxel sizes rounded to 0.01 mm, obliquity
    dropped, the grid centred on the world origin); ``keep_geometry`` keeps the source case's
    exact affine, a link back to the input scan.
@@ -42,18 +42,18 @@ Output (nnU-Net raw layout)::
     OUT/dataset.json   OUT/manifest.json   OUT/privacy_report.html   [OUT/dicom/<id>/<channel>/IM*.dcm]
 
 The manifest holds the model hash, settings, per-volume seeds and privacy results (the
-attacks of :mod:`synthkit.privacy.anonymize_report`: re-identification rates of the written
+attacks of :mod:`synthkit.privacy.gate_report`: re-identification rates of the written
 volumes and before the gate, membership inference with ``holdout``), sorted by output id;
 neither it nor anything else in OUT names an input, training or holdout case. The
 input->output mapping is written only on request, outside OUT. Re-running with the same
 arguments continues where a run stopped (finished volumes are kept); a case that fails is
 reported and the others go on. Before anything is generated, every identifier of the input is
-collected (:func:`synthkit.privacy.identifiers.identifier_needles`: case ids and path components,
+collected (:func:`synthkit.privacy.deid.identifiers.identifier_needles`: case ids and path components,
 every PN/LO/SH/DA/DT/TM/UI/AS value of every DICOM file, NIfTI header text; short values as whole
 tokens); an input file whose identifiers cannot be read stops the run there, with nothing
 written (the scan fails closed). Finally OUT is scanned for them, and for the training and
 holdout case ids, with
-:func:`synthkit.privacy.identifiers.scan_for_identifiers`; a hit fails the run.
+:func:`synthkit.privacy.deid.identifiers.scan_for_identifiers`; a hit fails the run.
 
 Output ids depend only on ``seed`` and the position of the case in the sorted input cohort:
 ``seed`` is therefore the key that links outputs back to inputs; keep it private. (The masks
@@ -63,6 +63,7 @@ mask reproduces the subject's exact head outline, and the gate then drops most v
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -73,10 +74,10 @@ import numpy as np
 
 from synthkit.errors import SynthkitError, UsageError
 from synthkit.pipeline.seeds import seed_for
-from synthkit.privacy import deid
-from synthkit.privacy.anonymize_gate import PrivacyRun, Reference, prepare_reference
-from synthkit.privacy.check import CheckSettings
-from synthkit.privacy.identifiers import LONG_NEEDLE, identifier_needles
+from synthkit.privacy.audit.check import CheckSettings
+from synthkit.privacy.deid import dicom_export, identifiers, outputs
+from synthkit.privacy.deid.identifiers import LONG_NEEDLE, identifier_needles
+from synthkit.privacy.gate import PrivacyRun, Reference, prepare_reference
 
 FORMAT = "synthkit-anonymize/1"
 MANIFEST = "manifest.json"
@@ -170,14 +171,14 @@ def _refuse_other(out: Path) -> Callable[[dict[str, Any]], None]:
 
 
 def _output_geometry(made: Any, s: AnonymizeSettings) -> tuple[Any, Any]:
-    """(image, mask) on the output geometry: :func:`deid.canonical_affine` of the source grid,
+    """(image, mask) on the output geometry: :func:`outputs.canonical_affine` of the source grid,
     or the source's own affine with ``keep_geometry``."""
     from synthkit.io.volume import Volume
 
     image, mask = made.image, made.mask
     if s.keep_geometry:
         return image, mask
-    affine = deid.canonical_affine(image.affine, image.spatial_shape)
+    affine = outputs.canonical_affine(image.affine, image.spatial_shape)
     return Volume(image.data, affine), Volume(mask.data, affine)
 
 
@@ -190,7 +191,7 @@ def _writer(out: Path, s: AnonymizeSettings, channels: tuple[str, ...], n_channe
     from synthkit.io.nnunet import NnunetWriter
 
     writer = NnunetWriter(out, channels if len(channels) == n_channels else None, labels, existing="keep",
-                          nifti=deid.write_deidentified_nifti)
+                          nifti=outputs.write_deidentified_nifti)
 
     def write(made: Any) -> dict[str, Any]:
         oid = made.job.key
@@ -202,10 +203,10 @@ def _writer(out: Path, s: AnonymizeSettings, channels: tuple[str, ...], n_channe
         files = writer.write_case(oid, vol, mask)
         if s.dicom:
             rng = np.random.default_rng(seed_for(s.seed, oid + ":dicom", 0))
-            study = deid.DicomStudy.new(rng)
+            study = dicom_export.DicomStudy.new(rng)
             for c in range(vol.data.shape[0]):
                 name = channels[c] if c < len(channels) else f"channel {c}"
-                deid.write_dicom_series(out / "dicom" / oid / f"{c:04d}", vol.data[c], vol.affine, rng=rng,
+                dicom_export.write_dicom_series(out / "dicom" / oid / f"{c:04d}", vol.data[c], vol.affine, rng=rng,
                                         study=study, series_number=c + 1, series_description=f"synthetic {name}")
         entry.update(status="ok", seed=made.seed, files=files,
                      privacy={k: v for k, v in made.attempts[-1].items() if k != "seed"})
@@ -238,7 +239,39 @@ def _check_paths(out: Path, src: Path, holdout: str | Path | None, mapping: str 
         if _inside(out, Path(holdout)) or _inside(Path(holdout), out):
             raise UsageError("the output folder must be outside the holdout cohort (and not contain it)", out)
     if mapping is not None:
-        deid.check_mapping_path(mapping, out)
+        outputs.check_mapping_path(mapping, out)
+
+
+def _input_cohort(src: Path, limit: int | None) -> Any:
+    """The input cohort (masks only; images are not read), its first ``limit`` cases with ``limit``."""
+    from synthkit.io import discover_cohort
+
+    cohort = discover_cohort(src, need_images=False)
+    if limit is None:
+        return cohort
+    if limit < 1:
+        raise UsageError(f"limit must be at least 1, got {limit}")
+    return dataclasses.replace(cohort, cases=cohort.cases[:limit])
+
+
+def _manifest_store(out: Path, gen: Any, s: AnonymizeSettings, priv: PrivacyRun, n_cases: int, has_holdout: bool,
+                    batch_size: int | None) -> Any:
+    """The manifest (resumable; refuses an output made with other settings, model or input)."""
+    from synthkit.pipeline.engine import runtime_settings
+    from synthkit.pipeline.manifest import ManifestStore
+
+    fp = {**_fingerprint(gen, s, n_cases, has_holdout), **runtime_settings(gen, batch_size)}
+    if not (out / MANIFEST).is_file() and out.exists() and any(out.iterdir()):
+        raise UsageError("the output folder exists and is not an anonymize output; choose a new --out", out)
+
+    def document(cases: list[dict[str, Any]], failures: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"format": FORMAT, "generator": "synthkit",
+                "model": {"weights_sha256": gen.weights_sha256, "preset": gen.config.preset}, "settings": fp,
+                "privacy": priv.section(s.privacy_gate), "cases": cases, "n_failed": len(failures)}
+
+    return ManifestStore(out / MANIFEST, {"format": FORMAT, "settings": fp}, key=lambda e: e["id"],
+                         files=lambda e: e.get("files", []), document=document, entries_key="cases",
+                         on_other=_refuse_other(out))
 
 
 def anonymize(
@@ -255,6 +288,7 @@ def anonymize(
     batch_size: int | None = None,
     precision: str | None = None,
     reference: Reference | None = None,
+    limit: int | None = None,
     on_case: Callable[[], None] | None = None,
     on_note: Callable[[str], None] | None = None,
     on_attempt: Callable[[Any, Any, Any, dict[str, Any]], None] | None = None,
@@ -264,16 +298,17 @@ def anonymize(
 
     ``holdout``: real cases (with masks) the model was not trained on: the check is calibrated
     on them and the membership attack is run. ``reference``: a prepared
-    :class:`~synthkit.privacy.anonymize_gate.Reference` to reuse across calls (its check settings
+    :class:`~synthkit.privacy.gate.Reference` to reuse across calls (its check settings
     must be ``settings.check``; it replaces ``train_cohort``, ``holdout`` and ``feature_weights``).
+    ``limit``: only the first ``limit`` cases of the input cohort (in its sorted order); their
+    volumes are those the whole cohort's run makes for them (same output ids and seeds), judged
+    by bounds for a run of this size.
     ``on_case``: called once per output volume finished (written, dropped, failed or kept).
     ``on_attempt(job, image, mask, record)``: called for every generated volume the gate judged.
     ``progress``: a rich ``Progress`` or a callable ``(done, total)`` in volumes, every step.
     """
-    from synthkit.io import discover_cohort
     from synthkit.pipeline import load
     from synthkit.pipeline.engine import Job
-    from synthkit.pipeline.manifest import ManifestStore
 
     s = settings or AnonymizeSettings()
     note = on_note or (lambda msg: None)
@@ -284,7 +319,7 @@ def anonymize(
     if reference is not None and reference.settings != s.check:
         raise UsageError("the prepared reference was made with other check settings")
     _check_paths(out, src, holdout if reference is None else reference.holdout_path, mapping)
-    cohort = discover_cohort(src, need_images=False)
+    cohort = _input_cohort(src, limit)
     gen = load(run, device, precision=precision)
     # the input's identifiers, read before anything is written: an unreadable file stops the run here
     needles = identifier_needles(cohort, exclude=[*gen.config.data.channel_names, *gen.network_labels()])
@@ -294,21 +329,8 @@ def anonymize(
         raise UsageError("the run does not record its training cohort; pass --train-cohort PATH (or "
                          "--no-privacy-gate to skip the memorization check)")
     has_holdout = (reference.holdout_path if reference is not None else holdout) is not None
-    from synthkit.pipeline.engine import runtime_settings
-
-    fp = {**_fingerprint(gen, s, len(cohort.cases), has_holdout), **runtime_settings(gen, batch_size)}
-    if not (out / MANIFEST).is_file() and out.exists() and any(out.iterdir()):
-        raise UsageError("the output folder exists and is not an anonymize output; choose a new --out", out)
     priv = PrivacyRun()
-
-    def document(cases: list[dict[str, Any]], failures: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"format": FORMAT, "generator": "synthkit",
-                "model": {"weights_sha256": gen.weights_sha256, "preset": gen.config.preset}, "settings": fp,
-                "privacy": priv.section(s.privacy_gate), "cases": cases, "n_failed": len(failures)}
-
-    store = ManifestStore(out / MANIFEST, {"format": FORMAT, "settings": fp}, key=lambda e: e["id"],
-                          files=lambda e: e.get("files", []), document=document, entries_key="cases",
-                          on_other=_refuse_other(out))
+    store = _manifest_store(out, gen, s, priv, len(cohort.cases), has_holdout, batch_size)
     result = AnonymizeResult(out)
     previous = store.previous.get("privacy") or {}
     gate = None
@@ -319,7 +341,7 @@ def anonymize(
         result.privacy_checked = True
 
     engine = _engine(gen, s, cohort, gate, batch_size, progress)
-    ids = deid.fresh_case_ids(len(cohort.cases) * s.per_case, np.random.default_rng([s.seed, _ID_STREAM]))
+    ids = outputs.fresh_case_ids(len(cohort.cases) * s.per_case, np.random.default_rng([s.seed, _ID_STREAM]))
     jobs = [Job(ids[i * s.per_case + k], case, k, i) for i, case in enumerate(cohort.cases) for k in range(s.per_case)]
     channels = tuple(gen.config.data.channel_names)
     writer, write_one = _writer(out, s, channels, gen.image_channels, gen.network_labels())
@@ -347,7 +369,7 @@ def anonymize(
 def _finish(out: Path, store: Any, writer: Any, cohort: Any, gen: Any, s: AnonymizeSettings, priv: PrivacyRun,
             previous: dict[str, Any], mapping: str | Path | None, ids: list[str], needles: list[str]) -> None:
     """The attacks, dataset.json, the manifest, the privacy report, the mapping (on request), the self-check."""
-    from synthkit.privacy.anonymize_report import attacks_and_notes, write_privacy_report
+    from synthkit.privacy.gate_report import attacks_and_notes, write_privacy_report
 
     entries = store.entries
     priv.attacks, priv.not_computed = attacks_and_notes(entries, priv.ref, gen, s.check.seed, previous)
@@ -360,7 +382,7 @@ def _finish(out: Path, store: Any, writer: Any, cohort: Any, gen: Any, s: Anonym
         pairs = {case.case_id + (f"#{k}" if s.per_case > 1 else ""): ids[i * s.per_case + k]
                  for i, case in enumerate(cohort.cases) for k in range(s.per_case)
                  if ids[i * s.per_case + k] in entries}
-        deid.write_mapping(mapping, out, pairs)
+        outputs.write_mapping(mapping, out, pairs)
     # ``needles``: the input's identifiers less what the output carries by design (the model's
     # channel and label names), collected before generation
     written_names = [*gen.config.data.channel_names, *gen.network_labels()]
@@ -369,8 +391,8 @@ def _finish(out: Path, store: Any, writer: Any, cohort: Any, gen: Any, s: Anonym
         skip = {n.lower() for n in written_names}
         needles += [c for c in priv.ref.case_ids()
                     if c.lower() not in skip and (len(c) >= LONG_NEEDLE or not c.isdigit())]
-    hits = deid.scan_for_identifiers(out, needles)
+    hits = identifiers.scan_for_identifiers(out, needles)
     if hits:
         where = sorted({str(h.path.relative_to(out)) for h in hits})[:5]
-        raise deid.DeidError(f"self-check found {len(hits)} input identifier(s) in the output "
+        raise outputs.DeidError(f"self-check found {len(hits)} input identifier(s) in the output "
                              f"(e.g. in {', '.join(where)}); do not share it", out)

@@ -36,8 +36,8 @@ the 5%, 50% and 95% points and the mean of the per-test rate, recorded with ever
 an order of magnitude either way; the report states it.
 
 Below :data:`MIN_PROMISE` reference values nothing can be promised: the check
-(:mod:`synthkit.privacy.check`) then uses :func:`fixed_rule` (near-verbatim copies only) and
-says so. Nothing here moves a bound toward known copies (see :mod:`synthkit.privacy.planted`).
+(:mod:`synthkit.privacy.audit.check`) then uses :func:`fixed_rule` (near-verbatim copies only) and
+says so. Nothing here moves a bound toward known copies (see :mod:`synthkit.privacy.audit.planted`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Group-wise affine alignment onto a cohort's mean anatomy, and what is left after it.
 
 A subject is more than the anatomy everyone shares. To compare *subjects*, every prepared
-volume (see :func:`synthkit.privacy.memorization.prepare`: comparison grid, standardised in
+volume (see :func:`synthkit.privacy.audit.memorization.prepare`: comparison grid, standardised in
 the head, zero outside) is aligned by a 12-parameter affine transform onto the training
 cohort's **template**, the mean of the aligned training volumes, built the way group-wise
 atlases are (Joshi et al. 2004; here affine only): start from the plain mean, align every

@@ -2,7 +2,7 @@
 
 Reading, preparing and featurizing every training (and holdout) volume, building the template,
 aligning every subject and its mirror onto it and matching the reference set against them is
-most of what a :class:`~synthkit.privacy.check.MemorizationChecker` costs, and the same for every
+most of what a :class:`~synthkit.privacy.audit.check.MemorizationChecker` costs, and the same for every
 run on one cohort. :func:`load_checker` keeps it in ``<cache>/privacy/<key>.safetensors`` (arrays)
 and ``<key>.json`` (shapes, the positions of the used cases, the training mask digests; written
 last: its presence marks a complete entry), where ``<cache>`` is synthkit's cache folder
@@ -14,7 +14,10 @@ BLAKE2 hash of:
 * the feature extractor's name (network and weights SHA-256, or its seed);
 * the *contents* of every file of every training and holdout case, in the cohorts' order.
 
-A changed file, setting or extractor gives a new key. Nothing stored names a case: file names
+A changed file, setting or extractor gives a new key. Beside an entry, :class:`CalibrationStore`
+keeps the calibration records of runs on it (``<key>.calibration-<sub>.json``, ``sub`` hashing
+every check setting and the run size): the planted-copy self-test in them scores planted copies
+of the training volumes, the same work for every run of one size. Nothing stored names a case: file names
 are hashes, case ids are never written (the used cases are stored as positions in the cohort and
 their ids read from the cohort again), and the mask digests are SHA-256 of label values. The
 entry is read with safetensors and JSON, never unpickled, and a damaged entry is recomputed. The
@@ -34,10 +37,10 @@ from typing import Any
 
 import numpy as np
 
-from synthkit.privacy import align, memorization
-from synthkit.privacy.check import CheckSettings, Details, MemorizationChecker
-from synthkit.privacy.identity import IdentityMatch, IdentityReference
-from synthkit.privacy.volumes import VolumeSet
+from synthkit.privacy.audit import align, memorization
+from synthkit.privacy.audit.check import CheckSettings, Details, MemorizationChecker
+from synthkit.privacy.audit.identity import IdentityMatch, IdentityReference
+from synthkit.privacy.audit.volumes import VolumeSet
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,8 @@ def cache_dir() -> Path:
 
 
 def cohort_key(cohorts: list[Any], settings: CheckSettings, extractor_name: str | None) -> str:
-    """The cache key of the training side for discovered ``cohorts`` ([train] or [train, holdout])."""
+    """The cache key of the training side for discovered ``cohorts`` ([train] or [train, holdout]);
+    ``extractor_name`` names the feature network, its weights and (off the CPU) its device."""
     from synthkit.cache import _hash_path
 
     h = hashlib.blake2b(digest_size=16)
@@ -82,6 +86,47 @@ class Entry:
     n_errors: int = 0
 
 
+@dataclass(frozen=True)
+class CalibrationStore:
+    """Calibration records (with the planted-copy self-test) of one training side, on disk beside
+    its entry; :meth:`MemorizationChecker.calibration_record` asks it first."""
+
+    folder: Path
+    key: str
+
+    def path(self, checker: MemorizationChecker) -> Path:
+        state = json.dumps({"format": FORMAT, "settings": asdict(checker.settings), "n_synthetic": checker.n_synthetic},
+                           sort_keys=True, default=list)
+        return self.folder / f"{self.key}.calibration-{hashlib.blake2b(state.encode(), digest_size=8).hexdigest()}.json"
+
+    def record(self, checker: MemorizationChecker, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """The stored record for ``checker``'s settings and run size, else ``compute()``, stored.
+        Either way the record is the JSON text's (numbers as JSON gives them back), so a run
+        that reads it and a run that computed it write the same bytes."""
+        from synthkit.io.atomic import write_text
+
+        path = self.path(checker)
+        try:
+            rec = json.loads(path.read_text())
+            if isinstance(rec, dict) and rec.get("n_synthetic") == checker.n_synthetic:
+                return rec
+        except (OSError, ValueError):
+            pass
+        text = json.dumps(compute(), indent=1, default=_plain)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_text(path, text)
+        except OSError as e:
+            log.warning("privacy calibration not cached (%s)", e)
+        return json.loads(text)
+
+
+def _plain(o: Any) -> Any:
+    if hasattr(o, "tolist"):  # numpy scalars and arrays
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
 # ----------------------------------------------------------------------------- arrays <-> objects
 def _set_arrays(prefix: str, vs: VolumeSet | None, out: dict[str, np.ndarray]) -> None:
     if vs is None:
@@ -89,6 +134,7 @@ def _set_arrays(prefix: str, vs: VolumeSet | None, out: dict[str, np.ndarray]) -
     out[f"{prefix}.prepared"] = vs.prepared
     if vs.features is not None:
         out[f"{prefix}.features"] = vs.features
+    if vs.features_flipped is not None:
         out[f"{prefix}.features_flipped"] = vs.features_flipped
 
 
@@ -174,13 +220,25 @@ def _write(folder: Path, key: str, checker: MemorizationChecker, used: dict[str,
 
 def load_checker(train_cohort: Any, holdout_cohort: Any | None, settings: CheckSettings, extractor: Any,
                  compute: Callable[[], tuple[MemorizationChecker, dict[str, int], int]], *,
-                 folder: str | Path | None = None, on_hit: Callable[[], None] | None = None) -> Entry:
+                 folder: str | Path | None = None, on_hit: Callable[[], None] | None = None,
+                 device: str = "cpu") -> Entry:
     """The checker (and training mask digests) for these cohorts and settings: from the cache
-    when an entry for exactly these contents exists, else ``compute()`` and store it. A failure
-    to write the cache is logged, never fatal."""
+    when an entry for exactly these contents exists, else ``compute()`` and store it; either way
+    with a :class:`CalibrationStore` beside the entry. ``device``: where ``extractor`` runs (its
+    features off the CPU are kept apart). A failure to write the cache is logged, never fatal."""
     folder = Path(folder) if folder is not None else cache_dir()
     cohorts = [train_cohort] + ([holdout_cohort] if holdout_cohort is not None else [])
-    key = cohort_key(cohorts, settings, getattr(extractor, "name", None) if settings.use_features else None)
+    name = getattr(extractor, "name", None) if settings.use_features else None
+    dev = str(device).split(":")[0]
+    key = cohort_key(cohorts, settings, f"{name} on {dev}" if name is not None and dev not in ("cpu", "auto") else name)
+    entry = _load(folder, key, cohorts, settings, extractor, compute, on_hit)
+    entry.checker.calibration_store = CalibrationStore(folder, key)
+    return entry
+
+
+def _load(folder: Path, key: str, cohorts: list[Any], settings: CheckSettings, extractor: Any,
+          compute: Callable[[], tuple[MemorizationChecker, dict[str, int], int]],
+          on_hit: Callable[[], None] | None) -> Entry:
     hit = _read(folder, key)
     if hit is not None:
         arrays, meta = hit
@@ -197,7 +255,7 @@ def load_checker(train_cohort: Any, holdout_cohort: Any | None, settings: CheckS
     checker, digests, n_errors = compute()
     position = [{c.case_id: i for i, c in enumerate(cohort.cases)} for cohort in cohorts]
     used = {"train": [position[0][cid] for cid in checker.train.ids]}
-    if holdout_cohort is not None and checker.holdout is not None:
+    if len(cohorts) > 1 and checker.holdout is not None:
         used["holdout"] = [position[1][cid] for cid in checker.holdout.ids]
     try:
         _write(folder, key, checker, used, digests, n_errors)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from synthkit.privacy.check import PrivacyResult
+from synthkit.privacy.audit.volumes import PrivacyResult
 
 _CSS = """body{font-family:sans-serif;margin:2em;max-width:70em;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:.25em .6em;text-align:left}

@@ -1,6 +1,6 @@
 """Feature space for the memorization check: pretrained 3D embeddings of prepared volumes.
 
-Prepared volumes (see :func:`synthkit.privacy.memorization.prepare`: RAS, comparison grid,
+Prepared volumes (see :func:`synthkit.privacy.audit.memorization.prepare`: RAS, comparison grid,
 zero outside the head) get the preprocessing of the chosen extractor
 (:class:`synthkit.metrics.extractors.Extractor`): deepbet's own normalisation for the default
 pretrained deepbet encoder, or, for MedicalNet, histogram equalization over the head voxels then

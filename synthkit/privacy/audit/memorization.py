@@ -155,9 +155,10 @@ def pairwise_similarity(
     best_flip = torch.zeros((nq, nr), dtype=torch.bool)
     rng = range(-max_shift, max_shift + 1)
     for flip in (False, True) if flips else (False,):
-        base = torch.flip(r, dims=(2,)) if flip else r
+        # in float64 once per mirror, not per shift (exact: shifting only moves values)
+        base = (torch.flip(r, dims=(2,)) if flip else r).double()
         for delta in itertools.product(rng, rng, rng):
-            rs = shift_volumes(base, delta).reshape(nr, -1).double()
+            rs = shift_volumes(base, delta).reshape(nr, -1)
             rn = rs.norm(dim=1).clamp_min(1e-12)
             sim = (qf @ rs.T) / (qn[:, None] * rn[None, :])
             better = sim > best

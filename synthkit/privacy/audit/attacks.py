@@ -185,11 +185,9 @@ class DenoisingError:
 
     @classmethod
     def from_run(cls, run: str | Path, device: str = "cpu", **kw: Any) -> DenoisingError:
-        """Load ``run`` (imported lazily: ``synthkit.pipeline`` when present, else ``synthkit.run``)."""
-        try:
-            from synthkit.pipeline import load
-        except ImportError:  # pragma: no cover - the older home of load()
-            from synthkit.run import load
+        """Load ``run`` (a run folder or shipped model name) with :func:`synthkit.pipeline.load`."""
+        from synthkit.pipeline import load
+
         return cls.from_loaded(load(run, device), **kw)
 
     def __call__(self, image: Any, mask: Any) -> float:

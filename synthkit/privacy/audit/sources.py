@@ -1,6 +1,6 @@
 """Which patient's mask each synthetic volume was made from, read from what synthkit wrote.
 
-The linkage attack (:func:`synthkit.privacy.attacks.linkage_attack`) needs, for each synthetic
+The linkage attack (:func:`synthkit.privacy.audit.attacks.linkage_attack`) needs, for each synthetic
 case id, the id of its source case in the training cohort. :func:`read_links` understands:
 
 * ``synthkit sample``'s ``manifest.json``: ``items[*].case`` (the mask's case) and ``k``; the

@@ -1,12 +1,12 @@
 """What ``synthkit anonymize`` checks each generated volume against, and its gate.
 
 * :class:`Reference`: the model's training cohort prepared for the memorization check
-  (:class:`~synthkit.privacy.check.MemorizationChecker`, calibrated on ``--holdout`` when given,
+  (:class:`~synthkit.privacy.audit.check.MemorizationChecker`, calibrated on ``--holdout`` when given,
   else train-to-train), and the content hash of every training mask.
 * :func:`source_columns`: which input cases ARE training subjects. An input case whose mask has
   the same voxels (SHA-256 of shape and values) as one training case's mask is that subject;
   then every volume made from it has a known source, and the re-identification (linkage)
-  attack of :mod:`synthkit.privacy.attacks` can be run on it one volume at a time.
+  attack of :mod:`synthkit.privacy.audit.attacks` can be run on it one volume at a time.
 * :func:`make_gate`: the engine's gate. Per volume it records the memorization statistics and,
   when the source is known, the source's rank among the training subjects by each attacker
   statistic (identity, shape Dice, voxels, features; 1 = the attacker's top match). The volume
@@ -29,8 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from synthkit.errors import SynthkitError, UsageError
-from synthkit.privacy.check import CheckSettings, MemorizationChecker, prepare_set
+from synthkit.errors import SynthkitError
+from synthkit.privacy.audit.check import CheckSettings, MemorizationChecker
+from synthkit.privacy.audit.volumes import prepare_set
 
 #: Per-volume statistics of the copy check kept in the manifest and the report (no ids).
 RECORD_KEYS = ("identity", "ratio", "shape_dice", "similarity", "distance", "ssim", "feature_distance", "flipped",
@@ -87,25 +88,16 @@ def prepare_reference(train_path: str | Path, check: CheckSettings, *, holdout: 
                       note: Callable[[str], None] | None = None, cache: bool | str | Path = True) -> Reference:
     """Read and prepare the training cohort (and ``holdout``) for the check; hash the training
     masks. ``cache``: keep the result in synthkit's cache folder (or this folder) by the content
-    of the cohorts, and reuse it (:mod:`synthkit.privacy.reference_cache`); False recomputes."""
+    of the cohorts, and reuse it (:mod:`synthkit.privacy.audit.reference_cache`); False recomputes."""
     from synthkit.io import discover_cohort
-    from synthkit.privacy.audit import load_set, make_extractor
-    from synthkit.privacy.reference_cache import load_checker
+    from synthkit.privacy.audit.reference_cache import load_checker
+    from synthkit.privacy.audit.runner import make_extractor, training_side
 
     extractor = make_extractor(feature_weights, seed=check.seed) if check.use_features else None
 
     def compute() -> tuple[MemorizationChecker, dict[str, int], int]:
         errors: list[dict[str, str]] = []
-        train = load_set(train_path, "training", check, extractor, errors=errors)
-        if holdout is None and len(train) < 4:
-            raise UsageError("the memorization check needs at least 4 readable training volumes", train_path)
-        ho = load_set(holdout, "holdout", check, extractor, errors=errors) if holdout is not None else None
-        if ho is not None and len(ho) < 3:
-            raise UsageError("the holdout cohort needs at least 3 readable volumes", holdout)
-        try:
-            checker = MemorizationChecker(train, ho, check, extractor)
-        except ValueError as e:
-            raise UsageError(str(e), train_path) from None
+        checker = training_side(train_path, holdout, check, extractor, errors=errors)
         return checker, _training_digests(Path(train_path), checker.train.ids), len(errors)
 
     if cache is False:
@@ -163,13 +155,13 @@ def make_gate(ref: Reference, sources: dict[str, int], *, linkage: bool,
     ``sources``: :func:`source_columns`; ``linkage``: also flag a volume whose source is the
     attacker's top-1 match; ``on_attempt(job, image, mask, record)``: called for every judged
     volume (an observer, e.g. a benchmark keeping the first attempts)."""
-    from synthkit.privacy.attacks import source_ranks
+    from synthkit.privacy.audit.attacks import source_ranks
 
     checker, s = ref.checker, ref.settings
     shape_flagged: set[Any] = set()  # jobs whose previous attempt the head outline flagged
 
     def gate(job: Any, vol: Any, mask: Any) -> dict[str, Any]:
-        vs = prepare_set([(str(job.key), vol.data, vol.affine, mask.data)], s, checker.extractor)
+        vs = prepare_set([(str(job.key), vol.data, vol.affine, mask.data)], s, checker.extractor, mirrored=False)
         full, d = checker.score(vs)
         rec = {k: full[0][k] for k in RECORD_KEYS}
         rec["copy_flag"] = bool(full[0]["flagged"])

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from synthkit.privacy import memorization
+from synthkit.privacy.audit import memorization
 
 
 class FeatureExtractor(Protocol):
@@ -44,11 +44,13 @@ def prepare_set(
     extractor: FeatureExtractor | None = None,
     *,
     on_error: Callable[[str, Exception], None] | None = None,
+    mirrored: bool = True,
 ) -> VolumeSet:
     """Prepare (id, image (C, D, H, W), affine or None, labels or None) items with
-    ``settings.shape`` / ``settings.head_threshold`` (a :class:`~synthkit.privacy.check.CheckSettings`).
+    ``settings.shape`` / ``settings.head_threshold`` (a :class:`~synthkit.privacy.audit.check.CheckSettings`).
     A volume that cannot be prepared raises ``ValueError`` unless ``on_error(id, exc)`` is
-    given (then skipped). Features are added when ``settings.use_features`` and ``extractor``."""
+    given (then skipped). Features are added when ``settings.use_features`` and ``extractor``
+    (and those of the mirrored volumes with ``mirrored``: see :func:`with_features`)."""
     ids: list[str] = []
     arrays: list[np.ndarray] = []
     for case_id, image, affine, labels in items:
@@ -64,15 +66,19 @@ def prepare_set(
     if arrays and len({a.shape for a in arrays}) != 1:
         raise ValueError("volumes have different channel counts: " + ", ".join(sorted({str(a.shape[0]) for a in arrays})))
     prepared = np.stack(arrays) if arrays else np.zeros((0, 1, *settings.shape), np.float32)
-    return with_features(VolumeSet(ids, prepared), extractor if settings.use_features else None)
+    return with_features(VolumeSet(ids, prepared), extractor if settings.use_features else None, mirrored=mirrored)
 
 
-def with_features(vs: VolumeSet, extractor: FeatureExtractor | None) -> VolumeSet:
-    """``vs`` with the features of its volumes and of their mirrors (unchanged without an extractor)."""
+def with_features(vs: VolumeSet, extractor: FeatureExtractor | None, *, mirrored: bool = True) -> VolumeSet:
+    """``vs`` with the features of its volumes and, with ``mirrored``, of their left-right mirrors
+    (unchanged without an extractor). The check compares every query with each training volume
+    and its mirror: only a training set needs the mirrors' features, and a query set (synthetic,
+    holdout, planted copies) is cheaper without them."""
     if extractor is None or len(vs) == 0:
         return vs
     feats = np.asarray(extractor(vs.prepared), dtype=np.float64)
-    flipped = np.asarray(extractor(np.ascontiguousarray(vs.prepared[:, :, ::-1])), dtype=np.float64)
+    flipped = (np.asarray(extractor(np.ascontiguousarray(vs.prepared[:, :, ::-1])), dtype=np.float64)
+               if mirrored else None)
     return VolumeSet(vs.ids, vs.prepared, feats, flipped)
 
 

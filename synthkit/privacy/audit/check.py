@@ -1,7 +1,7 @@
 """The memorization check: is a synthetic volume a (near-)copy of a training *subject*?
 
 Every synthetic volume is compared with the training cohort by statistics that follow the
-subject rather than the anatomy all subjects share (see :mod:`synthkit.privacy.identity`):
+subject rather than the anatomy all subjects share (see :mod:`synthkit.privacy.audit.identity`):
 
 * ``identity``: similarity of residuals from the cohort's mean anatomy after affine alignment
   (screened against every training subject, refined for the closest few);
@@ -12,10 +12,10 @@ subject rather than the anatomy all subjects share (see :mod:`synthkit.privacy.i
 * ``feature_distance``: distance in an injected feature space (a bound only for pretrained
   features: ``extractor.pretrained``).
 
-Each bound is calibrated on real reference volumes (:mod:`synthkit.privacy.calibration`) at one
+Each bound is calibrated on real reference volumes (:mod:`synthkit.privacy.audit.calibration`) at one
 false-positive rate for the whole run (``alpha``, shared over the synthetic volumes and the
-statistics), and checked by planting copies (:mod:`synthkit.privacy.planted`). With fewer than
-:data:`~synthkit.privacy.calibration.MIN_PROMISE` reference subjects no rate can be promised:
+statistics), and checked by planting copies (:mod:`synthkit.privacy.audit.planted`). With fewer than
+:data:`~synthkit.privacy.audit.calibration.MIN_PROMISE` reference subjects no rate can be promised:
 only near-verbatim copies are flagged and the result says so. Typical use::
 
     train = prepare_set(train_items, settings, extractor)
@@ -32,16 +32,14 @@ from typing import Any
 
 import numpy as np
 
-from synthkit.privacy import calibration, memorization, planted, scores
-from synthkit.privacy.identity import IdentityMatch, IdentityReference, IdentitySettings, cosine
-from synthkit.privacy.volumes import (  # noqa: F401  (re-exported: their old home)
-    FeatureExtractor,
-    Item,
-    PrivacyResult,
-    VolumeSet,
-    prepare_set,
-    with_features,
+from synthkit.privacy.audit import calibration, memorization, planted, scores
+from synthkit.privacy.audit.identity import (
+    IdentityMatch,
+    IdentityReference,
+    IdentitySettings,
+    cosine,
 )
+from synthkit.privacy.audit.volumes import FeatureExtractor, PrivacyResult, VolumeSet, with_features
 
 ALL_RULES = ("similarity", "identity", "ratio", "shape_dice", "feature_distance")
 
@@ -100,7 +98,7 @@ class MemorizationChecker:
                  extractor: FeatureExtractor | None = None, *,
                  state: tuple[IdentityReference, Details] | None = None):
         """``state``: the training side computed before (:attr:`identity_ref`, :attr:`reference`
-        for these very sets and settings, e.g. from :mod:`synthkit.privacy.reference_cache`)."""
+        for these very sets and settings, e.g. from :mod:`synthkit.privacy.audit.reference_cache`)."""
         self.settings = s = settings or CheckSettings()
         self.train = train
         self.holdout = holdout if holdout is not None and len(holdout) > 0 else None
@@ -121,6 +119,9 @@ class MemorizationChecker:
         self.n_reference = len(ref.identity.similarity)
         self.n_synthetic = 1  # volumes the run-wide rate is shared over (run() and anonymize set it)
         self._rules: dict[int, calibration.Rule] = {}
+        #: keeps calibration records with the planted-copy self-test across runs (set by
+        #: :mod:`synthkit.privacy.audit.reference_cache`; None: computed every time)
+        self.calibration_store: Any = None
 
     def identity_settings(self) -> IdentitySettings:
         return IdentitySettings(**{**asdict(self.settings.identity), "flips": self.settings.flips})
@@ -237,12 +238,13 @@ class MemorizationChecker:
 
     def planted_copy_check(self) -> dict[str, Any]:
         """Plant copies of a few training volumes and report how many the rule (for
-        :attr:`n_synthetic` volumes) catches (see :mod:`synthkit.privacy.planted`); the bounds
+        :attr:`n_synthetic` volumes) catches (see :mod:`synthkit.privacy.audit.planted`); the bounds
         are not changed by it."""
         s = self.settings
         arrays, labels = planted.planted_copies(self.train.prepared, s.planted_max, planted.DEFAULT_KINDS, s.seed,
                                                 flips=s.flips)
-        vs = with_features(VolumeSet([f"planted-{k}" for k in range(len(arrays))], arrays), self.extractor)
+        vs = with_features(VolumeSet([f"planted-{k}" for k in range(len(arrays))], arrays), self.extractor,
+                           mirrored=False)
         records, _ = self.score(vs)
         return planted.catch_report(records, labels, self.train.ids, planted.DEFAULT_KINDS, s.planted_min_catch)
 
@@ -256,7 +258,14 @@ class MemorizationChecker:
 
     def calibration_record(self, planted_check: bool = True) -> dict[str, Any]:
         """The rule for :attr:`n_synthetic` volumes, its thresholds and reference statistics (no
-        case ids), what it promises, and optionally the planted-copy self-test."""
+        case ids), what it promises, and optionally the planted-copy self-test (read from
+        :attr:`calibration_store` when this training side, these settings and this run size were
+        calibrated before)."""
+        if planted_check and self.calibration_store is not None:
+            return self.calibration_store.record(self, lambda: self._calibration_record(True))
+        return self._calibration_record(planted_check)
+
+    def _calibration_record(self, planted_check: bool) -> dict[str, Any]:
         rule = self.rule
         calib: dict[str, Any] = {
             "rule": "flagged when any active statistic crosses its bound; the false-positive rate alpha is shared "

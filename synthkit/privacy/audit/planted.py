@@ -76,7 +76,7 @@ def _warp(x: np.ndarray, head: np.ndarray, kind: PlantKind, rng: np.random.Gener
 
 
 def plant(prepared: np.ndarray, kind: PlantKind, rng: np.random.Generator) -> np.ndarray:
-    """One copy of a prepared volume (C, D, H, W) (see :func:`synthkit.privacy.memorization.prepare`),
+    """One copy of a prepared volume (C, D, H, W) (see :func:`synthkit.privacy.audit.memorization.prepare`),
     prepared again: standardised inside its (moved) head, zero outside."""
     from scipy import ndimage
 

@@ -67,6 +67,7 @@ _LAYOUT_WORDS = frozenset({"imagestr", "labelstr", "imagests", "labelsts", "imag
 _GENERIC_SLICE = re.compile(r"^(im|img|i|mr|ct|slice|file)?[_-]?\d+$", re.IGNORECASE)
 _NIFTI_TEXT = ("descrip", "aux_file", "intent_name", "db_name")
 _DATA_URI = re.compile(r"base64,[A-Za-z0-9+/=\s]+")
+_PREFIX_CHARS = 4  # characters of a long needle looked for first (see _find_long)
 
 
 
@@ -287,9 +288,20 @@ def _text_parts(path: Path, raw: bytes, blobs: list[tuple[str, bytes]]) -> list[
     return out
 
 
-def _find_long(needle: str, blob: bytes) -> int:
-    low = blob.lower()
-    forms = [needle.lower().encode("utf-8"), needle.lower().encode("utf-16-le")]
+def _find_long(needle: str, low: bytes, present: dict[bytes, bool]) -> int:
+    """The first offset of ``needle`` in ``low`` (a blob already lower-cased with ``bytes.lower``),
+    as UTF-8 or UTF-16-LE, or -1. ``present`` memoises which short prefixes occur in ``low``: a
+    form whose first bytes do not occur cannot occur, so a file is searched once per distinct
+    prefix (most needles share one, e.g. ``case``) rather than once per needle."""
+    forms, text = [], needle.lower()
+    for enc in ("utf-8", "utf-16-le"):
+        f, head = text.encode(enc), text[:_PREFIX_CHARS].encode(enc)
+        if head not in present:
+            present[head] = low.find(head) >= 0
+        if present[head]:
+            forms.append(f)
+    if not forms:
+        return -1
     if needle.isdigit():
         hits = [m.start() for f in forms for m in [re.search(rb"(?<![0-9])" + re.escape(f) + rb"(?![0-9])", low)] if m]
     else:
@@ -331,10 +343,11 @@ def scan_for_identifiers(folder: str | Path, needles: Iterable[str]) -> list[Hit
 def _scan_file(p: Path, long_n: list[str], short_n: list[str], tokens: dict[str, re.Pattern[str]]) -> list[Hit]:
     raw = p.read_bytes()
     blobs = [("bytes", raw)] + [("gzip", b) for b in (_decompressed(raw),) if b is not None]
+    lowered = [(name, blob.lower(), {}) for name, blob in blobs] if long_n else []  # once per blob, not per needle
     hits = []
     for n in long_n:
-        for name, blob in blobs:
-            off = _find_long(n, blob)
+        for name, low, present in lowered:
+            off = _find_long(n, low, present)
             if off >= 0:
                 hits.append(Hit(p, "content", n, off, name))
                 break

@@ -1,9 +1,9 @@
 """``synthkit anonymize``'s privacy section: the attacks on what it made, and the shareable report.
 
 * **Re-identification (linkage)**, from the source ranks the gate recorded for every volume
-  whose source is a training subject (:mod:`synthkit.privacy.anonymize_gate`): top-1 / top-5
+  whose source is a training subject (:mod:`synthkit.privacy.gate`): top-1 / top-5
   rates against chance 1/N and 5/N with the exact binomial test
-  (:func:`synthkit.privacy.attacks.linkage_from_ranks`), for the written volumes (what is
+  (:func:`synthkit.privacy.audit.attacks.linkage_from_ranks`), for the written volumes (what is
   shared) and for the first attempt of every volume (what the model made before the gate).
 * **Membership inference from the loss** with ``--holdout``: the loaded model's denoising error
   on the training cohort (members) vs the holdout cohort (non-members), ROC AUC with a bootstrap
@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from synthkit.errors import SynthkitError, UsageError
-from synthkit.privacy.anonymize_gate import LINKS_FROM, RECORD_KEYS, Reference
-from synthkit.privacy.check import CheckSettings, PrivacyResult
+from synthkit.privacy.audit.check import CheckSettings
+from synthkit.privacy.audit.volumes import PrivacyResult
+from synthkit.privacy.gate import LINKS_FROM, RECORD_KEYS, Reference
 
 _NO_REFERENCE = "memorization check and attacks: no training cohort given (--no-privacy-gate without --train-cohort)"
 _NOT_BY_ANONYMIZE = ("closer_to_train and the nearest-synthetic membership score: not computed by anonymize "
@@ -36,8 +37,8 @@ def _ranks(attempts: list[dict[str, Any]]) -> dict[str, list[int]]:
 
 def linkage_results(entries: Mapping[str, dict[str, Any]], n_train: int) -> dict[str, Any]:
     """``{"linkage": written volumes, "linkage_before_gate": first attempts}`` (each as
-    :func:`~synthkit.privacy.attacks.linkage_from_ranks`), or ``{}`` when no volume has a known source."""
-    from synthkit.privacy.attacks import linkage_from_ranks
+    :func:`~synthkit.privacy.audit.attacks.linkage_from_ranks`), or ``{}`` when no volume has a known source."""
+    from synthkit.privacy.audit.attacks import linkage_from_ranks
 
     written = [e["attempts"][-1] for e in entries.values() if e.get("status") == "ok" and e.get("attempts")]
     first = [e["attempts"][0] for e in entries.values() if e.get("attempts")]
@@ -65,7 +66,7 @@ def _without_path(e: BaseException) -> str:
 
 def membership_results(gen: Any, ref: Reference, seed: int) -> tuple[dict[str, Any] | None, str | None]:
     """(membership attack record, None) with a holdout set, else (None, why not)."""
-    from synthkit.privacy.audit import membership_from_run
+    from synthkit.privacy.audit.runner import membership_from_run
 
     if ref.holdout_path is None:
         return None, ("membership attack (denoising loss): needs a holdout set (--holdout DIR: real cases with "
@@ -115,7 +116,7 @@ def write_privacy_report(out: Path, entries: Mapping[str, dict[str, Any]], calib
                          check: CheckSettings, extractor: Any, ref: Reference | None, attacks: dict[str, Any],
                          not_computed: list[str]) -> Path:
     """``out/privacy_report.html``, shareable (synthetic ids and numbers only)."""
-    from synthkit.privacy.report import write_report
+    from synthkit.privacy.audit.report import write_report
 
     volumes = [_volume_row(oid, entries[oid]) for oid in sorted(entries)]
     cohort = {"n_synthetic": len(volumes), "n_train": ref.n_train if ref else None,

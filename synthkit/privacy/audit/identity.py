@@ -1,7 +1,7 @@
 """Identity-level nearest neighbours: which training subject a volume is, not which voxels it has.
 
 :class:`IdentityReference` holds the training cohort aligned onto its template
-(:mod:`synthkit.privacy.align`), each subject also mirrored left-right when ``flips`` is on.
+(:mod:`synthkit.privacy.audit.align`), each subject also mirrored left-right when ``flips`` is on.
 :meth:`IdentityReference.compare` matches query volumes against it in two stages:
 
 1. **screening**: every query is aligned onto the template and its residual compared with every
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synthkit.privacy import align
+from synthkit.privacy.audit import align
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class IdentityMatch:
     ``second`` (-1 if none) and ``second_similarity``, ``ratio``, ``flipped`` (the nearest
     matched mirrored), ``shape_dice`` (best refined head Dice); ``matrix`` (Q, R) and
     ``dice_matrix`` (Q, R): screening values with refined values at the candidates; ``query``:
-    the queries' own :class:`~synthkit.privacy.align.Identity` on the template."""
+    the queries' own :class:`~synthkit.privacy.audit.align.Identity` on the template."""
 
     nearest: np.ndarray
     similarity: np.ndarray
@@ -91,7 +91,7 @@ class IdentityReference:
                    aligned: list[np.ndarray], ident: list[align.Identity]) -> IdentityReference:
         """The reference exactly as :meth:`__init__` built it, from its template, alignments,
         aligned volumes and identities (kept from an earlier run: see
-        :mod:`synthkit.privacy.reference_cache`)."""
+        :mod:`synthkit.privacy.audit.reference_cache`)."""
         self = cls.__new__(cls)
         self.settings, self.template = settings, template
         self.theta, self.aligned, self.ident = list(theta), list(aligned), list(ident)

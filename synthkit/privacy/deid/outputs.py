@@ -1,6 +1,5 @@
-"""De-identification of what synthkit writes: fresh opaque case ids, scrubbed NIfTI files,
-DICOM export under the PS3.15 Basic Application Level Confidentiality Profile, an output geometry
-that is not the source's, and a scanner that looks for identifiers in every output path and byte.
+"""De-identified outputs: fresh opaque case ids, scrubbed NIfTI files, and an output geometry
+that is not the source's.
 
 * **Case ids** come from a seeded generator (:func:`fresh_case_ids`): ``syn_`` + 12 hex digits,
   no trace of the input names. Which output came from which input is written only on request
@@ -9,9 +8,8 @@ that is not the source's, and a scanner that looks for identifiers in every outp
   aux file, intent name, db name, extensions; gzip without file name or time stamp), then
   re-read and verified (:func:`nifti_header_problems`). Masks are patient-derived too and
   take the same path.
-* **DICOM** (:func:`write_dicom_series`, from :mod:`synthkit.privacy.dicom_export`) is built
-  from scratch under the PS3.15 Basic Profile and passes dicom3tools' ``dciodvfy`` without
-  errors (integer pixels with a Real World Value Mapping, no Modality LUT on MR).
+* **Geometry**: :func:`canonical_affine` keeps the voxels and the anatomical orientation and
+  drops the scanner position and obliquity.
 """
 
 from __future__ import annotations
@@ -21,20 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from synthkit.errors import SynthkitError, UsageError
-from synthkit.privacy.dicom_export import (  # noqa: F401  (re-exported: the DICOM writer's old home)
-    BASIC_PROFILE_CODE,
-    DicomStudy,
-    ValueMapping,
-    value_mapping,
-    write_dicom_series,
-)
-from synthkit.privacy.identifiers import (  # noqa: F401  (re-exported: the scanner's old home)
-    LONG_NEEDLE,
-    MIN_NEEDLE,
-    Hit,
-    identifier_needles,
-    scan_for_identifiers,
-)
 
 ID_PREFIX = "syn_"
 _CLEAN_FIELDS = ("descrip", "aux_file", "intent_name", "db_name")
