@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import nibabel as nib
@@ -245,9 +246,8 @@ def test_intensities_per_channel_in_range(tmp_path):
     lab, img = head_case(rng, channels=2)
     img[1] *= 10.0
     image, mask = write_case(tmp_path, lab, img, lps_affine())
-    pre = preprocess_case(
-        image, mask, PreprocessConfig(target_shape=(24, 24, 24), clip_percentiles=(1.0, 99.0))
-    )
+    cfg = PreprocessConfig(target_shape=(24, 24, 24), clip_percentiles=(1.0, 99.0), intensity_bounds="head")
+    pre = preprocess_case(image, mask, cfg)
     x = pre.image
     assert x.shape == (2, 24, 24, 24) and x.dtype == torch.float32
     assert x.min() >= -1.0 and x.max() <= 1.0
@@ -258,6 +258,12 @@ def test_intensities_per_channel_in_range(tmp_path):
         np.testing.assert_allclose(pre.record.hi[c], np.percentile(head_vals, 99.0), rtol=1e-5)
         assert x[c][inside].max() == 1.0 and x[c][~inside].min() == -1.0
     assert pre.record.hi[1] > 5 * pre.record.hi[0]
+    # per label (the default): the same percentiles inside each label widen the bounds, never narrow them
+    per = preprocess_case(image, mask, dataclasses.replace(cfg, intensity_bounds="per_label"))
+    for c in range(2):
+        widest = [np.percentile(img[c][lab == v], [1.0, 99.0]) for v in np.unique(lab[lab > 0])]
+        np.testing.assert_allclose(per.record.lo[c], min(pre.record.lo[c], *(w[0] for w in widest)), rtol=1e-5)
+        np.testing.assert_allclose(per.record.hi[c], max(pre.record.hi[c], *(w[1] for w in widest)), rtol=1e-5)
 
 
 def test_masks_only(tmp_path):
