@@ -320,6 +320,8 @@ def render_sampling(res: list[dict], threads: int) -> list[str]:
 
 
 def render_training(res: list[dict]) -> list[str]:
+    if not res:  # --sampling-only
+        return []
     rows = []
     for r in res:
         grid = f"{r['size']}^3" + (f" x{r['batch']}" if r["batch"] > 1 else "")
