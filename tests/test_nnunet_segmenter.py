@@ -131,8 +131,8 @@ def _touch(path: str) -> None:
 
 
 class _Payload:
-    """Unpickling it (with weights_only=False) writes ``marker``: the stand-in for code a
-    crafted checkpoint would run."""
+    """Unpickling it in full writes ``marker``: the stand-in for code a crafted checkpoint would
+    run."""
 
     def __init__(self, marker: Path):
         self.marker = str(marker)
@@ -400,7 +400,7 @@ def test_evaluate_with_a_users_nnunet_model(trained_model, tmp_path, cli, monkey
 @pytest.mark.slow
 def test_checkpoints_are_read_weights_only(trained_model, tmp_path, monkeypatch):
     """Every torch.load on the way to a loaded model passes weights_only=True; nnunetv2's
-    initialize_from_trained_model_folder (torch.load(weights_only=False)) is never called.
+    initialize_from_trained_model_folder (a full unpickle) is never called.
     Two folds (copies of the one trained) ensemble to the single fold's prediction."""
     import shutil
 
@@ -445,7 +445,10 @@ def test_checkpoint_with_a_pickled_object_is_refused(trained_model, tmp_path):
     shutil.copytree(trained_model, folder)
     path = folder / "fold_all" / "checkpoint_final.pth"
     marker = tmp_path / "marker"
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)  # trained by this module
+    from synthkit.metrics.nnunet_checkpoint import _SAFE_NUMPY_GLOBALS
+
+    with torch.serialization.safe_globals(_SAFE_NUMPY_GLOBALS):  # the log's numpy scalars as plain numbers
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     ckpt["logging"]["note"] = _Payload(marker)
     torch.save(ckpt, path)
     with pytest.raises(UsageError) as err:
@@ -455,8 +458,9 @@ def test_checkpoint_with_a_pickled_object_is_refused(trained_model, tmp_path):
     assert "_Payload" not in msg and "_touch" in msg  # the global the pickle would call
     assert "weights_only=True" in msg
     assert not marker.exists()
-    # the control: a full unpickle would have run it
-    torch.load(path, map_location="cpu", weights_only=False)
+    # the control: the payload is live (what a full unpickle would call, called directly)
+    fn, args = _Payload(marker).__reduce__()
+    fn(*args)
     assert marker.read_text() == "unpickled"
 
 

@@ -6,8 +6,8 @@
 ``nnUNetPredictor``; :meth:`NnUNetSegmenter.predict` segments one volume held the synthkit way.
 
 Trust: nnU-Net checkpoints are torch pickles, and nnunetv2's
-``initialize_from_trained_model_folder`` reads them with ``torch.load(..., weights_only=False)``,
-which can run code stored in the file. synthkit never calls it: it reads each fold's checkpoint
+``initialize_from_trained_model_folder`` unpickles them in full, which can run code stored in the
+file. synthkit never calls it: it reads each fold's checkpoint
 itself with ``torch.load(..., weights_only=True)`` (tensors and plain values; the numpy number
 scalars of nnU-Net's training log are built by a stand-in that makes only plain numbers), takes
 the network weights, trainer name, configuration and mirroring axes from it, builds the network
