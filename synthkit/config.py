@@ -317,6 +317,9 @@ class AutoencoderConfig:
     ``channels[i]``: width at level ``i`` (level ``i`` works at 1/2**i of the input size), so
     the latent grid is 1/2**(len(channels) - 1) of the image per axis (4x for three levels);
     ``latent_channels``: channels of the latent. Every width must be divisible by ``norm_groups``.
+    ``mask_channels``: 0, or K: the decoder also reads the one-hot mask (K labels, background
+    dropped) on the image grid, added at every decoder level (``synthkit autoencoder train
+    --mask-decoder``; training sets K from the cohort's labels).
     """
 
     image_channels: int = 1
@@ -324,6 +327,7 @@ class AutoencoderConfig:
     channels: tuple[int, ...] = (16, 32, 64)
     num_res_blocks: int = 1
     norm_groups: int = 8
+    mask_channels: int = 0
 
     @property
     def downsample_factor(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -36,3 +37,28 @@ def _private_cache(tmp_path_factory):
         os.environ.pop("SYNTHKIT_CACHE_DIR", None)
     else:
         os.environ["SYNTHKIT_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    """Three phantom heads with head and tumour labels (a module may define its own ``cohort``)."""
+    from test_training_helpers import write_phantom_cohort
+
+    return write_phantom_cohort(tmp_path_factory.mktemp("cohort"), n=3)
+
+
+@pytest.fixture(scope="module")
+def ae(cohort, tmp_path_factory) -> Path:
+    """A tiny autoencoder run (3 steps, 16^3 grid) on ``cohort``, for latent-run tests."""
+    from synthkit.config import (
+        AutoencoderRunConfig,
+        PreprocessConfig,
+        TrainConfig,
+        autoencoder_config,
+    )
+    from synthkit.training.autoencoder import train_autoencoder
+
+    cfg = AutoencoderRunConfig(autoencoder=autoencoder_config("tiny"), crop=8, preset="tiny",
+                               preprocess=PreprocessConfig(target_shape=(16, 16, 16)),
+                               train=TrainConfig(steps=3, checkpoint_every=3, batch_size=2, lr=1e-3, seed=1))
+    return train_autoencoder(cohort, tmp_path_factory.mktemp("ae") / "ae", cfg)

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 from process_helpers import kill_after_log_lines
-from test_training_helpers import write_phantom_cohort
 
 from synthkit.config import (
     AutoencoderConfig,
@@ -39,11 +38,6 @@ def tiny_cfg(steps: int = 6, **train_kw) -> AutoencoderRunConfig:
     kw.update(train_kw)
     return AutoencoderRunConfig(autoencoder=autoencoder_config("tiny"), crop=8, preset="tiny",
                                 preprocess=PreprocessConfig(target_shape=(16, 16, 16)), train=TrainConfig(**kw))
-
-
-@pytest.fixture(scope="module")
-def cohort(tmp_path_factory) -> Path:
-    return write_phantom_cohort(tmp_path_factory.mktemp("cohort"), n=3)
 
 
 def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:

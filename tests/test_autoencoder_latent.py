@@ -14,36 +14,19 @@ import numpy as np
 import pytest
 import torch
 from process_helpers import kill_after_log_lines
-from test_training_helpers import write_phantom_cohort
 
 from synthkit.config import (
     AutoencoderRunConfig,
     DiffusionConfig,
-    PreprocessConfig,
     RunConfig,
     TrainConfig,
-    autoencoder_config,
     model_config,
 )
 from synthkit.runtime import checkpoint as ckpt
-from synthkit.training.autoencoder import train_autoencoder
 from synthkit.training.autoencoder_eval import load_autoencoder
 from synthkit.training.autoencoder_latent import attach_autoencoder, latent_run_config, pool_cond
 from synthkit.training.loop import train
 from synthkit.training.runlog import read_log
-
-
-@pytest.fixture(scope="module")
-def cohort(tmp_path_factory) -> Path:
-    return write_phantom_cohort(tmp_path_factory.mktemp("cohort"), n=3)
-
-
-@pytest.fixture(scope="module")
-def ae(cohort, tmp_path_factory) -> Path:
-    cfg = AutoencoderRunConfig(autoencoder=autoencoder_config("tiny"), crop=8, preset="tiny",
-                               preprocess=PreprocessConfig(target_shape=(16, 16, 16)),
-                               train=TrainConfig(steps=3, checkpoint_every=3, batch_size=2, lr=1e-3, seed=1))
-    return train_autoencoder(cohort, tmp_path_factory.mktemp("ae") / "ae", cfg)
 
 
 def latent_cfg(ae: Path, steps: int = 6) -> RunConfig:

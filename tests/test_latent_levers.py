@@ -11,15 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_training_helpers import write_phantom_cohort
 
 from synthkit.config import (
-    AutoencoderRunConfig,
     DiffusionConfig,
     PreprocessConfig,
     RunConfig,
     TrainConfig,
-    autoencoder_config,
     from_dict,
     model_config,
 )
@@ -27,26 +24,12 @@ from synthkit.diffusion import GaussianDiffusion
 from synthkit.diffusion.guidance import GuidedDenoiser, guided
 from synthkit.networks.autoencoder import latent_cond, pool_cond
 from synthkit.runtime import checkpoint as ckpt
-from synthkit.training.autoencoder import train_autoencoder
 from synthkit.training.autoencoder_eval import load_autoencoder
 from synthkit.training.autoencoder_latent import attach_autoencoder, latent_run_config
 from synthkit.training.loop import train
 from synthkit.training.runlog import read_log
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def cohort(tmp_path_factory) -> Path:
-    return write_phantom_cohort(tmp_path_factory.mktemp("cohort"), n=3)
-
-
-@pytest.fixture(scope="module")
-def ae(cohort, tmp_path_factory) -> Path:
-    cfg = AutoencoderRunConfig(autoencoder=autoencoder_config("tiny"), crop=8, preset="tiny",
-                               preprocess=PreprocessConfig(target_shape=(16, 16, 16)),
-                               train=TrainConfig(steps=3, checkpoint_every=3, batch_size=2, lr=1e-3, seed=1))
-    return train_autoencoder(cohort, tmp_path_factory.mktemp("ae") / "ae", cfg)
 
 
 def _levers_cfg(ae: Path, steps: int = 6) -> RunConfig:
@@ -139,12 +122,13 @@ def test_guidance_is_the_conditional_model_at_one_and_extrapolates_otherwise():
 
 
 def test_old_config_files_load_with_the_rules_they_were_made_with():
-    cfg = RunConfig.load(REPO / "synthkit/assets/models/demo-latent/config.json")
+    # the first demo-latent's config.json, written before these options existed
+    cfg = RunConfig.load(REPO / "tests/data/legacy/latent_run_config.json")
     assert cfg.preprocess.intensity_bounds == "head" and cfg.autoencoder.preprocess.intensity_bounds == "head"
     assert cfg.model.cond_factor == 1 and cfg.train.label_weights is None and cfg.train.cond_drop == 0.0
     assert cfg.model.in_channels == 8 + 2
     assert PreprocessConfig().intensity_bounds == "per_label"  # new configs
-    data = json.loads((REPO / "synthkit/assets/models/demo-latent/config.json").read_text())
+    data = json.loads((REPO / "tests/data/legacy/latent_run_config.json").read_text())
     assert from_dict(RunConfig, data) == cfg
 
 

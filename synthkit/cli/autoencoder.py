@@ -71,6 +71,11 @@ def build_ae_config(*, out: Path, resume: bool, preset: str | None, recipe: str 
     train = dataclasses.replace(cfg.train, **{k: flags[k] for k in train_keys if flags.get(k) is not None})
     if train.precision not in ("fp32", "bf16"):
         raise UsageError(f"--precision must be fp32 or bf16, not {train.precision!r}")
+    if flags.get("mask_decoder") and not cfg.autoencoder.mask_channels:
+        if resume and (out / "config.json").exists():
+            raise UsageError("cannot resume with --mask-decoder: the run's decoder does not read the mask",
+                             out / "config.json")
+        cfg = dataclasses.replace(cfg, autoencoder=dataclasses.replace(cfg.autoencoder, mask_channels=1))  # K from the cohort
     top = {k: flags[k] for k in ("crop", "kl_weight", "freeze_encoder", "decoder_noise") if flags.get(k) is not None}
     pre = cfg.preprocess
     if flags.get("shape") is not None:
@@ -147,6 +152,7 @@ def register(app: typer.Typer) -> None:
         init: Annotated[Path | None, typer.Option("--init", help="Start from this autoencoder run's weights (and architecture).", show_default=False)] = None,
         freeze_encoder: Annotated[bool, typer.Option("--freeze-encoder", help="With --init: train the decoder only; latents (and a denoiser trained on them) stay valid.")] = False,
         decoder_noise: Annotated[float | None, typer.Option("--decoder-noise", help="With --freeze-encoder: Gaussian noise of this std (scaled-latent units) on the decoder's input, so it tolerates the errors of sampled latents (default 0).", show_default=False)] = None,
+        mask_decoder: Annotated[bool, typer.Option("--mask-decoder", help="The decoder also reads the one-hot mask at every level, so labels are drawn at full resolution (with --init: grown from that decoder, starting as the same function).")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ) -> None:
         """Train the KL autoencoder (4x per axis) on random crops of COHORT into --out."""
@@ -159,7 +165,8 @@ def register(app: typer.Typer) -> None:
                               batch_size=batch_size, lr=lr, lr_final=lr_final, kl_weight=kl_weight,
                               latent_channels=latent_channels, ema_decay=ema_decay, seed=seed, precision=value_of(precision),
                               checkpoint_every=checkpoint_every, preview_every=preview_every, init=init,
-                              freeze_encoder=freeze_encoder or None, decoder_noise=decoder_noise)
+                              freeze_encoder=freeze_encoder or None, decoder_noise=decoder_noise,
+                              mask_decoder=mask_decoder)
 
         def note(msg: str) -> None:
             if not quiet:

@@ -99,11 +99,19 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """forward(z: (N, C_lat, D/f, H/f, W/f)) -> (N, C_img, D, H, W)."""
+    """forward(z: (N, C_lat, D/f, H/f, W/f), mask: (N, K, D, H, W) | None) -> (N, C_img, D, H, W).
+
+    With ``cfg.mask_channels = K`` the one-hot mask is average-pooled to each decoder level (f, ...,
+    2, 1) and added through a 3^3 conv after the level's first layer (``conv_in``, then each
+    upsampling), so labels are drawn from the full-resolution mask, not only from the latent (the
+    label-conditioned decoder of brainSPADE, Fernandez et al. 2022, with additive injection instead
+    of SPADE). Those convs start at zero: a decoder grown from a mask-free one is the same function.
+    """
 
     def __init__(self, cfg: AutoencoderConfig):
         super().__init__()
         ch, g = tuple(reversed(cfg.channels)), cfg.norm_groups
+        self.factor = 2 ** (len(ch) - 1)
         self.conv_in = Conv3d(cfg.latent_channels, ch[0], 3, padding=1)
         layers: list[nn.Module] = [AEResBlock(ch[0], ch[0], g)]
         width = ch[0]
@@ -117,9 +125,30 @@ class Decoder(nn.Module):
         self.body = nn.Sequential(*layers)
         self.norm_out = GroupNormSiLU(g, width)
         self.conv_out = Conv3d(width, cfg.image_channels, 3, padding=1)
+        self.mask_in: nn.ModuleList | None = None
+        if cfg.mask_channels:
+            self.mask_in = nn.ModuleList(Conv3d(cfg.mask_channels, c, 3, padding=1) for c in ch)
+            for conv in self.mask_in:
+                nn.init.zeros_(conv.weight)
+                nn.init.zeros_(conv.bias)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.conv_out(self.norm_out(self.body(self.conv_in(z))))
+    def _inject(self, h: torch.Tensor, mask: torch.Tensor, level: int) -> torch.Tensor:
+        pool = self.factor >> level
+        m = F.avg_pool3d(mask, pool) if pool > 1 else mask
+        return h + self.mask_in[level](m.to(h.dtype)).to(h.dtype)
+
+    def forward(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.conv_in(z)
+        if self.mask_in is None:
+            return self.conv_out(self.norm_out(self.body(h)))
+        level = 0
+        h = self._inject(h, mask, level)
+        for layer in self.body:
+            h = layer(h)
+            if isinstance(layer, Upsample):
+                level += 1
+                h = self._inject(h, mask, level)
+        return self.conv_out(self.norm_out(h))
 
 
 class Autoencoder3D(nn.Module):
@@ -149,22 +178,37 @@ class Autoencoder3D(nn.Module):
         mean, logvar = moments.chunk(2, dim=1)
         return mean, logvar.clamp(*LOGVAR_RANGE)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """``z`` (N, C_lat, d, h, w) -> (N, C_img, f*d, f*h, f*w) in z's dtype."""
+    @property
+    def needs_mask(self) -> bool:
+        """True when :meth:`decode` takes the one-hot mask (``cfg.mask_channels`` > 0)."""
+        return bool(self.cfg.mask_channels)
+
+    def decode(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``z`` (N, C_lat, d, h, w) -> (N, C_img, f*d, f*h, f*w) in z's dtype. ``mask``: the one-hot
+        mask (N, K, f*d, f*h, f*w), required when the decoder reads it, else ignored."""
         self._check(z, "z", self.cfg.latent_channels)
-        return self.decoder(z).to(z.dtype)
+        if not self.needs_mask:
+            return self.decoder(z).to(z.dtype)
+        if mask is None:
+            raise ValueError("this autoencoder's decoder reads the mask: pass mask=")
+        self._check(mask, "mask", self.cfg.mask_channels)
+        want = tuple(self.factor * int(s) for s in z.shape[2:])
+        if tuple(mask.shape[2:]) != want or mask.shape[0] != z.shape[0]:
+            raise ValueError(f"mask must be ({z.shape[0]}, {self.cfg.mask_channels}, {', '.join(map(str, want))}) "
+                             f"for these latents, got shape {tuple(mask.shape)}")
+        return self.decoder(z, mask.to(z.device)).to(z.dtype)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None,
-                sample: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                sample: bool = True, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Reconstruct ``x``: returns ``(recon (N, C_img, D, H, W), mean, logvar)``. With
         ``sample`` the latent is ``mean + exp(logvar / 2) * eps`` (``eps`` from ``generator``),
-        else the posterior mean."""
+        else the posterior mean. ``mask``: as for :meth:`decode`."""
         mean, logvar = self.encode(x)
         z = mean
         if sample:
             eps = noise_rule.randn(mean.shape, generator, mean.device, mean.dtype)
             z = mean + torch.exp(0.5 * logvar) * eps
-        return self.decode(z), mean, logvar
+        return self.decode(z, mask), mean, logvar
 
 
 def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

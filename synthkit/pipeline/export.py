@@ -20,6 +20,7 @@ the denoiser's latents mean what they meant in training. The output folder appea
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -77,14 +78,16 @@ def _kind(run_dir: Path) -> str:
 
 def _same_encoder(current: Path, new: Path) -> Path:
     """``new`` (an autoencoder run folder) after checking it can stand in for the latent run's
-    autoencoder ``current``: same architecture and scale factor, encoder weights equal value for
-    value (a decoder trained with ``--init --freeze-encoder``); UsageError naming what differs."""
+    autoencoder ``current``: same architecture (its decoder may also read the mask) and scale factor,
+    encoder weights equal value for value (a decoder trained with ``--init --freeze-encoder``);
+    UsageError naming what differs."""
     from synthkit.config import AutoencoderRunConfig
 
     if not (new / "config.json").is_file() or not (new / "model.safetensors").is_file():
         raise UsageError("--autoencoder: not an autoencoder run folder (config.json + model.safetensors)", new)
     a, b = AutoencoderRunConfig.load(current / "config.json"), AutoencoderRunConfig.load(new / "config.json")
-    if a.autoencoder != b.autoencoder or a.scale_factor != b.scale_factor:
+    same = dataclasses.replace(b.autoencoder, mask_channels=a.autoencoder.mask_channels)  # the decoder may read the mask
+    if same != a.autoencoder or a.scale_factor != b.scale_factor:
         raise UsageError("--autoencoder: its architecture or latent scale factor differs from the run's", new)
     from synthkit.runtime.checkpoint import read_weights
 

@@ -14,7 +14,8 @@ Shapes for one batch (``f``: the autoencoder's downsampling per axis, 4)::
     c_lat  (B, K*c^3, D/f, H/f, W/f) latent_cond(cond, f, c): pooling (+ space-to-depth), as training
     z      (B, C_lat, D/f, ...)  sample(denoiser, cat(z_t, c_lat)); no x0 clamp (latents are not
                                  in [-1, 1]); one generator per volume
-    x      (B, C_img, D, H, W)   decoder(z / scale_factor), one volume at a time, clamped to [-1, 1];
+    x      (B, C_img, D, H, W)   decoder(z / scale_factor[, cond]), one volume at a time, clamped to [-1, 1]
+                                 (a mask-reading decoder also gets the image-grid cond);
                                  -1 outside the head (image-grid cond all zero) when asked
 
 then :meth:`Pipeline.to_volume` puts each volume on its mask's own grid and affine, intensities
@@ -124,6 +125,10 @@ class LatentPipeline(DiffusionPipeline):
         if config.latent_norm == "channel" and any(s is None or len(s) != config.model.image_channels for s in stats):
             raise CheckpointError("latent_norm is \"channel\" but latent_shift/latent_scale are missing or not one per "
                                   "latent channel", run_dir / "config.json")
+        k = ae_cfg.autoencoder.mask_channels
+        if k and k != len(config.preprocess.mask_labels):
+            raise CheckpointError(f"the autoencoder's decoder reads {k} mask label(s), the run has "
+                                  f"{len(config.preprocess.mask_labels)}", run_dir / "config.json")
         if ae_cfg.autoencoder.latent_channels != config.model.image_channels:
             raise CheckpointError(f"the denoiser works on {config.model.image_channels} latent channel(s), the "
                                   f"autoencoder makes {ae_cfg.autoencoder.latent_channels}", run_dir / "config.json")
@@ -162,18 +167,20 @@ class LatentPipeline(DiffusionPipeline):
 
     # -------------------------------------------------------------- sampling
     @torch.no_grad()
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """The denoiser's latents ``z`` ``(B, C_lat, d, h, w)`` -> images ``(B, C_img, f*d, f*h, f*w)``
         float32 in [-1, 1] on the CPU: ``decoder(standardize(z, inverse) / scale_factor)``, one volume at a time (at
-        128^3 the decoder's full-resolution activations are the memory peak)."""
+        128^3 the decoder's full-resolution activations are the memory peak). ``cond``: the image-grid
+        one-hot mask ``(B, K, f*d, f*h, f*w)``, which a mask-reading decoder also takes."""
         from synthkit.runtime.precision import autocast_context
 
         b, _, *lat = z.shape
         out = torch.empty((b, self.image_channels, *(self.factor * int(s) for s in lat)), dtype=torch.float32)
         for i in range(b):
             zi = self.standardize(z[i : i + 1].to(self.device, torch.float32), inverse=True) / self.scale_factor
+            mi = None if cond is None else cond[i : i + 1].to(self.device, torch.float32)
             with autocast_context(zi.device, self.precision):
-                x = self.autoencoder.decode(zi)
+                x = self.autoencoder.decode(zi, mi)
             out[i] = x[0].float().clamp_(-1.0, 1.0).cpu()
         return out
 
@@ -201,7 +208,7 @@ class LatentPipeline(DiffusionPipeline):
         z = sample(self.model, self.diffusion, self.latent_cond(c), sampler=sampler, steps=steps, eta=eta,
                    generator=gens, image_channels=self.latent_channels, clip_x0=False, clamp_output=False,
                    progress=step, autocast=self.precision, guidance=guidance)
-        x = self.decode(z)
+        x = self.decode(z, c)
         bg = self.background_mask(c, background)
         if bg is not None:
             x = x.masked_fill_(bg.cpu(), -1.0)

@@ -20,6 +20,8 @@ measured ``scale_factor``), ``model.safetensors`` (EMA weights; metadata ``step`
 ``init=AE`` starts from another autoencoder run's EMA weights; with ``cfg.freeze_encoder`` only
 the decoder trains (encoder weights, EMA included, stay bit-identical and the scale factor is
 kept), so a latent denoiser trained on the first autoencoder's latents works with the new decoder.
+A mask-reading decoder (``mask_channels``) may grow from a mask-free ``init``: its mask convs start
+at zero, and each step's crops bring their one-hot masks (no extra random draws).
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ def fit_autoencoder_config(cfg: AutoencoderRunConfig, cohort: Any) -> Autoencode
     from synthkit.training.configure import fit_config_to_cohort
 
     fitted = fit_config_to_cohort(RunConfig(preprocess=cfg.preprocess, data=cfg.data), cohort)
-    ae = dataclasses.replace(cfg.autoencoder, image_channels=fitted.model.image_channels)
+    k = len(fitted.preprocess.mask_labels) if cfg.autoencoder.mask_channels else 0
+    ae = dataclasses.replace(cfg.autoencoder, image_channels=fitted.model.image_channels, mask_channels=k)
     return dataclasses.replace(cfg, autoencoder=ae, preprocess=fitted.preprocess, data=fitted.data)
 
 
@@ -118,9 +121,10 @@ class AutoencoderTrainer:
         if continuing:
             self._restore(latest)
         else:
-            if init is not None:
-                self.model.load_state_dict(self._init_state)
-                self.ema.model.load_state_dict(self._init_state)
+            if init is not None:  # a mask-reading decoder grown from a mask-free one keeps its zero mask convs
+                state = {**self.model.state_dict(), **self._init_state}
+                self.model.load_state_dict(state)
+                self.ema.model.load_state_dict(state)
             self.log.truncate_after(0)
 
     # ------------------------------------------------------------------ setup
@@ -160,7 +164,8 @@ class AutoencoderTrainer:
         from synthkit.training.autoencoder_eval import load_autoencoder
 
         model, icfg = load_autoencoder(ae_dir)
-        if icfg.autoencoder != self.cfg.autoencoder:
+        grown = dataclasses.replace(icfg.autoencoder, mask_channels=self.cfg.autoencoder.mask_channels)
+        if icfg.autoencoder.mask_channels not in (0, self.cfg.autoencoder.mask_channels) or grown != self.cfg.autoencoder:
             raise UsageError("--init: that autoencoder's architecture differs from this run's", ae_dir / "config.json")
         self._init_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         scale = icfg.scale_factor if self.cfg.freeze_encoder else self.cfg.scale_factor
@@ -235,7 +240,8 @@ class AutoencoderTrainer:
         try:
             write_reconstruction_preview(self.ema.model, self.dataset[len(self.dataset) - 1],
                                          self.run_dir / "previews" / f"step_{step:08d}.png", step=step,
-                                         device=self.device, autocast=self.precision.autocast)
+                                         device=self.device, autocast=self.precision.autocast,
+                                         mask_labels=tuple(self.cfg.preprocess.mask_labels))
         except ImportError as e:  # viz not installed: training matters more than pictures
             self.note(f"preview skipped ({e})")
 
@@ -246,13 +252,14 @@ class AutoencoderTrainer:
 
         tc = self.cfg.train
         set_lr(self.optimizer, lr_at(step, tc))
-        x, _ = sample_crops(self.images, self.boxes, self.cfg.crop, tc.batch_size, self.generator)
+        x, origins = sample_crops(self.images, self.boxes, self.cfg.crop, tc.batch_size, self.generator)
         x = x.to(self.device)
+        mask = self._crop_masks(origins) if self.model.needs_mask else None
         with self.precision.autocast():
             if self.cfg.decoder_noise > 0:  # a decoder robust to the errors of sampled latents
-                recon, mean, logvar = self._noisy_reconstruction(x)
+                recon, mean, logvar = self._noisy_reconstruction(x, mask)
             else:
-                recon, mean, logvar = self.model(x, generator=self.generator)
+                recon, mean, logvar = self.model(x, generator=self.generator, mask=mask)
         l1 = (recon.float() - x).abs().mean()
         kl = kl_divergence(mean, logvar)
         loss = l1 + self.cfg.kl_weight * kl
@@ -268,7 +275,16 @@ class AutoencoderTrainer:
                                            "try a lower --lr or --precision fp32")
         return out
 
-    def _noisy_reconstruction(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _crop_masks(self, origins: torch.Tensor) -> torch.Tensor:
+        """The one-hot masks (B, K, c, c, c) of the crops at ``origins`` (from sample_crops)."""
+        from synthkit.preprocess.case import one_hot
+
+        c = self.cfg.crop
+        crops = [self.dataset.labels[int(i), d:d + c, h:h + c, w:w + c] for i, d, h, w in origins.tolist()]
+        return one_hot(torch.stack(crops), tuple(self.cfg.preprocess.mask_labels)).to(self.device)
+
+    def _noisy_reconstruction(self, x: torch.Tensor,
+                              mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """As ``model(x)``, the posterior sample plus ``decoder_noise`` (scaled-latent units) of
         Gaussian noise before decoding; both from the run's generator."""
         mean, logvar = self.model.encode(x)
@@ -276,7 +292,7 @@ class AutoencoderTrainer:
         eps = noise_rule.randn(mean.shape, g, mean.device, mean.dtype)
         extra = noise_rule.randn(mean.shape, g, mean.device, mean.dtype)
         sigma = self.cfg.decoder_noise / float(self.cfg.scale_factor or 1.0)
-        return self.model.decode(mean + torch.exp(0.5 * logvar) * eps + sigma * extra), mean, logvar
+        return self.model.decode(mean + torch.exp(0.5 * logvar) * eps + sigma * extra, mask), mean, logvar
 
     def run(self, stop_at: int | None = None) -> Path:
         """Train to ``cfg.train.steps`` (or stop after ``stop_at`` steps, checkpointing there, as

@@ -103,6 +103,7 @@ def evaluate_autoencoder(ae_dir: str | Path, cohort: str | Path, *, clean: str |
     [{"case_id", "psnr", "ssim", ...}], "mean": {...}, "skipped": [...]}``."""
     from synthkit.cache import cache_cohort
     from synthkit.io import discover_cohort
+    from synthkit.preprocess.case import one_hot
     from synthkit.progress import progress_hook
     from synthkit.training.autoencoder_preview import reconstruct
     from synthkit.training.precision import resolve_training_precision
@@ -128,7 +129,8 @@ def evaluate_autoencoder(ae_dir: str | Path, cohort: str | Path, *, clean: str |
         head = data.labels[i] > 0
         if not bool(head.any()):
             head = torch.ones_like(head)
-        y = reconstruct(model, x, device=device, autocast=prec.autocast if prec.used != "fp32" else None)
+        mask = one_hot(data.labels[i], tuple(cfg.preprocess.mask_labels)) if model.needs_mask else None
+        y = reconstruct(model, x, device=device, autocast=prec.autocast if prec.used != "fp32" else None, mask=mask)
         psnr, ssim = _metrics(x, y, head)
         row = {"case_id": cid, "psnr": psnr, "ssim": ssim}
         if cid in refs:

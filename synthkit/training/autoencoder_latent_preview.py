@@ -17,6 +17,7 @@ def write_latent_preview(trainer: Any, step: int, ae_dir: Path, sampling_steps: 
     ``previews/step_XXXXXXXX.png`` in the run folder."""
     from synthkit.diffusion import sample
     from synthkit.networks.autoencoder import standardize_latents
+    from synthkit.preprocess.case import one_hot
     from synthkit.training.autoencoder_eval import load_autoencoder
     from synthkit.viz import montage
 
@@ -35,7 +36,8 @@ def write_latent_preview(trainer: Any, step: int, ae_dir: Path, sampling_steps: 
     finally:
         model.train(was)
     z = standardize_latents(z, trainer.cfg.latent_shift, trainer.cfg.latent_scale, inverse=True)
-    synth = ae.decode(z / float(ae_cfg.scale_factor)).clamp(-1, 1)[0].float().cpu()
+    mask = one_hot(real["labels"], tuple(ae_cfg.preprocess.mask_labels))[None] if ae.needs_mask else None
+    synth = ae.decode(z / float(ae_cfg.scale_factor), mask).clamp(-1, 1)[0].float().cpu()
     labels = real["labels"].numpy()
     image = real["image"].float()
     vols, masks, titles = [], [], []

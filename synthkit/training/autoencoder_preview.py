@@ -11,29 +11,34 @@ import torch
 
 
 @torch.no_grad()
-def reconstruct(model: torch.nn.Module, image: torch.Tensor, *, device: str = "cpu", autocast=None) -> torch.Tensor:
+def reconstruct(model: torch.nn.Module, image: torch.Tensor, *, device: str = "cpu", autocast=None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
     """``image`` (C, D, H, W) -> its reconstruction through the posterior mean, (C, D, H, W) float32
-    on the CPU. ``autocast``: a context-manager factory (e.g. bf16) or None."""
+    on the CPU. ``autocast``: a context-manager factory (e.g. bf16) or None. ``mask``: the one-hot
+    mask (K, D, H, W), for a decoder that reads it."""
     was = model.training
     model.eval()
     try:
         with autocast() if autocast is not None else contextlib.nullcontext():
             mean, _ = model.encode(image[None].to(device))
-            out = model.decode(mean)
+            out = model.decode(mean, None if mask is None else mask[None].to(device))
     finally:
         model.train(was)
     return out[0].float().cpu()
 
 
 def write_reconstruction_preview(model: torch.nn.Module, item: dict[str, Any], path: str | Path, *, step: int,
-                                 device: str = "cpu", autocast=None) -> Path:
-    """Montage of ``item["image"]`` (C, D, H, W) and its reconstruction, ``item["labels"]`` outlined."""
+                                 device: str = "cpu", autocast=None, mask_labels: tuple[int, ...] = ()) -> Path:
+    """Montage of ``item["image"]`` (C, D, H, W) and its reconstruction, ``item["labels"]`` outlined
+    (one-hot over ``mask_labels`` for a decoder that reads the mask)."""
+    from synthkit.preprocess.case import one_hot
     from synthkit.training.autoencoder_data import masked_psnr
     from synthkit.viz import montage
 
     image = item["image"].float()
-    recon = reconstruct(model, image, device=device, autocast=autocast)
     labels = item["labels"]
+    mask = one_hot(labels, mask_labels) if getattr(model, "needs_mask", False) else None
+    recon = reconstruct(model, image, device=device, autocast=autocast, mask=mask)
     head = labels > 0
     vols, masks, titles = [], [], []
     for c in range(min(int(image.shape[0]), 4)):
