@@ -144,9 +144,10 @@ def _sample(work: Path, name: str, guidance: float, held: Path) -> tuple[str, Pa
     return label, out
 
 
-def _reconstruct(work: Path, ae_name: str, held: Path) -> tuple[str, Path]:
-    """The autoencoder's reconstruction of every held-out volume, written as a set with its real
-    masks: what a perfect denoiser on that autoencoder could reach (each row's ceiling)."""
+def _reconstruct(work: Path, ae_name: str, held: Path, ae_dir: Path | None = None) -> tuple[str, Path]:
+    """The autoencoder's reconstruction of every held-out volume (a mask-reading decoder gets the
+    case's own mask), written as a set with its real masks: what a perfect denoiser on that
+    autoencoder could reach (each row's ceiling). ``ae_dir``: default ``work/ae_NAME``."""
     import shutil
 
     import torch
@@ -154,6 +155,7 @@ def _reconstruct(work: Path, ae_name: str, held: Path) -> tuple[str, Path]:
     from synthkit.io import discover_cohort, read_image, read_mask
     from synthkit.io.nifti import write_nifti
     from synthkit.preprocess import preprocess_case, to_original_grid
+    from synthkit.preprocess.case import one_hot
     from synthkit.training.autoencoder_eval import load_autoencoder
 
     label = f"reconstruction_{ae_name}"
@@ -161,7 +163,7 @@ def _reconstruct(work: Path, ae_name: str, held: Path) -> tuple[str, Path]:
     if (out / "dataset.json").is_file():
         return label, out
     torch.set_num_threads(1)
-    model, cfg = load_autoencoder(work / f"ae_{ae_name}")
+    model, cfg = load_autoencoder(ae_dir or work / f"ae_{ae_name}")
     (out / "imagesTr").mkdir(parents=True, exist_ok=True)
     (out / "labelsTr").mkdir(parents=True, exist_ok=True)
     for case in discover_cohort(held).cases:
@@ -169,7 +171,8 @@ def _reconstruct(work: Path, ae_name: str, held: Path) -> tuple[str, Path]:
         pre = preprocess_case(image, mask, cfg.preprocess)
         with torch.no_grad():
             mean, _ = model.encode(pre.image[None])
-            x = model.decode(mean)[0].clamp(-1, 1)
+            cond = one_hot(pre.labels, tuple(cfg.preprocess.mask_labels))[None] if model.needs_mask else None
+            x = model.decode(mean, cond)[0].clamp(-1, 1)
         vol = to_original_grid(x, pre.record)
         write_nifti(out / "imagesTr" / f"{case.case_id}_s0_0000.nii.gz", vol.data, vol.affine)
         shutil.copyfile(case.mask, out / "labelsTr" / f"{case.case_id}_s0.nii.gz")
