@@ -77,7 +77,7 @@ from synthkit.pipeline.seeds import seed_for
 from synthkit.privacy.audit.check import CheckSettings
 from synthkit.privacy.deid import dicom_export, identifiers, outputs
 from synthkit.privacy.deid.identifiers import LONG_NEEDLE, identifier_needles
-from synthkit.privacy.gate import PrivacyRun, Reference, prepare_reference
+from synthkit.privacy.gate import SEEDS, PrivacyRun, Reference, prepare_reference
 
 FORMAT = "synthkit-anonymize/1"
 MANIFEST = "manifest.json"
@@ -335,8 +335,8 @@ def anonymize(
     previous = store.previous.get("privacy") or {}
     gate = None
     if train_path is not None:
-        priv.ref = reference or prepare_reference(train_path, s.check, holdout=holdout,
-                                                  feature_weights=feature_weights, note=note)
+        priv.ref = reference or prepare_reference(train_path, s.check, holdout=holdout, feature_weights=feature_weights,
+                                                  note=note, shipped=gen.run_dir / SEEDS)
         gate = priv.start(s.gate_linkage, cohort, previous, note, on_attempt, n_volumes=len(cohort.cases) * s.per_case)
         result.privacy_checked = True
 

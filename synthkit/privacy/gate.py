@@ -31,6 +31,7 @@ import numpy as np
 
 from synthkit.errors import SynthkitError
 from synthkit.privacy.audit.check import CheckSettings, MemorizationChecker
+from synthkit.privacy.audit.reference_seed import FOLDER
 from synthkit.privacy.audit.volumes import prepare_set
 
 #: Per-volume statistics of the copy check kept in the manifest and the report (no ids).
@@ -38,6 +39,8 @@ RECORD_KEYS = ("identity", "ratio", "shape_dice", "similarity", "distance", "ssi
                "shift", "flagged", "reason")
 #: Statistics the mask mostly fixes: a new image seed hardly changes them.
 MASK_BORNE = frozenset({"shape_dice"})
+#: The folder of a run that holds seeds of its training side (:func:`prepare_reference`).
+SEEDS = FOLDER
 LINKS_FROM = "input masks matched to training masks by content (SHA-256 of their voxels)"
 
 
@@ -85,19 +88,29 @@ class Reference:
 
 def prepare_reference(train_path: str | Path, check: CheckSettings, *, holdout: str | Path | None = None,
                       feature_weights: str | Path | None = None,
-                      note: Callable[[str], None] | None = None, cache: bool | str | Path = True) -> Reference:
+                      note: Callable[[str], None] | None = None, cache: bool | str | Path = True,
+                      shipped: str | Path | None = None) -> Reference:
     """Read and prepare the training cohort (and ``holdout``) for the check; hash the training
     masks. ``cache``: keep the result in synthkit's cache folder (or this folder) by the content
-    of the cohorts, and reuse it (:mod:`synthkit.privacy.audit.reference_cache`); False recomputes."""
+    of the cohorts, and reuse it (:mod:`synthkit.privacy.audit.reference_cache`); False recomputes.
+    ``shipped``: a folder of seeds (a shipped model's ``privacy_reference``,
+    :mod:`synthkit.privacy.audit.reference_seed`): on a cache miss, a seed for exactly this
+    cohort's contents saves the features and alignments."""
     from synthkit.io import discover_cohort
     from synthkit.privacy.audit.reference_cache import load_checker
+    from synthkit.privacy.audit.reference_seed import read_seed
     from synthkit.privacy.audit.runner import make_extractor, training_side
 
     extractor = make_extractor(feature_weights, seed=check.seed) if check.use_features else None
 
-    def compute() -> tuple[MemorizationChecker, dict[str, int], int]:
+    def compute(key: str | None = None) -> tuple[MemorizationChecker, dict[str, int], int]:
         errors: list[dict[str, str]] = []
-        checker = training_side(train_path, holdout, check, extractor, errors=errors)
+        seed = read_seed(shipped, key) if key is not None and holdout is None else None
+        checker = training_side(train_path, holdout, check, extractor, errors=errors, seed=seed)
+        if seed is not None and seed.used:
+            if note is not None:
+                note("memorization check: training side from the reference shipped with the model")
+            return checker, seed.digests, len(errors)
         return checker, _training_digests(Path(train_path), checker.train.ids), len(errors)
 
     if cache is False:
@@ -105,7 +118,7 @@ def prepare_reference(train_path: str | Path, check: CheckSettings, *, holdout: 
     else:
         folder = None if cache is True else Path(cache)
         entry = load_checker(discover_cohort(train_path), discover_cohort(holdout) if holdout is not None else None,
-                             check, extractor, compute, folder=folder,
+                             check, extractor, compute, folder=folder, shipped=shipped,
                              on_hit=lambda: note and note("memorization check: training side read from the cache"))
         checker, digests, n_errors = entry.checker, entry.digests, entry.n_errors
     if n_errors and note is not None:

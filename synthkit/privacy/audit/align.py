@@ -124,11 +124,21 @@ def build_template(volumes: np.ndarray, *, rounds: int = ROUNDS, iterations: int
         raise ValueError(f"a template needs at least 2 volumes (N, C, D, H, W), got shape {v.shape}")
     mean = v.mean(axis=0)
     theta = None
-    for _ in range(max(1, rounds)):
+    for _ in range(max(1, rounds) - 1):
         theta = register(v, mean, iterations=iterations, theta0=theta)
         mean = warp(v, theta).mean(axis=0)
+    theta = register(v, mean, iterations=iterations, theta0=theta)
+    return template_of(v, theta), theta
+
+
+def template_of(volumes: np.ndarray, theta: np.ndarray) -> Template:
+    """The template of prepared volumes (N, C, D, H, W) under their final alignments ``theta``
+    (N, 3, 4): what :func:`build_template` returns with that ``theta``, array for array (so a
+    template can be rebuilt from stored alignments: :mod:`synthkit.privacy.audit.reference_seed`)."""
+    v = np.asarray(volumes, dtype=np.float32)
+    mean = warp(v, theta).mean(axis=0)
     head = warp(head_of(v)[:, None], theta)[:, 0].mean(axis=0)
-    return Template(mean.astype(np.float32), np.clip(head, 0, 1).astype(np.float32)), theta
+    return Template(mean.astype(np.float32), np.clip(head, 0, 1).astype(np.float32))
 
 
 @dataclass(frozen=True)

@@ -80,11 +80,33 @@ class IdentityReference:
         self.settings = s = settings or IdentitySettings()
         train = np.asarray(train, dtype=np.float32)
         self.template, theta = align.build_template(train, rounds=s.rounds, iterations=s.iterations)
-        variants = [train] + ([np.ascontiguousarray(train[:, :, ::-1])] if s.flips else [])
-        self.theta = [theta] + [self._register(v) for v in variants[1:]]
+        variants = self._variants(train)
+        self._place(variants, [theta] + [self._register(v) for v in variants[1:]])
+
+    @classmethod
+    def from_alignments(cls, train: np.ndarray, settings: IdentitySettings, theta: list[np.ndarray]
+                        ) -> IdentityReference:
+        """The reference :meth:`__init__` builds for ``train``, given the alignments it found
+        (``theta``: one (R, 3, 4) per variant, :attr:`theta`): the template, aligned volumes and
+        identities are recomputed from them, the registrations are not run."""
+        self = cls.__new__(cls)
+        self.settings = settings
+        train = np.asarray(train, dtype=np.float32)
+        variants = self._variants(train)
+        if len(theta) != len(variants) or any(np.shape(t) != (len(train), 3, 4) for t in theta):
+            raise ValueError("the alignments do not fit these training volumes and settings")
+        self.template = align.template_of(train, theta[0])
+        self._place(variants, list(theta))
+        return self
+
+    def _variants(self, train: np.ndarray) -> list[np.ndarray]:
+        return [train] + ([np.ascontiguousarray(train[:, :, ::-1])] if self.settings.flips else [])
+
+    def _place(self, variants: list[np.ndarray], theta: list[np.ndarray]) -> None:
+        self.theta = theta
         self.aligned = [align.warp(v, th) for v, th in zip(variants, self.theta, strict=True)]
         self.ident = [self._identity(v, th) for v, th in zip(variants, self.theta, strict=True)]
-        self.n = len(train)
+        self.n = len(variants[0])
 
     @classmethod
     def from_state(cls, settings: IdentitySettings, template: align.Template, theta: list[np.ndarray],

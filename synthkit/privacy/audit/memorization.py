@@ -96,19 +96,31 @@ def prepare(
 
 
 # --------------------------------------------------------------------------- shifts and flips
-def shift_volumes(x: torch.Tensor, delta: tuple[int, int, int]) -> torch.Tensor:
-    """Shift (N, C, D, H, W) by integer ``delta`` voxels along (D, H, W); vacated voxels are 0."""
+def shift_volumes(x: torch.Tensor, delta: tuple[int, int, int], out: torch.Tensor | None = None) -> torch.Tensor:
+    """Shift (N, C, D, H, W) by integer ``delta`` voxels along (D, H, W); vacated voxels are 0.
+    ``out``: a tensor like ``x`` to write into (every voxel is written: a buffer reused across
+    shifts, only its vacated borders are zeroed)."""
     import torch
 
-    out = torch.zeros_like(x)
+    if out is None:
+        out = torch.zeros_like(x)
+        fresh = True
+    else:
+        fresh = False
     src: list[slice] = [slice(None), slice(None)]
     dst: list[slice] = [slice(None), slice(None)]
     for d, n in zip(delta, x.shape[2:], strict=True):
         if abs(d) >= n:
-            return out
+            return out.zero_()
         src.append(slice(max(0, -d), n - max(0, d)))
         dst.append(slice(max(0, d), n - max(0, -d)))
     out[tuple(dst)] = x[tuple(src)]
+    if not fresh:
+        for axis, d in enumerate(delta):
+            if d:
+                edge = [slice(None)] * out.ndim
+                edge[2 + axis] = slice(0, d) if d > 0 else slice(out.shape[2 + axis] + d, None)
+                out[tuple(edge)] = 0
     return out
 
 
@@ -157,8 +169,9 @@ def pairwise_similarity(
     for flip in (False, True) if flips else (False,):
         # in float64 once per mirror, not per shift (exact: shifting only moves values)
         base = (torch.flip(r, dims=(2,)) if flip else r).double()
+        buf = torch.empty_like(base)  # one buffer for every shift: no fresh 16 MB allocation each time
         for delta in itertools.product(rng, rng, rng):
-            rs = shift_volumes(base, delta).reshape(nr, -1)
+            rs = shift_volumes(base, delta, out=buf).reshape(nr, -1)
             rn = rs.norm(dim=1).clamp_min(1e-12)
             sim = (qf @ rs.T) / (qn[:, None] * rn[None, :])
             better = sim > best

@@ -14,7 +14,8 @@ BLAKE2 hash of:
 * the feature extractor's name (network and weights SHA-256, or its seed);
 * the *contents* of every file of every training and holdout case, in the cohorts' order.
 
-A changed file, setting or extractor gives a new key. Beside an entry, :class:`CalibrationStore`
+A changed file, setting or extractor gives a new key. On a miss, ``compute(key)`` may start from
+a shipped seed for that key (:mod:`synthkit.privacy.audit.reference_seed`). Beside an entry, :class:`CalibrationStore`
 keeps the calibration records of runs on it (``<key>.calibration-<sub>.json``, ``sub`` hashing
 every check setting and the run size): the planted-copy self-test in them scores planted copies
 of the training volumes, the same work for every run of one size. Nothing stored names a case: file names
@@ -93,6 +94,7 @@ class CalibrationStore:
 
     folder: Path
     key: str
+    shipped: Path | None = None  # read-only records shipped with a seed (looked at after ``folder``)
 
     def path(self, checker: MemorizationChecker) -> Path:
         state = json.dumps({"format": FORMAT, "settings": asdict(checker.settings), "n_synthetic": checker.n_synthetic},
@@ -106,12 +108,13 @@ class CalibrationStore:
         from synthkit.io.atomic import write_text
 
         path = self.path(checker)
-        try:
-            rec = json.loads(path.read_text())
-            if isinstance(rec, dict) and rec.get("n_synthetic") == checker.n_synthetic:
-                return rec
-        except (OSError, ValueError):
-            pass
+        for p in [path] + ([self.shipped / path.name] if self.shipped is not None else []):
+            try:
+                rec = json.loads(p.read_text())
+                if isinstance(rec, dict) and rec.get("n_synthetic") == checker.n_synthetic:
+                    return rec
+            except (OSError, ValueError):
+                pass
         text = json.dumps(compute(), indent=1, default=_plain)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -219,25 +222,26 @@ def _write(folder: Path, key: str, checker: MemorizationChecker, used: dict[str,
 
 
 def load_checker(train_cohort: Any, holdout_cohort: Any | None, settings: CheckSettings, extractor: Any,
-                 compute: Callable[[], tuple[MemorizationChecker, dict[str, int], int]], *,
+                 compute: Callable[[str], tuple[MemorizationChecker, dict[str, int], int]], *,
                  folder: str | Path | None = None, on_hit: Callable[[], None] | None = None,
-                 device: str = "cpu") -> Entry:
+                 device: str = "cpu", shipped: str | Path | None = None) -> Entry:
     """The checker (and training mask digests) for these cohorts and settings: from the cache
-    when an entry for exactly these contents exists, else ``compute()`` and store it; either way
-    with a :class:`CalibrationStore` beside the entry. ``device``: where ``extractor`` runs (its
-    features off the CPU are kept apart). A failure to write the cache is logged, never fatal."""
+    when an entry for exactly these contents exists, else ``compute(key)`` and store it; either
+    way with a :class:`CalibrationStore` beside the entry (also reading ``shipped``, a folder of
+    seeds and their calibration records). ``device``: where ``extractor`` runs (its features off
+    the CPU are kept apart). A failure to write the cache is logged, never fatal."""
     folder = Path(folder) if folder is not None else cache_dir()
     cohorts = [train_cohort] + ([holdout_cohort] if holdout_cohort is not None else [])
     name = getattr(extractor, "name", None) if settings.use_features else None
     dev = str(device).split(":")[0]
     key = cohort_key(cohorts, settings, f"{name} on {dev}" if name is not None and dev not in ("cpu", "auto") else name)
     entry = _load(folder, key, cohorts, settings, extractor, compute, on_hit)
-    entry.checker.calibration_store = CalibrationStore(folder, key)
+    entry.checker.calibration_store = CalibrationStore(folder, key, Path(shipped) if shipped is not None else None)
     return entry
 
 
 def _load(folder: Path, key: str, cohorts: list[Any], settings: CheckSettings, extractor: Any,
-          compute: Callable[[], tuple[MemorizationChecker, dict[str, int], int]],
+          compute: Callable[[str], tuple[MemorizationChecker, dict[str, int], int]],
           on_hit: Callable[[], None] | None) -> Entry:
     hit = _read(folder, key)
     if hit is not None:
@@ -252,7 +256,7 @@ def _load(folder: Path, key: str, cohorts: list[Any], settings: CheckSettings, e
             if on_hit is not None:
                 on_hit()
             return Entry(checker, {str(k): int(v) for k, v in meta["digests"].items()}, int(meta.get("n_errors", 0)))
-    checker, digests, n_errors = compute()
+    checker, digests, n_errors = compute(key)
     position = [{c.case_id: i for i, c in enumerate(cohort.cases)} for cohort in cohorts]
     used = {"train": [position[0][cid] for cid in checker.train.ids]}
     if len(cohorts) > 1 and checker.holdout is not None:

@@ -21,6 +21,7 @@ from synthkit.privacy.audit.volumes import (
     PrivacyResult,
     VolumeSet,
     prepare_set,
+    with_features,
 )
 
 
@@ -97,10 +98,20 @@ def count_cases(path: str | Path) -> int:
 
 def training_side(train: str | Path, holdout: str | Path | None, settings: CheckSettings,
                   extractor: FeatureExtractor | None, *, errors: list[dict[str, str]], strict: bool = False,
-                  on_case: Callable[[], None] | None = None) -> MemorizationChecker:
+                  on_case: Callable[[], None] | None = None, seed: Any = None) -> MemorizationChecker:
     """Read and prepare the training cohort (and ``holdout``) and build the checker on them: the
-    part of a check that is the same for every synthetic set (see :func:`cached_training_side`)."""
-    tr = load_set(train, "training", settings, extractor, errors=errors, strict=strict, on_case=on_case, mirrored=True)
+    part of a check that is the same for every synthetic set (see :func:`cached_training_side`).
+    ``seed``: a shipped :class:`~synthkit.privacy.audit.reference_seed.Seed` for this cohort
+    (no holdout): its features and alignments are used when the prepared volumes match it."""
+    if seed is not None and holdout is None:
+        tr = load_set(train, "training", settings, None, errors=errors, strict=strict, on_case=on_case)
+        checker = seed.restore(tr, settings, extractor)
+        if checker is not None:
+            return checker
+        tr = with_features(tr, extractor if settings.use_features else None, mirrored=True)
+    else:
+        tr = load_set(train, "training", settings, extractor, errors=errors, strict=strict, on_case=on_case,
+                      mirrored=True)
     ho = None
     if holdout is not None:
         ho = load_set(holdout, "holdout", settings, extractor, errors=errors, strict=strict, on_case=on_case)
@@ -126,7 +137,7 @@ def cached_training_side(train: str | Path, holdout: str | Path | None, settings
     from synthkit.io import discover_cohort
     from synthkit.privacy.audit.reference_cache import load_checker
 
-    def compute() -> tuple[MemorizationChecker, dict[str, int], int]:
+    def compute(key: str | None = None) -> tuple[MemorizationChecker, dict[str, int], int]:
         return training_side(train, holdout, settings, extractor, errors=errors, strict=strict, on_case=on_case), {}, \
             len(errors)
 
