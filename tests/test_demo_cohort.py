@@ -140,3 +140,15 @@ def test_parallel_writing_gives_the_same_bytes_as_one_process(demo, tmp_path, mo
     assert (tmp_path / "pc" / "imagesTr" / "case_001_0000.nii.gz").is_file()
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert dc._workers(64, 128) == 1
+
+
+@pytest.mark.parametrize("index,size", [(3, 40), (11, 56)])
+def test_demo_head_skips_the_image_and_keeps_the_labels(index, size):
+    """``demo_head`` (the template pool, ~2 CPU-s a 128^3 head) renders no image: its head and
+    affine are those of the full subject, bit for bit (no random draw before the labels is skipped)."""
+    from synthkit.io.demo_cohort import _subject, demo_head
+
+    head, affine = demo_head(index, size, 7_919_001)
+    img, lab, aff, clean = _subject(np.random.default_rng([7_919_001, index]), size)
+    assert img is not None and clean is not None
+    assert np.array_equal(head, lab > 0) and np.array_equal(affine, aff)

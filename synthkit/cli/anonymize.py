@@ -89,7 +89,7 @@ def register(app: typer.Typer) -> None:
         from synthkit.jobs.anonymize import AnonymizeSettings
         from synthkit.jobs.anonymize import anonymize as run_anonymize
         from synthkit.privacy.audit.check import CheckSettings
-        from synthkit.runtime.memory import keep_freed_memory
+        from synthkit.runtime.memory import freed_memory_kept
 
         if per_case is not None:
             if per_mask is not None:
@@ -108,13 +108,12 @@ def register(app: typer.Typer) -> None:
             gate_linkage=gate_linkage, max_retries=max_retries, perturb_masks=ops, dicom=dicom, keep_geometry=keep_geometry,
             check=CheckSettings(shape=(shape,) * 3, alpha=alpha, use_features=features, seed=seed),
         )
-        keep_freed_memory()  # same numbers, fewer page faults (runtime/memory.py)
 
         def note(msg: str) -> None:
             if not quiet:
                 err_console.print(f"synthkit: {msg}", markup=False)
 
-        with make_progress(quiet) as progress:
+        with make_progress(quiet) as progress, freed_memory_kept():  # same numbers, fewer page faults
             result = run_anonymize(cohort, model, out, settings=settings, train_cohort=train_cohort, holdout=holdout,
                                    mapping=mapping, feature_weights=feature_weights, device=device, batch_size=batch_size,
                                    precision=value_of(precision), on_note=note, progress=volume_progress(progress, "anonymize", quiet))

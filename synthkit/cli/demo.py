@@ -38,9 +38,6 @@ def register(app: typer.Typer) -> None:
         import dataclasses
 
         from synthkit.demo.pipeline import QUICK, DemoSizes, run_demo
-        from synthkit.runtime.memory import keep_freed_memory
-
-        keep_freed_memory()  # same numbers, no page-fault storm at 128^3 (runtime/memory.py)
 
         sizes = QUICK if quick else DemoSizes()
         sizes = dataclasses.replace(sizes, **{k: v for k, v in (("n_cases", n_cases), ("steps", steps)) if v is not None})

@@ -127,9 +127,11 @@ def _add_tumour(
     labels[box][lesion] = 2
 
 
-def _subject(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _subject(rng: np.random.Generator, size: int, image: bool = True) -> tuple[Any, np.ndarray, np.ndarray, Any]:
     """One subject: image ``(size,)*3`` float32, labels uint8, output affine ``(4, 4)``, and the
-    image without its Rician noise (same scale; for measuring the noise ceiling)."""
+    image without its Rician noise (same scale; for measuring the noise ceiling). ``image``
+    False: the labels and affine only (the same arrays: no random draw before them is skipped;
+    the image's resampling and intensity draws come after), images None."""
     base = _base()
     t1 = base["t1"].copy()
     # grey/white contrast differs between subjects (white-matter weight from the T1 itself)
@@ -172,10 +174,12 @@ def _subject(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarra
     inv_base = np.linalg.inv(base["affine"])
     src_vox = inv_base[:3, :3] @ src_world + inv_base[:3, 3:4]
 
-    img = ndimage.map_coordinates(t1, src_vox, order=1, mode="constant", cval=0.0).reshape(
+    lab = ndimage.map_coordinates(labels, src_vox, order=0, mode="constant", cval=0).reshape(
         (size,) * 3
     )
-    lab = ndimage.map_coordinates(labels, src_vox, order=0, mode="constant", cval=0).reshape(
+    if not image:
+        return None, lab.astype(np.uint8), out_aff, None
+    img = ndimage.map_coordinates(t1, src_vox, order=1, mode="constant", cval=0.0).reshape(
         (size,) * 3
     )
 
@@ -201,7 +205,7 @@ def demo_head(index: int, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np
     """The head of demo subject ``index`` (cohort ``seed``): a bool mask ``(size,)*3`` (tumour
     included) and its RAS affine. A head that belongs to no one, e.g. for the ``template`` mask
     operation (:mod:`synthkit.masks.template`)."""
-    _img, lab, aff, _clean = _subject(np.random.default_rng([seed, index]), size)
+    _img, lab, aff, _clean = _subject(np.random.default_rng([seed, index]), size, image=False)
     return lab > 0, aff
 
 
