@@ -168,6 +168,8 @@ def stage_anonymize(ctx: Context) -> None:
             st.summary += f"; {len(res.failed)} case(s) failed"
         if any("from the cache" in n for n in notes):
             st.summary += "; training side of the check from the cache"
+        elif any("shipped with the model" in n for n in notes):
+            st.summary += "; training side of the check from the reference shipped with the model"
 
 
 def _flag_rule(manifest: dict[str, Any], cases: list[dict[str, Any]]) -> str | None:
