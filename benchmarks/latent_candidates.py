@@ -27,8 +27,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import latent_ablation as abl  # noqa: E402
-from _common import RESULTS, environment, write_results  # noqa: E402
+import latent_ablation as abl
+from _common import RESULTS, environment, write_results
 
 
 def _sample(work: Path, held: Path, name: str, spec: str) -> tuple[str, Path, dict]:
