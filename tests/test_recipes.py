@@ -39,12 +39,16 @@ def test_every_recipe_builds_a_valid_config_that_fits_its_grid(tmp_path):
 
 
 def test_runs_written_before_recipes_still_load():
-    shipped = Path(__file__).parent.parent / "synthkit" / "assets" / "models"
-    for name in ("demo", "demo-latent"):
-        data = json.loads((shipped / name / "config.json").read_text())
+    here = Path(__file__).parent
+    legacy = here / "data" / "legacy"  # the first demo-latent's files
+    for path in (here.parent / "synthkit" / "assets" / "models" / "demo" / "config.json",
+                 legacy / "latent_run_config.json"):
+        data = json.loads(path.read_text())
         assert "recipe" not in data
-        assert RunConfig.load(shipped / name / "config.json").recipe is None
-    assert AutoencoderRunConfig.load(shipped / "demo-latent" / "autoencoder" / "config.json").recipe is None
+        assert RunConfig.load(path).recipe is None
+    ae = legacy / "autoencoder_config.json"
+    assert "recipe" not in json.loads(ae.read_text())
+    assert AutoencoderRunConfig.load(ae).recipe is None
 
 
 def test_train_recipe_is_recorded_and_flags_override_it(cohort, tmp_path, cli):
