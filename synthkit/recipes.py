@@ -20,7 +20,9 @@ brats-latent        latent  192x192x144        BraTS crops in a 4x latent space
 The paper (Dorjsembe et al.) trained for 100,000 iterations with Adam at 1e-5, then 1e-6, batch 1,
 L1 loss on epsilon, cosine schedule with T = 250; the ``paper-*`` and ``brats-*`` pixel recipes
 are exactly that. The latent recipes are synthkit's (the paper has no latent model): the
-settings that trained ``demo-latent``, scaled to the paper's step count. The demo recipes are
+settings that trained ``demo-latent`` (the mask at full resolution on the latent grid, 10 % mask
+dropout, the tumour weighted x10 where the labels are head and tumour; new autoencoders use
+per-label intensity bounds), scaled to the paper's step count. The demo recipes are
 what the shipped CPU models used: small networks and short runs, good for the demo cohort and
 for checking an installation, not for a real cohort (:func:`demo_settings_note` says so).
 """
@@ -86,6 +88,9 @@ class Recipe:
     label_map: dict[str, int] | None = None
     brain_label: int | None = None
     model_overrides: dict[str, Any] = field(default_factory=dict)
+    cond_factor: int = 1
+    label_weights: tuple[float, ...] | None = None
+    cond_drop: float = 0.0
     autoencoder: AutoencoderRecipe | None = None
     cpu_demo: bool = False
     cost: str = "not measured yet"
@@ -94,11 +99,12 @@ class Recipe:
         """The RunConfig ``synthkit train --recipe NAME`` starts from (channels and mask classes
         are fitted to the cohort by the trainer, as always)."""
         model: ModelConfig = model_config(self.model, **self.model_overrides)
-        model = dataclasses.replace(model, gradient_checkpointing=self.grad_checkpoint)
+        model = dataclasses.replace(model, gradient_checkpointing=self.grad_checkpoint, cond_factor=self.cond_factor)
         pre = PreprocessConfig(target_shape=self.shape, label_map=self.label_map, brain_label=self.brain_label)
         train = TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr, lr_final=self.lr_final,
                             lr_drop_fraction=self.lr_drop_fraction, precision=self.precision,
-                            checkpoint_every=min(1000, max(250, self.steps // 100)))
+                            checkpoint_every=min(1000, max(250, self.steps // 100)),
+                            label_weights=self.label_weights, cond_drop=self.cond_drop)
         return RunConfig(model=model, diffusion=DiffusionConfig(prediction=self.prediction), preprocess=pre,
                          train=train, preset=self.model, recipe=self.name)
 
@@ -120,6 +126,9 @@ class Recipe:
 _BRATS = {"label_map": {"4": 3}, "brain_label": 4}
 _PAPER_TRAIN = {"steps": PAPER_STEPS, "batch_size": 1, "lr": 1e-5, "lr_final": 1e-6}
 _LATENT_AE = AutoencoderRecipe(steps=20_000)
+# issue 20's levers for latent denoisers: the full-resolution mask and 10 % mask dropout (label
+# weights depend on the labels, so only the head recipes set them: head x1, tumour x10)
+_LEVERS: dict[str, Any] = {"cond_factor": 4, "cond_drop": 0.1}
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("demo-pixel", "the shipped 32^3 demo model: small preset, v-prediction, 12,000 steps (CPU)",
@@ -127,11 +136,12 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            lr_drop_fraction=0.7, prediction="v", precision="bf16", cpu_demo=True,
            cost="~0.6 s/step on a 2-core CPU with native bf16 (batch 4)"),
     Recipe("demo-latent", "the shipped demo-latent model: small autoencoder (8 latent channels) and small "
-           "denoiser on 32^3 latents of 128^3 heads, 7,000 steps (CPU)",
-           "latent", (128, 128, 128), "small", steps=7_000, batch_size=4, lr=4e-4, lr_final=4e-5,
-           lr_drop_fraction=0.75, prediction="v", precision="bf16", cpu_demo=True,
-           autoencoder=AutoencoderRecipe(precision="bf16"),
-           cost="denoiser ~0.6 s/step (batch 4, bf16, 1 CPU thread); autoencoder ~1.8 s/step (bf16) / "
+           "denoiser on 32^3 latents of 128^3 heads, the full-resolution mask, tumour x10, 10 % mask dropout, "
+           "10,000 steps (CPU)",
+           "latent", (128, 128, 128), "small", steps=10_000, batch_size=4, lr=4e-4, lr_final=4e-5,
+           lr_drop_fraction=0.75, prediction="v", precision="bf16", cpu_demo=True, **_LEVERS,
+           label_weights=(1.0, 10.0), autoencoder=AutoencoderRecipe(precision="bf16"),
+           cost="denoiser ~0.9 s/step (batch 4, bf16, 1 CPU thread); autoencoder ~1.8 s/step (bf16) / "
                 "4.1 s/step (fp32), 64^3 crops x2"),
     Recipe("paper-head-pixel", "Med-DDPM's whole-head setup: paper preset (40M parameters) at 128^3, "
            "Adam 1e-5 then 1e-6, batch 1, L1 on epsilon, T = 250, 100k steps",
@@ -141,7 +151,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("paper-head-latent", "the same heads in a 4x latent space: small autoencoder (8 latent channels), "
            "paper denoiser on 32^3 latents, v-prediction, 100k steps",
            "latent", (128, 128, 128), "paper", steps=PAPER_STEPS, batch_size=4, lr=1e-4, lr_final=1e-5,
-           lr_drop_fraction=0.75, prediction="v", autoencoder=_LATENT_AE,
+           lr_drop_fraction=0.75, prediction="v", autoencoder=_LATENT_AE, **_LEVERS, label_weights=(1.0, 10.0),
            cost="CPU, 1 thread, batch 1: denoiser 2.9 s/step fp32, 1.8 s/step bf16 (0.7 GiB); autoencoder "
                 "4.1 s/step fp32; GPU not measured yet"),
     Recipe("brats-pixel", "Med-DDPM's BraTS setup: 192x192x144 crops of the 4 modalities, labels "
@@ -151,7 +161,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("brats-latent", "BraTS crops in a 4x latent space (48x48x36): small autoencoder, a 3-level "
            "paper-width denoiser (36 is not divisible by 8), v-prediction, 100k steps",
            "latent", (192, 192, 144), "paper", steps=PAPER_STEPS, batch_size=4, lr=1e-4, lr_final=1e-5,
-           lr_drop_fraction=0.75, prediction="v", autoencoder=_LATENT_AE, **_BRATS,
+           lr_drop_fraction=0.75, prediction="v", autoencoder=_LATENT_AE, **_BRATS, **_LEVERS,
            model_overrides={"channel_mults": (1, 2, 4), "attention_levels": (False, False, True)},
            cost="not measured; GPU not measured yet"),
 )}

@@ -297,6 +297,22 @@ def test_no_import_cycles():
     assert not found, "import cycles:\n" + "\n".join(" -> ".join(_path_within(graph, c)) for c in found)
 
 
+def test_no_package_cycles():
+    """synthkit's subpackages depend on each other one way only, counting imports inside functions
+    too (a lazy import still ties two packages together)."""
+    mods = modules()
+    graph: dict[str, set[str]] = {}
+    for mod in mods.values():
+        src = _package(mod.name)
+        graph.setdefault(src, set())
+        for name in _imported_names(mod):
+            target = _target(name, mods)
+            if target is not None and _package(target) != src:
+                graph[src].add(_package(target))
+    found = [c for c in _cycles(graph) if frozenset(c) not in ALLOWED_CYCLES]
+    assert not found, "package cycles:\n" + "\n".join(" -> ".join(_path_within(graph, c)) for c in found)
+
+
 def test_nothing_outside_the_cli_imports_it():
     entry = ("synthkit.cli", "synthkit.__main__")  # python -m synthkit runs the CLI
     bad = sorted(f"{m} -> {t}" for m, targets in import_graph().items() if not m.startswith(entry)

@@ -76,7 +76,7 @@ def blurred(real_dir: str | Path, out_dir: str | Path, sigma: float = 2.0) -> Pa
 
 def noise_in_mask(real_dir: str | Path, out_dir: str | Path, seed: int = 0) -> Path:
     """Write per-case foreground-moment-matched Gaussian noise to ``out_dir``."""
-    from synthkit.metrics.features import foreground
+    from synthkit.preprocess.intensity import foreground
 
     def change(img: np.ndarray, m: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
         chans = []

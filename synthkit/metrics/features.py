@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from synthkit.io.atomic import atomic_path
+from synthkit.preprocess.intensity import foreground
 
 __all__ = [
     "CACHE_ENV",
@@ -86,14 +87,6 @@ def resize_to(vol: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     t = torch.from_numpy(np.ascontiguousarray(vol, dtype=np.float32))[None]
     out = F.interpolate(t, size=tuple(int(s) for s in shape), mode="trilinear", align_corners=False)
     return out[0].numpy()
-
-
-def foreground(v: np.ndarray) -> np.ndarray:
-    """Boolean foreground of one channel ``(D, H, W)``: above 5% of the p1..p99 range."""
-    p1, p99 = (float(q) for q in np.percentile(v, [1, 99]))
-    if p99 <= p1:
-        p99 = float(v.max())
-    return v > p1 + 0.05 * (p99 - p1)
 
 
 def equalize_foreground(v: np.ndarray, fg: np.ndarray | None = None, nbins: int = 256) -> np.ndarray:

@@ -7,7 +7,7 @@
 * ``E``, the *enclosing region*: every labelled voxel (``mask > 0``) when the mask has an
   enclosing label (:func:`enclosing_label`: a head or brain label), else the labelled voxels
   together with the image's intensity foreground
-  (:func:`synthkit.metrics.features.foreground`), so cohorts whose masks label only the lesion
+  (:func:`synthkit.preprocess.intensity.foreground`), so cohorts whose masks label only the lesion
   (BraTS) still have the brain around it;
 * ``shell``: the voxels within ``shell`` voxels of ``L`` (city-block distance, i.e. ``shell``
   dilations with the 6-neighbourhood) that are not in ``L`` and lie in ``E``; for the enclosing
@@ -60,7 +60,7 @@ def enclosing_label(mask: np.ndarray) -> int | None:
 
 def enclosing_region(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """``E`` of the module docstring for one channel ``(D, H, W)`` and its label map."""
-    from synthkit.metrics.features import foreground
+    from synthkit.preprocess.intensity import foreground
 
     return mask > 0 if enclosing_label(mask) is not None else (mask > 0) | foreground(image)
 

@@ -79,8 +79,8 @@ def tissue_region(image: np.ndarray, mask: np.ndarray | None, *, margin: int = 3
     label (:func:`synthkit.metrics.label_fidelity.enclosing_label`) where the mask has one, else
     the intensity foreground; without the other labels and ``margin`` voxels around them, and
     without the outer voxel layer."""
-    from synthkit.metrics.features import foreground
     from synthkit.metrics.label_fidelity import enclosing_label
+    from synthkit.preprocess.intensity import foreground
 
     outer = enclosing_label(mask) if mask is not None else None
     region = mask == outer if outer is not None else ndimage.binary_fill_holes(foreground(image))

@@ -53,7 +53,7 @@ class LabelSegConfig:
 
 def normalise(volume: np.ndarray) -> np.ndarray:
     """Per channel ``(C, D, H, W)``: z-score over the intensity foreground, clipped to [-5, 5]."""
-    from synthkit.metrics.features import foreground
+    from synthkit.preprocess.intensity import foreground
 
     out = np.empty(volume.shape, dtype=np.float32)
     for c, ch in enumerate(volume):
