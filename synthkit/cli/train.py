@@ -220,7 +220,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train a mask-conditioned diffusion model (Med-DDPM), or a GAN baseline, on COHORT into the run folder --out."""
         from synthkit.errors import UsageError
-        from synthkit.runtime.ddp import init_distributed
+        from synthkit.runtime.ddp import barrier, init_distributed
         from synthkit.training.trainer import Trainer
 
         cfg = build_config(config=config, run_dir=out, resume=resume, preset=value_of(preset),
@@ -258,6 +258,7 @@ def register(app: typer.Typer) -> None:
                               cache_dir=cache_dir, on_note=note, dist=dist, init=_init_folder(init, cfg))
             try:
                 trainer.run()
+                barrier(dist)  # every rank done before the group goes: gloo aborts a rank whose peer left first
             finally:
                 trainer.close()
         if dist.is_main and not quiet:
