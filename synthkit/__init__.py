@@ -5,7 +5,7 @@ The public API is small and imported lazily (importing ``synthkit`` does not imp
 
 from __future__ import annotations
 
-from synthkit._lazy import lazy_getattr
+from synthkit._lazy import lazy_dir, lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -50,6 +50,4 @@ __all__ = [*sorted(_API), "__version__"]  # noqa: PLE0604 (the lazy names are th
 
 __getattr__ = lazy_getattr(__name__, _API)
 
-
-def __dir__() -> list[str]:
-    return __all__
+__dir__ = lazy_dir(__all__)

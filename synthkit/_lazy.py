@@ -1,4 +1,5 @@
-"""Lazy public names for packages: ``__getattr__ = lazy_getattr(__name__, _API)``.
+"""Lazy public names for packages: ``__getattr__ = lazy_getattr(__name__, _API)`` and
+``__dir__ = lazy_dir(__all__)``.
 
 Importing a synthkit package stays cheap (no torch); a name is imported from its defining
 module the first time it is used.
@@ -24,3 +25,13 @@ def lazy_getattr(package: str, api: Mapping[str, str], modules: Iterable[str] = 
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
     return __getattr__
+
+
+def lazy_dir(names: Iterable[str]) -> Callable[[], list[str]]:
+    """A module ``__dir__`` listing the package's public (lazy) ``names``."""
+    listed = list(names)
+
+    def __dir__() -> list[str]:
+        return listed
+
+    return __dir__

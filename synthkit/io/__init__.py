@@ -10,7 +10,7 @@ Names are imported lazily, so ``import synthkit.io.atomic`` stays cheap::
 
 from __future__ import annotations
 
-from synthkit._lazy import lazy_getattr
+from synthkit._lazy import lazy_dir, lazy_getattr
 
 _API: dict[str, str] = {
     "Volume": "synthkit.io.volume",
@@ -53,6 +53,4 @@ __all__ = [
 
 __getattr__ = lazy_getattr(__name__, _API)
 
-
-def __dir__() -> list[str]:
-    return __all__
+__dir__ = lazy_dir(__all__)

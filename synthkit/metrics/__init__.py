@@ -16,7 +16,7 @@ Names are exported lazily (torch loads only when one is used).
 
 from __future__ import annotations
 
-from synthkit._lazy import lazy_getattr
+from synthkit._lazy import lazy_dir, lazy_getattr
 
 _API: dict[str, str] = {
     "fid": "synthkit.metrics._fid",
@@ -92,6 +92,4 @@ __all__ = [
 
 __getattr__ = lazy_getattr(__name__, _API, _MODULES)
 
-
-def __dir__() -> list[str]:
-    return __all__
+__dir__ = lazy_dir(__all__)

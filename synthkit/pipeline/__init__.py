@@ -15,7 +15,7 @@ Imported lazily (``import synthkit.pipeline`` does not import torch).
 
 from __future__ import annotations
 
-from synthkit._lazy import lazy_getattr
+from synthkit._lazy import lazy_dir, lazy_getattr
 
 _API: dict[str, str] = {
     "load": "synthkit.pipeline.loading",
@@ -42,6 +42,4 @@ __all__ = [*sorted(_API)]  # noqa: PLE0604 (the lazy names are the keys of _API)
 
 __getattr__ = lazy_getattr(__name__, _API)
 
-
-def __dir__() -> list[str]:
-    return __all__
+__dir__ = lazy_dir(__all__)

@@ -7,7 +7,7 @@ Names are imported lazily: ``from synthkit.preprocess import reorient`` does not
 
 from __future__ import annotations
 
-from synthkit._lazy import lazy_getattr
+from synthkit._lazy import lazy_dir, lazy_getattr
 
 _API: dict[str, str] = {
     "GridRecord": "synthkit.preprocess.case",
@@ -32,6 +32,4 @@ __all__ = [*sorted(_API)]  # noqa: PLE0604 (the lazy names are the keys of _API)
 
 __getattr__ = lazy_getattr(__name__, _API)
 
-
-def __dir__() -> list[str]:
-    return __all__
+__dir__ = lazy_dir(__all__)

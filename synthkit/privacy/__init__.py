@@ -18,7 +18,7 @@ Names are imported lazily (importing ``synthkit.privacy`` does not import torch)
 
 from __future__ import annotations
 
-from synthkit._lazy import lazy_getattr
+from synthkit._lazy import lazy_dir, lazy_getattr
 
 _API: dict[str, str] = {
     "CheckSettings": "synthkit.privacy.audit.check",
@@ -46,6 +46,4 @@ __all__ = sorted(_API)  # noqa: PLE0605  (lazy exports, as synthkit/__init__.py)
 
 __getattr__ = lazy_getattr(__name__, _API)
 
-
-def __dir__() -> list[str]:
-    return __all__
+__dir__ = lazy_dir(__all__)
