@@ -197,7 +197,8 @@ def _picture(sets: list[tuple[str, Path]], held: Path, path: Path, case: str = "
     montage(vols, [mask] * len(vols), titles, path, focus_label=2)
 
 
-def _table(res: dict, rows: dict, names: list[str]) -> str:
+def _table(res: dict, rows: dict, names: list[str], training: bool = True) -> str:
+    """Markdown table of the sets ``names``; ``training``: with the rows' training-cost columns."""
     by = {s["name"]: s for s in res["sets"]}
     real = res["real"]
     head = ["set", "steps (CPU s/step)", "CPU s of training", "tumour contrast (x real)", "tumour Dice (x ceiling)",
@@ -224,6 +225,8 @@ def _table(res: dict, rows: dict, names: list[str]) -> str:
                 f"{tum['dice']['value']:.2f}", f"{t['spectrum']['value']:.2f}", f"{t['intensity_w1']['value']:.3f}",
                 f"{real.get('fid_floor', {}).get('value', float('nan')):.3f}" if isinstance(real.get("fid_floor"), dict)
                 else str(real.get("fid_floor", "-"))])
+    if not training:  # scored sets only: drop the two training-cost columns
+        head, out = [head[0], *head[3:]], [[r[0], *r[3:]] for r in out]
     return markdown_table(head, out)
 
 

@@ -76,7 +76,7 @@ def main() -> None:
         s["name"] = label
     abl._picture(sets, held, RESULTS / f"{args.name}.png", case=args.case)
     env = environment(1)
-    table = abl._table(res, {}, [label for label, _ in sets])
+    table = abl._table(res, {}, [label for label, _ in sets], training=False)
     text = (f"Latent candidates at 128^3 on 16 held-out masks (demo subjects 1000-1015), DDIM-25, seed 0, fp32, "
             f"scored together by `synthkit evaluate` (label fidelity: cross-fitted segmenter on the real held-out "
             f"set, 128^3; tissue: split-half reference).\n\n{table}\n\nSets: {json.dumps(info)}\n\n"
